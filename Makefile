@@ -1,0 +1,68 @@
+# spondyscan — `make help` lists the targets. Research use only, not a diagnosis.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SHARED ?= ../shared/data
+DATASET ?= var/dataset
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup run test test-slow lint format prepare train bench client spa frontend-test clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the project (idempotent)
+
+spa: ## build the web app into frontend/dist (when the frontend exists)
+	@if [ -f frontend/package.json ]; then cd frontend && npm ci --no-audit --no-fund && npm run build; fi
+
+run: setup spa ## install what is missing, build the SPA, serve the API with SQLite and the bundled models
+	$(BIN)/spondyscan serve
+
+test: setup ## lint and run the test suite (what CI runs)
+	$(BIN)/ruff check ml backend tests bench
+	$(BIN)/pytest -m "not slow" --cov --cov-report=term:skip-covered
+	@if [ -f frontend/package.json ]; then $(MAKE) frontend-test; fi
+
+test-slow: setup ## the slow tests: real bundles, real training
+	$(BIN)/pytest -m slow
+
+lint: setup ## ruff + mypy
+	$(BIN)/ruff check ml backend tests bench
+	$(BIN)/ruff format --check ml backend tests bench
+	$(BIN)/mypy
+
+format: setup ## apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix ml backend tests bench
+	$(BIN)/ruff format ml backend tests bench
+
+prepare: setup ## build the training set from ../shared/data/lumbar_mri into $(DATASET)
+	$(BIN)/spondyscan prepare --source lumbar-mri $(SHARED)/lumbar_mri --out $(DATASET)
+
+train: setup ## train every shipped model (CONFIGS=... to pick some) on $(DATASET)
+	$(BIN)/python -m ml.training.train_all --dataset $(DATASET) $(if $(CONFIGS),--configs $(CONFIGS),)
+
+bench: setup ## benchmark: design-style path vs ours
+	$(BIN)/python -m bench.run
+
+client: setup ## regenerate the typed frontend API client from the OpenAPI schema
+	$(BIN)/python -m backend.openapi_dump frontend/openapi.json
+	cd frontend && npm ci --no-audit --no-fund && npm run client
+
+frontend-test: ## frontend unit + browser suites
+	cd frontend && npm ci --no-audit --no-fund && npm test
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache .mypy_cache htmlcov .coverage frontend/dist

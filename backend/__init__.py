@@ -1,0 +1,1 @@
+"""spondyscan service: async FastAPI API, SQLAlchemy store, inference registry, batch jobs."""

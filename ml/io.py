@@ -1,0 +1,284 @@
+"""Read one image from bytes or a file, recognising the format by content, not by name.
+
+Shared by the ingest adapters, the CLI and the API, so every entry point accepts the same inputs
+and rejects bad ones with the same machine-readable codes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "jpeg", "npy", "dicom", "nifti")
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into a slice; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class LoadedImage:
+    """A decoded 2D slice and what we know about where it came from."""
+
+    pixels: np.ndarray
+    format: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    if len(head) < 348:
+        return False
+    sizeof_hdr_le = int.from_bytes(head[:4], "little")
+    sizeof_hdr_be = int.from_bytes(head[:4], "big")
+    magic = head[344:348]
+    return (sizeof_hdr_le in (348, 540) or sizeof_hdr_be in (348, 540)) and magic[:3] in (
+        b"n+1",
+        b"ni1",
+        b"n+2",
+    ) or (sizeof_hdr_le == 540 and head[4:8] in (b"n+2\x00",))
+
+
+def sniff_format(data: bytes) -> str:
+    """Return one of FORMATS from the leading bytes, or raise ``unsupported_format``."""
+    if len(data) == 0:
+        raise ImageError("empty_image", "The file is empty (0 bytes).")
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x93NUMPY"):
+        return "npy"
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                head = gz.read(352)
+        except (OSError, EOFError) as exc:
+            raise ImageError("corrupt_image", f"The gzip stream could not be read: {exc}") from exc
+        if _is_nifti_header(head):
+            return "nifti"
+        raise ImageError(
+            "unsupported_format", "A gzip file that is not a NIfTI image (.nii.gz) is not supported."
+        )
+    if _is_nifti_header(data[:352]):
+        return "nifti"
+    raise ImageError(
+        "unsupported_format",
+        "Unsupported file: expected PNG, JPEG, NumPy .npy, DICOM or NIfTI (recognised by content).",
+    )
+
+
+def _check_pixels(shape: tuple[int, ...], max_pixels: int | None) -> None:
+    n = int(np.prod(shape[:2])) if len(shape) >= 2 else int(np.prod(shape))
+    if max_pixels is not None and n > max_pixels:
+        raise ImageError(
+            "too_large", f"The image has {n:,} pixels per slice; the limit is {max_pixels:,}."
+        )
+
+
+def _read_raster(data: bytes, fmt: str, max_pixels: int | None) -> LoadedImage:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        _check_pixels((img.height, img.width), max_pixels)
+        img.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("corrupt_image", f"The {fmt.upper()} file could not be decoded.") from exc
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif mode == "LA":
+        img = img.convert("L")
+    elif mode == "1":
+        img = img.convert("L")
+    arr = np.array(img)
+    return LoadedImage(arr, fmt, {"mode": mode, "size": [img.width, img.height]})
+
+
+def _read_npy(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedImage:
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ImageError("corrupt_image", "The .npy file could not be read as a numeric array.") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        raise ImageError("unsupported_format", "The .npy array must be numeric (bool/int/float).")
+    meta: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        pass  # a colour or single-channel 2D image
+    elif arr.ndim == 3:
+        # A volume (slices first, as the Kaggle SPIDER part): the middle slice unless named.
+        idx = arr.shape[0] // 2 if frame is None else frame
+        if not 0 <= idx < arr.shape[0]:
+            raise ImageError("bad_frame", f"Slice {idx} is outside the volume (0..{arr.shape[0] - 1}).")
+        arr = arr[idx]
+        meta["slice_index"] = idx
+    elif arr.ndim != 2:
+        raise ImageError("unsupported_format", f"Expected a 2D or 3D array, got {arr.ndim}D.")
+    _check_pixels(arr.shape, max_pixels)
+    return LoadedImage(arr, "npy", meta)
+
+
+def _read_dicom(
+    data: bytes, frame: int | None, max_pixels: int | None, max_frames: int | None
+) -> LoadedImage:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
+        raise ImageError("corrupt_image", "The DICOM file could not be parsed.") from exc
+    if "PixelData" not in ds:
+        raise ImageError("empty_image", "The DICOM file holds no pixel data.")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_pixels((rows, cols), max_pixels)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if max_frames is not None and n_frames > max_frames:
+        raise ImageError("too_large", f"The DICOM has {n_frames} frames; the limit is {max_frames}.")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad or unsupported data
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown"))
+        raise ImageError(
+            "corrupt_image", f"The DICOM pixel data could not be decoded (transfer syntax {ts})."
+        ) from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    meta: dict[str, Any] = {
+        "frames": n_frames,
+        "photometric": photometric,
+        "modality": str(ds.get("Modality", "")),
+        "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")),
+    }
+    if n_frames > 1:
+        idx = n_frames // 2 if frame is None else frame
+        if not 0 <= idx < n_frames:
+            raise ImageError("bad_frame", f"Frame {idx} does not exist (0..{n_frames - 1}).")
+        arr = arr[idx]
+        meta["frame"] = idx
+    if photometric.startswith("MONOCHROME"):
+        arr = arr.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
+            ds.get("RescaleIntercept", 0) or 0
+        )
+        if photometric == "MONOCHROME1":
+            # MONOCHROME1 shows low values bright: invert so all inputs share one convention.
+            arr = arr.max() - arr
+    elif photometric in ("YBR_FULL", "YBR_FULL_422"):
+        from pydicom.pixels import convert_color_space
+
+        arr = convert_color_space(arr, photometric, "RGB")
+    return LoadedImage(np.asarray(arr), "dicom", meta)
+
+
+def nifti_mid_sagittal(volume: np.ndarray, affine: np.ndarray, index: int | None = None) -> np.ndarray:
+    """Take a sagittal slice from a 3D volume, shown superior-up and anterior-left.
+
+    The volume is reoriented to RAS first, so the first axis runs left to right and the
+    sagittal plane is axis 0 whatever the acquisition orientation.
+    """
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    ras = nib.orientations.apply_orientation(volume, ornt)
+    idx = ras.shape[0] // 2 if index is None else index
+    if not 0 <= idx < ras.shape[0]:
+        raise ImageError("bad_frame", f"Sagittal slice {idx} is outside 0..{ras.shape[0] - 1}.")
+    sl = ras[idx]  # axes: (A, S)
+    return np.flipud(np.fliplr(sl.T)) if sl.ndim == 2 else sl
+
+
+def _read_nifti(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedImage:
+    import nibabel as nib
+
+    raw = data
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            raw = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ImageError("corrupt_image", "The .nii.gz stream is truncated or corrupt.") from exc
+    try:
+        fh = nib.FileHolder(fileobj=io.BytesIO(raw))
+        klass = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 else nib.Nifti1Image
+        img = klass.from_file_map({"header": fh, "image": fh})
+        vol = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
+        raise ImageError("corrupt_image", "The NIfTI file could not be read.") from exc
+    meta: dict[str, Any] = {"shape": list(vol.shape)}
+    if vol.ndim == 4:
+        vol = vol[..., 0]
+        meta["volume_index"] = 0
+    if vol.ndim == 3 and 1 in vol.shape:
+        vol = np.squeeze(vol)
+    if vol.ndim == 3:
+        _check_pixels(vol.shape[1:], max_pixels)
+        sl = nifti_mid_sagittal(vol, img.affine, frame)
+        meta["sagittal_index"] = vol.shape[0] // 2 if frame is None else frame
+    elif vol.ndim == 2:
+        sl = vol
+    else:
+        raise ImageError("unsupported_format", f"Unsupported NIfTI dimensionality {vol.ndim}D.")
+    _check_pixels(sl.shape, max_pixels)
+    return LoadedImage(np.asarray(sl), "nifti", meta)
+
+
+def read_image(
+    source: bytes | str | Path,
+    *,
+    frame: int | None = None,
+    max_pixels: int | None = 64_000_000,
+    max_frames: int | None = 2_000,
+) -> LoadedImage:
+    """Decode one 2D slice from PNG, JPEG, .npy, DICOM or NIfTI bytes (or a file path).
+
+    Args:
+        source: the raw bytes, or a path to read them from.
+        frame: for multi-frame DICOM / 3D arrays / NIfTI volumes, which frame or sagittal slice;
+            the middle one when None.
+        max_pixels: reject slices with more pixels than this (``too_large``).
+        max_frames: reject DICOM with more frames than this (``too_large``).
+
+    Returns:
+        The decoded slice (2D, or 2D with colour channels last) with its format and metadata.
+
+    Raises:
+        ImageError: with code unsupported_format, corrupt_image, empty_image, too_large or bad_frame.
+    """
+    data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+    fmt = sniff_format(data)
+    if fmt in ("png", "jpeg"):
+        loaded = _read_raster(data, fmt, max_pixels)
+    elif fmt == "npy":
+        loaded = _read_npy(data, frame, max_pixels)
+    elif fmt == "dicom":
+        loaded = _read_dicom(data, frame, max_pixels, max_frames)
+    else:
+        loaded = _read_nifti(data, frame, max_pixels)
+    if loaded.pixels.size == 0:
+        raise ImageError("empty_image", "The image has no pixels.")
+    return loaded
+
+
+def require_content(pixels: np.ndarray) -> None:
+    """Raise ``empty_image`` for a slice with no contrast at all (every pixel equal)."""
+    arr = np.asarray(pixels, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0 or float(finite.max()) == float(finite.min()):
+        raise ImageError("empty_image", "The image is blank: every pixel has the same value.")
