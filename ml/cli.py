@@ -28,9 +28,15 @@ class CliError(Exception):
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the science commands on a subparsers object (also used by the service CLI)."""
     for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("ml."):
+                continue  # that command is not part of this checkout
+            raise
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        mod.add_arguments(p)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -44,11 +44,9 @@ def _is_nifti_header(head: bytes) -> bool:
     sizeof_hdr_le = int.from_bytes(head[:4], "little")
     sizeof_hdr_be = int.from_bytes(head[:4], "big")
     magic = head[344:348]
-    return (sizeof_hdr_le in (348, 540) or sizeof_hdr_be in (348, 540)) and magic[:3] in (
-        b"n+1",
-        b"ni1",
-        b"n+2",
-    ) or (sizeof_hdr_le == 540 and head[4:8] in (b"n+2\x00",))
+    sized = sizeof_hdr_le in (348, 540) or sizeof_hdr_be in (348, 540)
+    nifti2 = sizeof_hdr_le == 540 and head[4:8] == b"n+2\x00"
+    return (sized and magic[:3] in (b"n+1", b"ni1", b"n+2")) or nifti2
 
 
 def sniff_format(data: bytes) -> str:
@@ -72,7 +70,8 @@ def sniff_format(data: bytes) -> str:
         if _is_nifti_header(head):
             return "nifti"
         raise ImageError(
-            "unsupported_format", "A gzip file that is not a NIfTI image (.nii.gz) is not supported."
+            "unsupported_format",
+            "A gzip file that is not a NIfTI image (.nii.gz) is not supported.",
         )
     if _is_nifti_header(data[:352]):
         return "nifti"
@@ -94,7 +93,7 @@ def _read_raster(data: bytes, fmt: str, max_pixels: int | None) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         _check_pixels((img.height, img.width), max_pixels)
         img.load()
     except ImageError:
@@ -106,9 +105,7 @@ def _read_raster(data: bytes, fmt: str, max_pixels: int | None) -> LoadedImage:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGB")
-    elif mode == "LA":
-        img = img.convert("L")
-    elif mode == "1":
+    elif mode == "LA" or mode == "1":
         img = img.convert("L")
     arr = np.array(img)
     return LoadedImage(arr, fmt, {"mode": mode, "size": [img.width, img.height]})
@@ -118,7 +115,9 @@ def _read_npy(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedI
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise ImageError("corrupt_image", "The .npy file could not be read as a numeric array.") from exc
+        raise ImageError(
+            "corrupt_image", "The .npy file could not be read as a numeric array."
+        ) from exc
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise ImageError("unsupported_format", "The .npy array must be numeric (bool/int/float).")
     meta: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
@@ -128,7 +127,9 @@ def _read_npy(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedI
         # A volume (slices first, as the Kaggle SPIDER part): the middle slice unless named.
         idx = arr.shape[0] // 2 if frame is None else frame
         if not 0 <= idx < arr.shape[0]:
-            raise ImageError("bad_frame", f"Slice {idx} is outside the volume (0..{arr.shape[0] - 1}).")
+            raise ImageError(
+                "bad_frame", f"Slice {idx} is outside the volume (0..{arr.shape[0] - 1})."
+            )
         arr = arr[idx]
         meta["slice_index"] = idx
     elif arr.ndim != 2:
@@ -153,7 +154,9 @@ def _read_dicom(
     _check_pixels((rows, cols), max_pixels)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if max_frames is not None and n_frames > max_frames:
-        raise ImageError("too_large", f"The DICOM has {n_frames} frames; the limit is {max_frames}.")
+        raise ImageError(
+            "too_large", f"The DICOM has {n_frames} frames; the limit is {max_frames}."
+        )
     try:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad or unsupported data
@@ -181,14 +184,18 @@ def _read_dicom(
         if photometric == "MONOCHROME1":
             # MONOCHROME1 shows low values bright: invert so all inputs share one convention.
             arr = arr.max() - arr
-    elif photometric in ("YBR_FULL", "YBR_FULL_422"):
-        from pydicom.pixels import convert_color_space
+    elif photometric in ("YBR_FULL", "YBR_FULL_422") and int(pydicom.__version__.split(".")[0]) < 3:
+        # pydicom >= 3 already returns RGB from pixel_array (as_rgb=True); converting again
+        # would scramble the colours.
+        from pydicom.pixel_data_handlers.util import convert_color_space
 
         arr = convert_color_space(arr, photometric, "RGB")
     return LoadedImage(np.asarray(arr), "dicom", meta)
 
 
-def nifti_mid_sagittal(volume: np.ndarray, affine: np.ndarray, index: int | None = None) -> np.ndarray:
+def nifti_mid_sagittal(
+    volume: np.ndarray, affine: np.ndarray, index: int | None = None
+) -> np.ndarray:
     """Take a sagittal slice from a 3D volume, shown superior-up and anterior-left.
 
     The volume is reoriented to RAS first, so the first axis runs left to right and the
@@ -213,7 +220,9 @@ def _read_nifti(data: bytes, frame: int | None, max_pixels: int | None) -> Loade
         try:
             raw = gzip.decompress(data)
         except (OSError, EOFError) as exc:
-            raise ImageError("corrupt_image", "The .nii.gz stream is truncated or corrupt.") from exc
+            raise ImageError(
+                "corrupt_image", "The .nii.gz stream is truncated or corrupt."
+            ) from exc
     try:
         fh = nib.FileHolder(fileobj=io.BytesIO(raw))
         klass = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 else nib.Nifti1Image
@@ -259,7 +268,8 @@ def read_image(
         The decoded slice (2D, or 2D with colour channels last) with its format and metadata.
 
     Raises:
-        ImageError: with code unsupported_format, corrupt_image, empty_image, too_large or bad_frame.
+        ImageError: with code unsupported_format, corrupt_image, empty_image, too_large or
+            bad_frame.
     """
     data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
     fmt = sniff_format(data)
