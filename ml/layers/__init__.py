@@ -1,0 +1,7 @@
+"""Custom Keras layers (registered under the ``spondyscan`` package, serializable)."""
+
+from ml.layers.attention_gate import AttentionGate
+from ml.layers.tokens import ClassToken, PositionEmbedding, SelectToken
+from ml.layers.transformer import TransformerBlock
+
+__all__ = ["AttentionGate", "ClassToken", "PositionEmbedding", "SelectToken", "TransformerBlock"]

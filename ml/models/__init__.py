@@ -1,0 +1,97 @@
+"""Model builders: ``build_model(architecture, cfg)`` over :data:`ARCHITECTURES`.
+
+Every builder takes a config dict (keys may shrink a model for tests) and returns a
+``keras.Model`` whose layers are all named. Importing this package registers the custom layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ml.layers  # noqa: F401  (registers the custom layers for deserialisation)
+from ml.models.attention_unet import build_attention_unet
+from ml.models.attention_unet_lite import build_attention_unet_lite
+from ml.models.backbone import FEATURE_LAYER, backbone_init, backbone_layers
+from ml.models.flops import count_flops
+from ml.models.hybrid_v1 import build_hybrid_v1
+from ml.models.hybrid_v2 import build_hybrid_v2
+from ml.models.hybrid_v3 import attention_layer_names, build_hybrid_v3
+from ml.models.simple_cnn import build_simple_cnn
+
+BUILDERS: dict[str, Callable[..., Any]] = {
+    "attention_unet": build_attention_unet,
+    "attention_unet_lite": build_attention_unet_lite,
+    "simple_cnn": build_simple_cnn,
+    "hybrid_v1": build_hybrid_v1,
+    "hybrid_v2": build_hybrid_v2,
+    "hybrid_v3": build_hybrid_v3,
+}
+ARCHITECTURES: tuple[str, ...] = tuple(BUILDERS)
+TASKS: dict[str, str] = {
+    "attention_unet": "segmentation",
+    "attention_unet_lite": "segmentation",
+    "simple_cnn": "classification",
+    "hybrid_v1": "classification",
+    "hybrid_v2": "classification",
+    "hybrid_v3": "classification",
+}
+HYBRIDS = ("hybrid_v1", "hybrid_v2", "hybrid_v3")
+
+
+def build_model(architecture: str, cfg: dict[str, Any] | None = None):
+    """Build a model by architecture name.
+
+    Args:
+        architecture: one of :data:`ARCHITECTURES`.
+        cfg: builder config overrides (see each builder's ``DEFAULTS``).
+
+    Returns:
+        An unbuilt-weights (randomly initialised) ``keras.Model``.
+    """
+    if architecture not in BUILDERS:
+        known = ", ".join(ARCHITECTURES)
+        raise ValueError(f"unknown architecture {architecture!r}; known: {known}")
+    return BUILDERS[architecture](cfg)
+
+
+def task_of(architecture: str) -> str:
+    """``segmentation`` or ``classification``."""
+    return TASKS[architecture]
+
+
+def gradcam_layer(architecture: str, model) -> str | None:
+    """Name of the last convolutional feature layer Grad-CAM should use (classifiers only)."""
+    if architecture in HYBRIDS:
+        return FEATURE_LAYER
+    if architecture == "simple_cnn":
+        convs = [layer.name for layer in model.layers if layer.name.startswith("conv")]
+        return convs[-1]
+    return None
+
+
+def attention_layers(architecture: str, cfg: dict[str, Any] | None = None) -> list[str]:
+    """Names of layers whose second output is attention weights (hybrid v3 only)."""
+    return attention_layer_names(cfg) if architecture == "hybrid_v3" else []
+
+
+def weights_init(architecture: str, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How the model's weights were initialised before training (ImageNet backbone or not)."""
+    if architecture in HYBRIDS:
+        from ml.models.backbone import BACKBONE_DEFAULTS
+
+        return backbone_init({**BACKBONE_DEFAULTS, **(cfg or {})})
+    return {"imagenet": False, "init": "none"}
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "TASKS",
+    "attention_layers",
+    "backbone_layers",
+    "build_model",
+    "count_flops",
+    "gradcam_layer",
+    "task_of",
+    "weights_init",
+]

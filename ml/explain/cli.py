@@ -1,0 +1,234 @@
+"""``spondyscan explain IMAGE --model KEY|PATH ... --out DIR``: heatmap overlays and a JSON summary.
+
+Writes into DIR (each file atomically: a temporary file, then a rename):
+    heatmap.png          the heatmap on the image (JET, alpha 0.4), with the focus box / ROI box
+    heatmap_focused.png  the focused heatmap (when a focus other than ``none`` was applied)
+    segmentation.png     the segmenter's mask contours and ROI box (segmentation focus or a
+                         segmentation model)
+    probability.png      the segmenter's per-pixel probability map (segmentation models)
+    summary.json         class, probabilities, focus, inside fraction, faithfulness and its
+                         one-sentence reading, label provenance and the research-use notice
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HEADS = {"binary": "binary_output", "stage": "stage_output"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``explain`` options."""
+    parser.add_argument("image", help="image file (PNG, JPEG, NPY, DICOM, NIfTI)")
+    parser.add_argument("--model", required=True, help="bundle key under --models-dir, or a path")
+    parser.add_argument("--models-dir", default="models", help="folder of model bundles")
+    parser.add_argument(
+        "--head", choices=[*HEADS, *HEADS.values()], default="binary",
+        help="classifier head to explain: AS status (binary) or stage",
+    )  # fmt: skip
+    parser.add_argument(
+        "--method", choices=["gradcam", "gradcam++", "eigencam", "attention"],
+        default="gradcam", help="heatmap method (attention: hybrid v3 attention rollout)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--focus", choices=["none", "box", "segmentation"], default="none",
+        help="region focus: none, the design's fixed box, or the ROI from a segmentation model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seg-model",
+        help="segmentation bundle key or path for --focus segmentation (default: the default one)",
+    )
+    parser.add_argument("--class-index", type=int, help="class to explain (default: predicted)")
+    parser.add_argument("--frame", type=int, help="frame of a multi-frame image")
+    parser.add_argument(
+        "--no-faithfulness", action="store_true", help="skip the deletion/insertion test"
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+
+
+def _bundle_dir(ref: str, models_dir: str) -> Path:
+    from ml.cli import CliError
+
+    path = Path(ref)
+    if (path / "manifest.json").is_file():
+        return path
+    candidate = Path(models_dir) / ref
+    if (candidate / "manifest.json").is_file():
+        return candidate
+    raise CliError(f"no model bundle {ref!r} (neither a bundle folder nor a key in {models_dir})")
+
+
+def _default_segmenter(models_dir: str) -> Path:
+    from ml.bundle import BundleError, discover_bundles, read_manifest
+    from ml.cli import CliError
+
+    found = []
+    for path in discover_bundles(models_dir):
+        try:
+            manifest = read_manifest(path)
+        except BundleError:
+            continue
+        if manifest.get("task") == "segmentation":
+            found.append((not manifest.get("default", False), path.name, path))
+    if not found:
+        raise CliError(
+            f"--focus segmentation needs a segmentation model; none found in {models_dir} "
+            "(pass --seg-model)"
+        )
+    return sorted(found)[0][2]
+
+
+def _load(path: Path):
+    from ml.bundle import BundleError, load_bundle
+    from ml.cli import CliError
+
+    try:
+        return load_bundle(path)
+    except BundleError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def explain_file(args: argparse.Namespace) -> dict[str, Any]:
+    """Do the work of ``run`` and return the JSON summary (also written to summary.json)."""
+    import numpy as np
+
+    from ml.cli import CliError
+    from ml.explain import explain_image, json_summary, overlay
+    from ml.explain.segmentation import explain_segmentation
+    from ml.io import ImageError, read_image, require_content
+    from ml.predict import roi_from_mask, segment
+    from ml.preprocessing import preprocess
+
+    if not Path(args.image).is_file():
+        raise CliError(f"{args.image}: no such file")
+    try:
+        loaded = read_image(Path(args.image), frame=args.frame)
+        require_content(loaded.pixels)
+    except ImageError as exc:
+        raise CliError(f"{args.image}: {exc.message}") from exc
+    bundle = _load(_bundle_dir(args.model, args.models_dir))
+    size = int(bundle.model.inputs[0].shape[1])
+    image = preprocess(loaded.pixels, size)
+    head = HEADS.get(args.head, args.head)
+
+    seg_info: dict[str, Any] | None = None
+    roi_mask = roi_bbox = seg_mask = None
+    if args.focus == "segmentation" and bundle.task == "classification":
+        seg_dir = (
+            _bundle_dir(args.seg_model, args.models_dir)
+            if args.seg_model
+            else _default_segmenter(args.models_dir)
+        )
+        seg_bundle = _load(seg_dir)
+        seg_size = int(seg_bundle.model.inputs[0].shape[1])
+        prob = segment(seg_bundle.model, preprocess(loaded.pixels, seg_size)[None, ..., None])[0]
+        if seg_size != size:
+            import cv2
+
+            prob = cv2.resize(prob, (size, size), interpolation=cv2.INTER_LINEAR)
+        thr = float(seg_bundle.manifest["outputs"]["mask"].get("threshold", 0.5))
+        seg = explain_segmentation(prob, thr)
+        seg_mask = seg["mask"]
+        roi_bbox, roi_mask = roi_from_mask(seg_mask)
+        if roi_bbox is None:
+            roi_mask = None
+        seg_info = {
+            "model": seg_bundle.manifest["key"],
+            "version": seg_bundle.manifest.get("version"),
+            "summary": seg["summary"],
+            "roi_bbox": list(roi_bbox) if roi_bbox else None,
+        }
+    if args.method == "attention" and not bundle.manifest.get("attention_layers"):
+        raise CliError(f"model {bundle.key} has no attention layers (attention needs hybrid_v3)")
+    try:
+        result = explain_image(
+            bundle,
+            image,
+            head=head,
+            method=args.method,
+            focus=args.focus,
+            roi_mask=roi_mask,
+            class_index=args.class_index,
+            faithfulness=not args.no_faithfulness,
+            seg_mask=seg_mask,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = result["arrays"]
+    seg_mask = arrays.get("mask", seg_mask)
+    roi_bbox = result.get("roi_bbox") or roi_bbox
+    focus_bbox = result["focus_bbox"] if result["focus"] == "box" else None
+    files = {
+        "heatmap.png": overlay.explanation_overlay(
+            image, arrays["heatmap"], mask=seg_mask, roi_bbox=roi_bbox, focus_bbox=focus_bbox
+        )
+    }
+    if result["focus"] != "none":
+        files["heatmap_focused.png"] = overlay.explanation_overlay(
+            image, arrays["focused_heatmap"], roi_bbox=roi_bbox, focus_bbox=focus_bbox
+        )
+    if seg_mask is not None:
+        files["segmentation.png"] = overlay.draw_box(
+            overlay.draw_contours(overlay.to_rgb(image), seg_mask), roi_bbox
+        )
+    if "probability" in arrays:
+        files["probability.png"] = overlay.probability_image(arrays["probability"])
+    for name, rgb in files.items():
+        _write_atomic(out / name, overlay.to_png(np.asarray(rgb)))
+
+    summary = json_summary(result)
+    summary.update(
+        image={
+            "path": str(args.image),
+            "format": loaded.format,
+            "shape": list(loaded.pixels.shape),
+        },
+        display_name=bundle.manifest.get("display_name"),
+        intended_use=bundle.manifest.get("intended_use"),
+        segmentation_model=seg_info,
+        files=sorted([*files, "summary.json"]),
+    )
+    _write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``spondyscan explain``; writes the files and prints a short reading."""
+    summary = explain_file(args)
+    lines = [
+        f"{summary['model']}: {summary['head']} = {summary['class_name']} "
+        f"(p={summary['probability']:.3f}), {summary['method']}, focus {summary['focus']}, "
+        f"{summary['inside_fraction']:.0%} of the heatmap inside the region",
+    ]
+    if summary.get("focus_note"):
+        lines.append(f"note: {summary['focus_note']}")
+    if summary.get("faithfulness"):
+        f = summary["faithfulness"]
+        lines.append(f"faithfulness {f['score']:+.2f}: {f['interpretation']}")
+    lines.append(f"wrote {', '.join(summary['files'])} to {args.out}")
+    lines.append(summary["notice"])
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0

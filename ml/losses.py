@@ -1,0 +1,160 @@
+"""Losses (keras.ops only, so they run on any Keras backend).
+
+Segmentation: BCE, soft Dice, Dice + BCE. Classification: sparse categorical cross-entropy with
+optional class weights and focal modulation (``gamma > 0``), which targets the rare Early stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+EPSILON = 1e-7
+
+
+def _per_image_dice(y_true, y_pred, smooth: float):
+    y_true = ops.cast(y_true, y_pred.dtype)
+    axes = list(range(1, len(y_pred.shape)))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return (2.0 * intersection + smooth) / (total + smooth)
+
+
+@keras.saving.register_keras_serializable(package="spondyscan")
+class DiceLoss(keras.losses.Loss):
+    """1 - soft Dice per image (smoothed so empty masks are not undefined)."""
+
+    def __init__(self, smooth: float = 1.0, name: str = "dice_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        return 1.0 - _per_image_dice(y_true, y_pred, self.smooth)
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="spondyscan")
+class DiceBCELoss(keras.losses.Loss):
+    """``bce_weight`` x mean pixel BCE + ``dice_weight`` x (1 - soft Dice), per image."""
+
+    def __init__(
+        self,
+        bce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        smooth: float = 1.0,
+        name: str = "dice_bce_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.bce_weight = float(bce_weight)
+        self.dice_weight = float(dice_weight)
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+        bce = ops.mean(bce, axis=list(range(1, len(y_pred.shape))))
+        dice = 1.0 - _per_image_dice(y_true, y_pred, self.smooth)
+        return self.bce_weight * bce + self.dice_weight * dice
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bce_weight": self.bce_weight,
+            "dice_weight": self.dice_weight,
+            "smooth": self.smooth,
+        }
+
+
+@keras.saving.register_keras_serializable(package="spondyscan")
+class SparseFocalLoss(keras.losses.Loss):
+    """Class-weighted focal loss on softmax probabilities with integer labels.
+
+    ``-w[y] * (1 - p_y) ** gamma * log(p_y)``; ``gamma = 0`` is class-weighted cross-entropy and
+    with no weights it is plain sparse categorical cross-entropy.
+
+    Args:
+        gamma: focusing parameter (2 is the usual choice).
+        class_weights: one weight per class, or None for all ones.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        class_weights: Sequence[float] | None = None,
+        name: str = "sparse_focal_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.gamma = float(gamma)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        classes = y_pred.shape[-1]
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        onehot = ops.one_hot(labels, classes, dtype=y_pred.dtype)
+        p = ops.sum(ops.clip(y_pred, EPSILON, 1.0) * onehot, axis=-1)
+        loss = -ops.log(p)
+        if self.gamma:
+            loss = loss * ops.power(1.0 - p, self.gamma)
+        if self.class_weights is not None:
+            weights = ops.convert_to_tensor(self.class_weights, dtype=y_pred.dtype)
+            loss = loss * ops.sum(onehot * weights, axis=-1)
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "class_weights": self.class_weights}
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> list[float]:
+    """``n / (k * n_c)`` per class (1.0 for classes absent from ``labels``), mean-normalised
+    over the samples so the loss keeps its scale."""
+    labels = np.asarray(labels).astype(int).ravel()
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    weights /= float(np.mean(weights[labels])) if len(labels) else 1.0
+    return [round(float(w), 6) for w in weights]
+
+
+def get_loss(spec: Any, labels: np.ndarray | None = None, n_classes: int | None = None):
+    """Build a loss from a config value.
+
+    Args:
+        spec: a name (``bce``, ``dice``, ``dice_bce``, ``sparse_ce``, ``focal``) or a dict with
+            ``name`` and options (``gamma``, ``class_weights`` = list or ``balanced``,
+            ``bce_weight``, ``dice_weight``).
+        labels: training labels, needed for ``class_weights: balanced``.
+        n_classes: number of classes of the head, for ``balanced``.
+    """
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name == "bce":
+        return keras.losses.BinaryCrossentropy(name="bce")
+    if name == "dice":
+        return DiceLoss(**spec)
+    if name == "dice_bce":
+        return DiceBCELoss(**spec)
+    if name in ("sparse_ce", "focal"):
+        weights = spec.pop("class_weights", None)
+        if weights == "balanced":
+            if labels is None or n_classes is None:
+                raise ValueError("class_weights: balanced needs the training labels")
+            weights = balanced_class_weights(labels, n_classes)
+        gamma = float(spec.pop("gamma", 2.0 if name == "focal" else 0.0))
+        if spec:
+            raise ValueError(f"unknown options for loss {name}: {sorted(spec)}")
+        if name == "sparse_ce" and weights is None:
+            return keras.losses.SparseCategoricalCrossentropy(name="sparse_ce")
+        return SparseFocalLoss(gamma=gamma, class_weights=weights)
+    raise ValueError(f"unknown loss {name!r} (bce, dice, dice_bce, sparse_ce, focal)")

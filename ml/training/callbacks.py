@@ -1,0 +1,53 @@
+"""Callbacks: the per-epoch log (CSV + one logging line per epoch)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+
+logger = logging.getLogger(__name__)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Append each epoch's metrics (with stage, input size and learning rate) to a CSV.
+
+    One file across all stages of a schedule, rewritten whole each epoch so it is always a
+    complete CSV even when a run is interrupted.
+    """
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]], stage: int, input_size: int):
+        super().__init__()
+        self.path = Path(path)
+        self.rows = rows
+        self.stage = stage
+        self.input_size = input_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        lr = logs.pop("learning_rate", None)
+        if lr is None:
+            lr = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        row: dict[str, Any] = {
+            "epoch": len(self.rows) + 1,
+            "stage": self.stage,
+            "input_size": self.input_size,
+            "learning_rate": float(lr),
+        }
+        row.update({k: round(float(v), 6) for k, v in sorted(logs.items())})
+        self.rows.append(row)
+        fields: list[str] = []
+        for r in self.rows:
+            fields += [k for k in r if k not in fields]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
+        logger.info("epoch %d (stage %d, %dpx): %s", row["epoch"], self.stage, self.input_size,
+                    shown)  # fmt: skip

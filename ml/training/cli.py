@@ -1,0 +1,44 @@
+"""`spondyscan train --config ml/configs/<key>.yaml --dataset DIR [--out models/<key>]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config (or a key in ml/configs)")
+    parser.add_argument("--dataset", required=True, help="folder written by `spondyscan prepare`")
+    parser.add_argument("--out", help="bundle folder (default: <models-dir>/<key>)")
+    parser.add_argument("--models-dir", default="models", help="where bundles go (default models)")
+    parser.add_argument("--epochs", type=int, help="cap every stage at N epochs (quick runs)")
+    parser.add_argument("--run-dir", help="checkpoints and logs (default runs/<key>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml.cli import CliError
+    from ml.training.config import ConfigError
+
+    try:
+        from ml.training.loop import train
+
+        result = train(
+            args.config,
+            args.dataset,
+            out_dir=args.out,
+            epochs=args.epochs,
+            models_dir=args.models_dir,
+            run_dir=args.run_dir,
+        )
+    except (ConfigError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    from ml import RESEARCH_USE_NOTICE
+    from ml.evaluation.evaluate import summary_line
+
+    m = result.manifest
+    print(f"wrote {result.bundle_dir} ({m['parameters']:,} parameters, "
+          f"{m['training']['epochs_run']} epochs, {result.seconds / 60:.1f} min)")  # fmt: skip
+    print(f"test: {summary_line(m['metrics'], m['task'])}")
+    for path in result.derived:
+        print(f"wrote {path}")
+    print(RESEARCH_USE_NOTICE)
+    return 0

@@ -1,0 +1,398 @@
+"""The fit loop: config + prepared dataset -> trained model -> evaluated bundle(s).
+
+Seeds are fixed; the train split is divided into fit and validation subsets by subject; each
+stage of the schedule (U-Nets: low resolution first, then full resolution) builds the model at
+its size and inherits the previous stage's weights; Keras callbacks do early stopping, learning
+rate reduction and best-epoch checkpoints; the test split is evaluated at the end and the bundle
+is written with its manifest, model card, report, curves and log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.training.config import load_config, normalize_config, stages
+
+logger = logging.getLogger(__name__)
+
+HEADS = {"binary_output": 2, "stage_output": 4}
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    key: str
+    bundle_dir: Path
+    manifest: dict[str, Any]
+    seconds: float
+    derived: list[Path] = field(default_factory=list)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a run happened (for the manifest)."""
+    import keras
+
+    versions = {}
+    for pkg in ("keras", "tensorflow", "tensorflow-cpu", "jax"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    cpus = os.cpu_count() or 0
+    return {
+        "summary": f"{platform.machine()} CPU x{cpus}, Keras {keras.__version__} "
+        f"({keras.backend.backend()})",
+        "platform": platform.platform(),
+        "cpu_count": cpus,
+        "backend": keras.backend.backend(),
+        "versions": versions,
+    }
+
+
+def _targets(task: str, data, idx: np.ndarray, size: int):
+    from ml.training.data import resize_images, resize_masks
+
+    x = resize_images(data.images[idx], size)
+    if task == "segmentation":
+        return x, resize_masks(data.masks[idx], size)
+    return x, {"binary_output": data.as_status[idx], "stage_output": data.stage[idx]}
+
+
+def _compile(model, cfg, task: str, train_data, fit_idx, learning_rate: float):
+    from ml.losses import get_loss
+    from ml.metrics import DiceScore, IoUScore
+    from ml.models import weights_init
+    from ml.training.optim import backbone_learning_rate, make_optimizer
+
+    t = cfg["training"]
+    pretrained = bool(weights_init(cfg["architecture"], cfg["model"]).get("imagenet"))
+    backbone_lr = backbone_learning_rate(t["optimizer"].get("backbone_learning_rate"), pretrained)
+    if backbone_lr is not None:
+        backbone_lr *= learning_rate / float(t["optimizer"]["learning_rate"])
+    optimizer = make_optimizer(model, t["optimizer"], learning_rate, backbone_lr)
+    eager = bool(t.get("run_eagerly", False))
+    if task == "segmentation":
+        model.compile(
+            optimizer=optimizer,
+            loss=get_loss(t["loss"]),
+            metrics=[DiceScore(name="dice"), IoUScore(name="iou")],
+            run_eagerly=eager,
+        )
+        return
+    labels = {
+        "binary_output": train_data.as_status[fit_idx],
+        "stage_output": train_data.stage[fit_idx],
+    }
+    losses = {h: get_loss(t["loss"][h], labels[h], HEADS[h]) for h in HEADS}
+    model.compile(
+        optimizer=optimizer,
+        loss=losses,
+        loss_weights={h: float(t["loss_weights"][h]) for h in HEADS},
+        metrics={h: ["accuracy"] for h in HEADS},
+        run_eagerly=eager,
+    )
+
+
+def _monitor(name: str, has_val: bool) -> str:
+    return name if has_val or not name.startswith("val_") else name[len("val_") :]
+
+
+def _mode(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+def _callbacks(cfg, stage_index, size, run_dir: Path, rows, has_val: bool):
+    import keras
+
+    from ml.training.callbacks import EpochRecorder
+
+    t = cfg["training"]
+    es = t["early_stopping"]
+    rl = t["reduce_lr"]
+    ck_monitor = _monitor(t["checkpoint"].get("monitor") or es["monitor"], has_val)
+    checkpoint = run_dir / f"best_stage{stage_index}.weights.h5"
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint),
+            monitor=ck_monitor,
+            mode=_mode(ck_monitor),
+            save_best_only=True,
+            save_weights_only=True,
+            verbose=0,
+        ),
+        EpochRecorder(run_dir / "training_log.csv", rows, stage_index, size),
+    ]
+    if es:
+        monitor = _monitor(es["monitor"], has_val)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                mode=_mode(monitor),
+                patience=int(es["patience"]),
+                restore_best_weights=bool(es.get("restore_best_weights", False)),
+                verbose=1,
+            )
+        )
+    if rl:
+        monitor = _monitor(rl["monitor"], has_val)
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode=_mode(monitor),
+                factor=float(rl["factor"]),
+                patience=int(rl["patience"]),
+                min_lr=float(rl.get("min_lr", 1e-7)),
+                verbose=1,
+            )
+        )
+    return callbacks, checkpoint
+
+
+def _provenance(train_data, dataset_dir: Path, task: str) -> dict[str, Any]:
+    from ml.bundle import label_provenance
+
+    rule_version = None
+    rule_path = dataset_dir / "label_rule.json"
+    if train_data.label_source.startswith("feature_rule") and rule_path.is_file():
+        try:
+            rule_version = json.loads(rule_path.read_text()).get("version")
+        except ValueError:
+            rule_version = None
+    mask_kind = None
+    if task == "segmentation":
+        kinds = {r.get("mask_kind", "") for r in train_data.rows} - {""}
+        mask_kind = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
+    return label_provenance(train_data.label_source, rule_version, mask_kind)
+
+
+def _evaluate_for_bundle(model, task, test_data, storage: str, tolerance: float):
+    """Test metrics, choosing float16 storage when rounding keeps them within ``tolerance``."""
+    from ml.bundle import round_weights
+    from ml.evaluation.evaluate import evaluate_model
+    from ml.evaluation.metrics import max_headline_change
+
+    metrics32, artifacts32 = evaluate_model(model, task, test_data)
+    if storage == "float32":
+        return metrics32, artifacts32, "float32", None
+    original = round_weights(model, "float16")
+    metrics16, artifacts16 = evaluate_model(model, task, test_data)
+    change = max_headline_change(metrics32, metrics16, task)
+    if storage == "float16" or change <= tolerance:
+        return metrics16, artifacts16, "float16", change
+    logger.info("float16 storage changes the metrics by %.4f: keeping float32", change)
+    model.set_weights(original)
+    return metrics32, artifacts32, "float32", change
+
+
+def train(
+    config: str | Path | dict[str, Any],
+    dataset_dir: str | Path,
+    out_dir: str | Path | None = None,
+    epochs: int | None = None,
+    models_dir: str | Path = "models",
+    run_dir: str | Path | None = None,
+    verbose: int | None = None,
+) -> TrainResult:
+    """Train one config on a prepared dataset and write its bundle (and derived bundles).
+
+    Args:
+        config: YAML path, config key, or a config dict.
+        dataset_dir: a folder written by ``spondyscan prepare``.
+        out_dir: bundle folder (default ``models_dir/<key>``).
+        epochs: cap on the epochs of every stage (quick runs and tests).
+        models_dir: where derived bundles (e.g. ``unet_best``) go, next to the main one.
+        run_dir: checkpoints and logs of the run (default ``runs/<key>``).
+        verbose: Keras fit verbosity (default: progress bar on a terminal, a line per epoch
+            otherwise).
+    """
+    import keras
+
+    from ml.bundle import new_manifest, read_manifest, write_bundle
+    from ml.data.dataset import load_split
+    from ml.evaluation.evaluate import curves_artifact, metrics_block
+    from ml.models import build_model, count_flops, task_of
+    from ml.training.data import BatchSequence, validation_split
+
+    started = time.time()
+    if isinstance(config, dict):
+        cfg = normalize_config({k: v for k, v in config.items() if k != "_path"})
+        cfg["_path"] = config.get("_path", "")
+    else:
+        cfg = load_config(config)
+    key, arch = cfg["key"], cfg["architecture"]
+    task = task_of(arch)
+    dataset_dir = Path(dataset_dir)
+    out_dir = Path(out_dir) if out_dir else Path(models_dir) / key
+    run_dir = Path(run_dir) if run_dir else Path("runs") / key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+
+    seed = int(cfg["seed"])
+    keras.utils.set_random_seed(seed)
+    train_data = load_split(dataset_dir, "train")
+    test_data = load_split(dataset_dir, "test")
+    if len(train_data) == 0 or len(test_data) == 0:
+        raise ValueError(f"{dataset_dir}: needs both train and test rows")
+    fit_idx, val_idx = validation_split(
+        train_data.subject_ids, float(cfg["data"]["val_fraction"]), seed
+    )
+    has_val = len(val_idx) > 0
+    plan = stages(cfg, epochs)
+    logger.info(
+        "training %s (%s) on %s: %d fit / %d validation / %d test images, stages %s",
+        key, arch, dataset_dir, len(fit_idx), len(val_idx), len(test_data),
+        [(s["input_size"], s["epochs"]) for s in plan],
+    )  # fmt: skip
+
+    rows: list[dict[str, Any]] = []
+    model = None
+    checkpoint = None
+    stage_log = []
+    aug = cfg["data"]["augment"]
+    over = cfg["data"]["oversample"]
+    for i, stage in enumerate(plan):
+        size = stage["input_size"]
+        built = build_model(arch, {**cfg["model"], "input_size": size})
+        if model is not None:
+            built.set_weights(model.get_weights())  # fully convolutional: same shapes
+        model = built
+        _compile(model, cfg, task, train_data, fit_idx, stage["learning_rate"])
+        x_fit, y_fit = _targets(task, train_data, fit_idx, size)
+        sequence = BatchSequence(
+            x_fit,
+            y_fit,
+            stage["batch_size"],
+            seed=seed + i,
+            augment=aug,
+            oversample_labels=train_data.stage[fit_idx] if (over and task != "segmentation")
+            else None,
+            oversample_ratio=float((over or {}).get("ratio", 1.0)),
+        )  # fmt: skip
+        validation = _targets(task, train_data, val_idx, size) if has_val else None
+        callbacks, checkpoint = _callbacks(cfg, i, size, run_dir, rows, has_val)
+        before = len(rows)
+        stage_started = time.time()
+        model.fit(
+            sequence,
+            validation_data=validation,
+            epochs=stage["epochs"],
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        stage_log.append(
+            {
+                **stage,
+                "epochs_run": len(rows) - before,
+                "seconds": round(time.time() - stage_started, 1),
+            }
+        )
+    assert model is not None
+    final_rule = cfg["training"]["final_weights"]
+    if final_rule == "best" and checkpoint is not None and checkpoint.is_file():
+        model.load_weights(checkpoint)
+    train_seconds = time.time() - started
+
+    provenance = _provenance(train_data, dataset_dir, task)
+    config_record = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    training = {
+        "config_path": cfg.get("_path", ""),
+        "config": config_record,
+        "epochs_run": len(rows),
+        "stages": stage_log,
+        "seconds": round(train_seconds, 1),
+        "machine": machine_info(),
+        "seed": seed,
+        "final_weights": final_rule,
+        "history": "training_log.csv",
+        "validation": {"n_val": int(len(val_idx)), "split": "by subject, from train"},
+        "epochs_override": epochs,
+    }
+    dataset = {
+        "hash": train_data.dataset_hash,
+        "dir": dataset_dir.name,
+        "n_train": int(len(train_data)),
+        "n_fit": int(len(fit_idx)),
+        "n_val": int(len(val_idx)),
+        "n_test": int(len(test_data)),
+        "split": "subject",
+        "label_source": train_data.label_source,
+        "sources": {
+            str(s): int(n)
+            for s, n in zip(*np.unique(train_data.sources, return_counts=True), strict=True)
+        },
+    }
+
+    def write(model_, bundle_key, bundle_dir, display_name, weights_note):
+        metrics, artifacts, storage, change = _evaluate_for_bundle(
+            model_, task, test_data, cfg["bundle"]["storage"],
+            float(cfg["bundle"]["float16_tolerance"]),
+        )  # fmt: skip
+        model_cfg = {**cfg["model"], "input_size": int(model_.inputs[0].shape[1])}
+        manifest = new_manifest(
+            key=bundle_key,
+            architecture=arch,
+            cfg=model_cfg,
+            display_name=display_name,
+            version=str(cfg["bundle"]["version"]),
+            provenance=provenance,
+            default=bool(cfg["bundle"]["default"]) if bundle_key == key else False,
+            training={**training, "weights_selected": weights_note},
+            dataset=dataset,
+            metrics=metrics_block(metrics, test_data, "test"),
+            description=cfg.get("description", ""),
+        )
+        manifest["weights"]["float16_metric_change"] = change
+        manifest["parameters"] = int(model_.count_params())
+        manifest["flops"] = count_flops(model_)
+        from ml.models import gradcam_layer
+
+        manifest["gradcam_layer"] = gradcam_layer(arch, model_)
+        artifacts.update(curves_artifact(rows, display_name))
+        files: dict[str, Any] = dict(artifacts)
+        files["training_log.csv"] = run_dir / "training_log.csv"
+        path = write_bundle(model_, bundle_dir, manifest, storage_dtype=storage, files=files)
+        manifest = read_manifest(path)
+        from ml.evaluation.evaluate import summary_line
+
+        logger.info("%s: %s", bundle_key, summary_line(manifest["metrics"], task))
+        return path, manifest
+
+    bundle_path, manifest = write(
+        model, key, out_dir, cfg["display_name"],
+        "best epoch (checkpoint)" if final_rule == "best" else "last epoch",
+    )  # fmt: skip
+    derived_paths = []
+    for spec in cfg["bundle"]["derived"] or []:
+        if spec.get("weights", "best") != "best":
+            raise ValueError("derived bundles take the best checkpoint (weights: best)")
+        if checkpoint is None or not checkpoint.is_file():
+            logger.warning("no checkpoint for derived bundle %s", spec["key"])
+            continue
+        best = build_model(arch, {**cfg["model"]})
+        best.load_weights(checkpoint)
+        path, _ = write(
+            best, spec["key"], out_dir.parent / spec["key"],
+            spec.get("display_name", spec["key"]), "best epoch (checkpoint)",
+        )  # fmt: skip
+        derived_paths.append(path)
+    return TrainResult(
+        key=key,
+        bundle_dir=bundle_path,
+        manifest=manifest,
+        seconds=time.time() - started,
+        derived=derived_paths,
+    )

@@ -1,0 +1,253 @@
+"""Training: configs, data pipeline pieces, and tiny end-to-end runs on synthetic phantoms."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from ml.bundle import load_bundle, read_manifest  # noqa: E402
+from ml.cli import main as cli_main  # noqa: E402
+from ml.losses import SparseFocalLoss, balanced_class_weights, get_loss  # noqa: E402
+from ml.training import train_all  # noqa: E402
+from ml.training.config import CONFIG_DIR, ConfigError, load_config, stages  # noqa: E402
+from ml.training.data import (  # noqa: E402
+    BatchSequence,
+    augment_pair,
+    oversample_indices,
+    validation_split,
+)
+from ml.training.optim import MultiplierAdam  # noqa: E402
+
+HERE = Path(__file__).parent
+TINY_SEG = HERE / "configs" / "tiny_seg.yaml"
+TINY_CLS = HERE / "configs" / "tiny_cls.yaml"
+DESIGN_KEYS = {"attention_unet", "unet_best", "cnn_classifier", "classifier_best",
+               "hybrid_cnn_transformer"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_shipped_configs_load_and_build_plans():
+    keys = train_all.shipped_configs()
+    assert set(keys) >= DESIGN_KEYS
+    assert {"attention_unet_lite", "cnn_classifier_balanced", "hybrid_v3"} <= set(keys)
+    for key in keys:
+        cfg = load_config(CONFIG_DIR / f"{key}.yaml")
+        assert cfg["key"] == key
+        plan = stages(cfg)
+        assert plan[-1]["input_size"] == 256
+    # unet_best comes out of the attention_unet run, not a second training.
+    assert "unet_best" not in [k for k, _ in train_all.plan(keys)]
+
+
+def test_design_hyperparameters():
+    unet = load_config("attention_unet")
+    assert unet["training"]["loss"] == "bce"
+    assert sum(s["epochs"] for s in stages(unet)) <= 50  # the design's maximum
+    assert [s["input_size"] for s in stages(unet)] == [128, 256]
+    assert unet["training"]["early_stopping"]["patience"] == 10
+    cnn = load_config("cnn_classifier")
+    t = cnn["training"]
+    assert (t["epochs"], t["batch_size"]) == (100, 32)
+    assert t["early_stopping"] == {"monitor": "val_binary_output_accuracy", "patience": 20,
+                                   "restore_best_weights": False}  # fmt: skip
+    assert t["reduce_lr"]["patience"] == 7 and t["reduce_lr"]["factor"] == 0.5
+    assert t["loss_weights"] == {"binary_output": 1.0, "stage_output": 0.5}
+    for key in ("classifier_best", "hybrid_cnn_transformer"):
+        t = load_config(key)["training"]
+        assert (t["epochs"], t["batch_size"], t["early_stopping"]["patience"]) == (50, 16, 15)
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("key: x\narchitecture: simple_cnn\ntraining: {epoks: 3}\n")
+    with pytest.raises(ConfigError, match="unknown key 'epoks'"):
+        load_config(bad)
+    bad.write_text("key: x\narchitecture: resnet\n")
+    with pytest.raises(ConfigError, match="architecture must be one of"):
+        load_config(bad)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_validation_split_is_subject_disjoint():
+    subjects = np.repeat([f"s{i}" for i in range(10)], 3)
+    fit, val = validation_split(subjects, 0.2, seed=1)
+    assert len(fit) + len(val) == 30 and len(val) == 6
+    assert not set(subjects[fit]) & set(subjects[val])
+
+
+def test_oversampling_balances_and_keeps_originals():
+    labels = np.array([0] * 20 + [1] * 2 + [2] * 5)
+    idx = oversample_indices(labels, 1.0, np.random.default_rng(0))
+    assert set(range(len(labels))) <= set(idx.tolist())
+    counts = np.bincount(labels[idx])
+    assert counts.min() == counts.max() == 20
+
+
+def test_augmentation_moves_image_and_mask_together():
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 64, 1), np.float32)
+    image[20:40, 25:45] = 1.0
+    mask = (image > 0.5).astype(np.float32)
+    spec = {"shift": 0.1, "rotate": 10, "scale": 0.1, "p": 1.0}
+    img2, mask2 = augment_pair(image, mask, rng, spec)
+    assert not np.array_equal(img2, image)
+    agree = np.mean((img2 > 0.5) == (mask2 > 0.5))
+    assert agree > 0.98
+    assert set(np.unique(mask2)) <= {0.0, 1.0}
+
+
+def test_batches_are_whole_and_reproducible():
+    x = np.random.default_rng(0).random((10, 8, 8, 1)).astype(np.float32)
+    y = {"binary_output": np.arange(10) % 2, "stage_output": np.arange(10) % 4}
+    a = BatchSequence(x, y, 4, seed=3, augment={"shift": 0.1, "p": 1.0})
+    b = BatchSequence(x, y, 4, seed=3, augment={"shift": 0.1, "p": 1.0})
+    assert len(a) == 3 and all(len(a[i][0]) == 4 for i in range(3))
+    np.testing.assert_array_equal(a[1][0], b[1][0])
+
+
+def test_losses():
+    y = np.array([0, 1, 3])
+    p = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.1, 0.1, 0.1, 0.7]], np.float32)
+    ce = keras.losses.SparseCategoricalCrossentropy()(y, p)
+    assert np.isclose(float(SparseFocalLoss(gamma=0.0)(y, p)), float(ce), atol=1e-6)
+    assert float(SparseFocalLoss(gamma=2.0)(y, p)) < float(ce)
+    weights = balanced_class_weights(np.array([0] * 8 + [1] * 2), 4)
+    assert weights[1] > weights[0] and weights[2] == weights[3]
+    mask = np.zeros((1, 8, 8, 1), np.float32)
+    mask[0, 2:6, 2:6] = 1
+    assert float(get_loss("dice_bce")(mask, mask * 0.999 + 0.0005)) < 0.05
+    assert float(get_loss("dice")(mask, 1 - mask)) > 0.9
+
+
+def test_multiplier_adam_scales_the_backbone_rate():
+    a = keras.Variable(np.ones(3, np.float32), name="a")
+    b = keras.Variable(np.ones(3, np.float32), name="b")
+    opt = MultiplierAdam(lr_multipliers={b.path: 0.01}, learning_rate=0.1)
+    opt.apply([np.ones(3, np.float32), np.ones(3, np.float32)], [a, b])
+    step_a = 1 - float(keras.ops.convert_to_numpy(a)[0])
+    step_b = 1 - float(keras.ops.convert_to_numpy(b)[0])
+    assert np.isclose(step_a, 0.1, rtol=1e-3) and np.isclose(step_b, 0.001, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _metrics_equal(a: dict, b: dict, keys) -> None:
+    for k in keys:
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+
+
+def test_segmentation_trains_end_to_end(synthetic_dataset, tmp_path):
+    from ml.evaluation.evaluate import evaluate_bundle
+    from ml.training.loop import train
+
+    models = tmp_path / "models"
+    result = train(TINY_SEG, synthetic_dataset, models_dir=models, run_dir=tmp_path / "run",
+                   verbose=0)  # fmt: skip
+    path = models / "tiny_seg"
+    assert result.bundle_dir == path and result.derived == [models / "tiny_seg_best"]
+    m = read_manifest(path)
+    assert m["task"] == "segmentation" and m["parameters"] == load_bundle(path).model.count_params()
+    assert [s["input_size"] for s in m["training"]["stages"]] == [32, 64]
+    assert m["training"]["epochs_run"] == 2
+    assert m["dataset"]["split"] == "subject" and len(m["dataset"]["hash"]) == 64
+    assert m["label_provenance"]["mask_kind"] == "expert"
+    assert m["weights"]["storage_dtype"] in ("float16", "float32")
+    for name in ("README.md", "REPORT.md", "plots/curves.png", "training_log.csv",
+                 "metrics_per_image.csv"):  # fmt: skip
+        assert (path / name).is_file(), name
+    assert "Research use only" in (path / "README.md").read_text()
+    assert 0.0 <= m["metrics"]["iou"] <= 1.0
+    again = evaluate_bundle(path, synthetic_dataset)
+    _metrics_equal(again, m["metrics"], ("iou", "dice", "iou_pooled", "dice_pooled"))
+    assert load_bundle(path).manifest["metrics"]["iou"] == pytest.approx(m["metrics"]["iou"])
+
+
+def test_classifier_trains_via_cli_and_evaluate_reproduces(synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "models" / "tiny_cls"
+    code = cli_main(["train", "--config", str(TINY_CLS), "--dataset", str(synthetic_dataset),
+                     "--out", str(out), "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    assert code == 0
+    assert "Research use only" in capsys.readouterr().out
+    m = read_manifest(out)
+    assert m["gradcam_layer"] == "top_activation"
+    assert m["attention_layers"] == ["transformer1", "transformer2"]
+    assert m["training"]["final_weights"] == "best"
+    assert (out / "plots" / "confusion_stage.png").is_file()
+    rows = list(csv.DictReader((out / "training_log.csv").open()))
+    assert {"loss", "val_loss", "val_binary_output_accuracy", "learning_rate"} <= set(rows[0])
+    code = cli_main(["evaluate", "--model", str(out), "--dataset", str(synthetic_dataset)])
+    assert code == 0
+    again = read_manifest(out)["metrics"]
+    _metrics_equal(again, m["metrics"], ("binary_accuracy", "stage_accuracy", "stage_macro_f1"))
+    assert again["binary"]["confusion_matrix"] == m["metrics"]["binary"]["confusion_matrix"]
+    load_bundle(out)  # the rewritten manifest still matches the weights
+
+
+@pytest.fixture(scope="module")
+def clinical_dataset(synthetic_source, tmp_path_factory):
+    from ml.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("clinical")
+    labels = root / "labels.csv"
+    with open(synthetic_source / "slices.csv", newline="") as fh:
+        slices = list(csv.DictReader(fh))
+    with open(labels, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["filename", "source", "AS_status", "stage"])
+        for i, r in enumerate(slices):
+            status = int(r["subject_id"][-1]) % 2
+            stem = Path(r["filename"]).stem
+            writer.writerow([stem, r["source"], status, 1 + i % 3 if status else 0])
+    out = root / "dataset"
+    prepare_dataset("lumbar-mri", synthetic_source, out, labels_csv=labels)
+    return out
+
+
+def test_clinical_labels_carry_provenance(clinical_dataset, tmp_path):
+    from ml.predict import predict_bundle
+    from ml.training.loop import train
+
+    cfg = load_config(TINY_CLS)
+    cfg["key"] = "tiny_clinical"
+    result = train(cfg, clinical_dataset, models_dir=tmp_path, run_dir=tmp_path / "run",
+                   epochs=1, verbose=0)  # fmt: skip
+    m = read_manifest(result.bundle_dir)
+    assert m["label_provenance"]["label_source"] == "clinical"
+    assert m["label_provenance"]["rule_version"] is None
+    assert m["dataset"]["label_source"] == "clinical"
+    assert m["metrics"]["label_source"] == "clinical"
+    assert "clinical" in (result.bundle_dir / "README.md").read_text()
+    bundle = load_bundle(result.bundle_dir)
+    x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
+    out = predict_bundle(bundle, x)
+    assert out["label_provenance"]["label_source"] == "clinical"
+    assert [p["label_source"] for p in out["predictions"]] == ["clinical", "clinical"]
+
+
+def test_train_all_lists_and_picks_defaults(tmp_path, capsys):
+    from ml.bundle import make_random_bundle, update_manifest
+
+    assert train_all.main(["--dataset", str(tmp_path), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "attention_unet: attention_unet (+ unet_best)" in listed
+    a = make_random_bundle(tmp_path, "a", "simple_cnn", default=True)
+    b = make_random_bundle(tmp_path, "b", "simple_cnn")
+    s = make_random_bundle(tmp_path, "s", "attention_unet_lite")
+    update_manifest(a, {"metrics": {"binary_accuracy": 0.9, "stage_macro_f1": 0.3}})
+    update_manifest(b, {"metrics": {"binary_accuracy": 0.8, "stage_macro_f1": 0.7}})
+    update_manifest(s, {"metrics": {"iou": 0.5}})
+    chosen = train_all.select_defaults(tmp_path)
+    assert chosen == {"classification": "b", "segmentation": "s"}
+    assert [read_manifest(p)["default"] for p in (a, b, s)] == [False, True, True]
+    assert json.loads((b / "manifest.json").read_text())["default"] is True
