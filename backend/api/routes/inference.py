@@ -1,0 +1,105 @@
+"""Inference on one uploaded image: segment, classify, explain, or the whole pipeline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form
+
+from backend.api.deps import AnalysisDep, CurrentUser, UploadDep
+from backend.schemas.common import error_responses
+from backend.schemas.results import AnalysisResult, ClassifyResult, ExplainResult, SegmentResult
+from backend.services import analysis as analysis_service
+
+router = APIRouter(tags=["inference"])
+
+_ERRORS = error_responses(400, 401, 413, 415, 422, 503)
+Frame = Annotated[
+    int | None, Form(description="frame / slice of a multi-frame DICOM, volume or NIfTI")
+]
+Models = Annotated[
+    list[str] | None,
+    Form(description="classifier keys (repeat the field); default: the registry default"),
+]
+Method = Annotated[
+    Literal["gradcam", "gradcam++", "eigencam", "attention"],
+    Form(description="attention: rollout, hybrid v3 models only"),
+]
+
+
+@router.post("/segment", response_model=SegmentResult, responses=_ERRORS)
+async def segment(
+    ctx: AnalysisDep,
+    principal: CurrentUser,
+    upload: UploadDep,
+    model: Annotated[str | None, Form(description="segmentation model key")] = None,
+    frame: Frame = None,
+) -> SegmentResult:
+    """Segment the lumbosacral structures: mask, probability summary and ROI box."""
+    return await analysis_service.segment_image(ctx, principal, upload, model=model, frame=frame)
+
+
+@router.post("/classify", response_model=ClassifyResult, responses=_ERRORS)
+async def classify(
+    ctx: AnalysisDep,
+    principal: CurrentUser,
+    upload: UploadDep,
+    models: Models = None,
+    frame: Frame = None,
+) -> ClassifyResult:
+    """AS status and stage with probabilities from one or more models, side by side."""
+    return await analysis_service.classify_image(ctx, principal, upload, models=models, frame=frame)
+
+
+@router.post("/explain", response_model=ExplainResult, responses=_ERRORS)
+async def explain(
+    ctx: AnalysisDep,
+    principal: CurrentUser,
+    upload: UploadDep,
+    model: Annotated[str | None, Form(description="classifier key")] = None,
+    head: Annotated[Literal["binary", "stage"], Form()] = "binary",
+    method: Method = "gradcam",
+    focus: Annotated[Literal["none", "box", "segmentation"], Form()] = "segmentation",
+    class_index: Annotated[
+        int | None, Form(description="class to explain; default: predicted")
+    ] = None,
+    faithfulness: Annotated[bool, Form(description="compute the deletion/insertion score")] = True,
+    frame: Frame = None,
+) -> ExplainResult:
+    """A heatmap explaining one classifier head, region-focused, with a faithfulness score."""
+    return await analysis_service.explain_image(
+        ctx,
+        principal,
+        upload,
+        model=model,
+        head=head,
+        method=method,
+        focus=focus,
+        class_index=class_index,
+        faithfulness=faithfulness,
+        frame=frame,
+    )
+
+
+@router.post("/analyses", response_model=AnalysisResult, responses=_ERRORS)
+async def analyze(
+    ctx: AnalysisDep,
+    principal: CurrentUser,
+    upload: UploadDep,
+    models: Models = None,
+    segmentation_model: Annotated[str | None, Form()] = None,
+    explain: Annotated[bool, Form(description="add a heatmap per classifier")] = True,
+    method: Method = "gradcam",
+    faithfulness: Annotated[bool, Form()] = True,
+    frame: Frame = None,
+) -> AnalysisResult:
+    """The full pipeline: segment, classify with each chosen model, explain with ROI focus."""
+    options = analysis_service.AnalysisOptions(
+        models=models,
+        segmentation_model=segmentation_model,
+        explain=explain,
+        method=method,
+        faithfulness=faithfulness,
+        frame=frame,
+    )
+    return await analysis_service.run_analysis(ctx, principal, upload, options)

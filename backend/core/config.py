@@ -1,0 +1,117 @@
+"""Service settings from `SPONDYSCAN_*` environment variables and `.env` (via get_settings())."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "development-secret-change-me"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Everything the API, the inference runner and the store can be tuned by."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPONDYSCAN_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(
+        default=None,
+        description="base URL printed by `spondyscan serve` (default http://host:port)",
+    )
+
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite file in data_dir"
+    )
+    apply_migrations: bool = True
+
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    access_token_minutes: int = 60
+    admin_emails: list[str] = Field(default_factory=list)
+    # argon2 cost; the defaults are passlib's recommended ones, tests lower them.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+
+    models_dir: Path = Path("models")
+    verify_model_hashes: bool = True
+    warm_models: bool = True
+    spa_dir: Path = ROOT / "frontend" / "dist"
+    cors_origins: list[str] = Field(default_factory=list)
+
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_frames: int = 2_000
+    max_models_per_request: int = 8
+
+    batch_size: int = 16
+    batch_wait_ms: float = 4.0
+    queue_size: int = 64
+    retry_after_seconds: int = 1
+    # deletion/insertion steps for the faithfulness score: (steps + 1) * 3 extra forward passes
+    faithfulness_steps: int = 8
+
+    # Batch jobs. "embedded": items run inside the API process on its warm models (no extra
+    # services); "celery": items go to `spondyscan worker` processes through the Redis broker.
+    job_backend: Literal["embedded", "celery"] = "embedded"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    job_queue: str = "spondyscan"
+    job_concurrency: int = Field(default=2, ge=1, description="embedded: items at once")
+    job_max_items: int = Field(default=1000, ge=1)
+    job_max_bytes: int = Field(default=2 * 1024**3, description="all files of one job together")
+    # A claimed item stays its worker's while the worker renews this lease; a killed worker's
+    # items are taken over once it lapses.
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    # Redis broker: an unacknowledged task (its worker died) is delivered again after this.
+    job_visibility_timeout: int = Field(default=300, ge=1)
+    job_restore_interval: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.environment != "development" and (
+            self.secret_key.get_secret_value() == DEFAULT_SECRET
+            or len(self.secret_key.get_secret_value()) < 16
+        ):
+            raise ValueError(
+                "SPONDYSCAN_SECRET_KEY must be set to a private value of at least 16 characters "
+                f"outside development (environment={self.environment})"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file inside data_dir."""
+        if self.database_url:
+            url = self.database_url
+            # Accept plain URLs from deployment tooling and pick the async driver ourselves.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+            elif url.startswith("sqlite:///"):
+                url = "sqlite+aiosqlite:///" + url.split(":///", 1)[1]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'spondyscan.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests pass their own Settings to create_app)."""
+    return Settings()

@@ -1,0 +1,43 @@
+"""PNG renderings of results, drawn with :mod:`ml.explain.overlay` (the one drawing module)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def heatmap_image(heatmap: np.ndarray) -> bytes:
+    """The heatmap alone in the JET colour map."""
+    from ml.explain import overlay
+
+    return overlay.to_png(overlay.jet(heatmap))
+
+
+def heatmap_overlay(
+    display: np.ndarray,
+    heatmap: np.ndarray,
+    focus_bbox: Any = None,
+    roi_bbox: Any = None,
+    mask: np.ndarray | None = None,
+) -> bytes:
+    """The heatmap blended over the slice (alpha 0.4), with mask contours and boxes if given."""
+    from ml.explain import overlay
+
+    rgb = overlay.explanation_overlay(
+        display,
+        heatmap,
+        mask=mask,
+        roi_bbox=tuple(roi_bbox) if roi_bbox is not None else None,
+        focus_bbox=tuple(focus_bbox) if focus_bbox is not None else None,
+    )
+    return overlay.to_png(rgb)
+
+
+def segmentation_overlay(display: np.ndarray, mask: np.ndarray, bbox: Any) -> bytes:
+    """The slice with the mask's outline and the lumbosacral ROI box."""
+    from ml.explain import overlay
+
+    rgb = overlay.draw_contours(overlay.to_rgb(display), mask)
+    rgb = overlay.draw_box(rgb, tuple(bbox) if bbox is not None else None)
+    return overlay.to_png(rgb)

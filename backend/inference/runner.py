@@ -1,0 +1,314 @@
+"""Inference runner: warm compiled model functions, fed by per-model micro-batchers.
+
+Models never run on the event loop. Each model gets one worker thread; concurrent requests for
+the same model and operation are gathered into one batch (up to ``max_batch`` or
+``max_wait_ms``) and run as a single call of a compiled function with a fixed input signature,
+so TensorFlow traces it once at warm-up and never again. Each batcher's queue is bounded: when
+it is full the request is refused with 503 and ``Retry-After`` instead of piling up in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from backend.core.errors import ServiceBusy
+from backend.inference.batcher import MicroBatcher, QueueFull
+from backend.inference.registry import ModelEntry, ModelRegistry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Classification:
+    p_status: np.ndarray  # (2,)
+    p_stage: np.ndarray  # (4,)
+
+
+@dataclass
+class CamOutput:
+    """One image's class activation map from a batched CAM call."""
+
+    heatmap: np.ndarray  # (S, S) float32 in [0, 1]
+    class_index: int
+    prob: float
+    probabilities: np.ndarray
+
+
+@dataclass(frozen=True)
+class CamRequest:
+    image: np.ndarray  # (S, S) float32
+    class_index: int | None
+
+
+def _tf_backend() -> bool:
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def compile_forward(model: Any, size: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A forward pass compiled once for (None, size, size, 1) float32 inputs.
+
+    Returns a function from a NumPy batch to the model's outputs as NumPy arrays, in
+    ``model.outputs`` order.
+    """
+    names = list(getattr(model, "output_names", []) or [])
+
+    def _ordered(out: Any) -> list[Any]:
+        if isinstance(out, dict):
+            return [out[n] for n in names] if names else list(out.values())
+        if isinstance(out, list | tuple):
+            return list(out)
+        return [out]
+
+    if _tf_backend():
+        import tensorflow as tf
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
+            reduce_retracing=True,
+        )
+        def _fwd(x: Any) -> list[Any]:
+            return _ordered(model(x, training=False))
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return [np.asarray(o) for o in _fwd(tf.constant(batch, dtype=tf.float32))]
+
+        return run
+
+    import keras
+
+    def run_eager(batch: np.ndarray) -> list[np.ndarray]:
+        return [keras.ops.convert_to_numpy(o) for o in _ordered(model(batch, training=False))]
+
+    return run_eager
+
+
+class InferenceRunner:
+    """Batched, thread-offloaded access to the registry's models."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 4.0,
+        queue_size: int = 64,
+        retry_after: int = 1,
+        faithfulness_steps: int = 16,
+    ) -> None:
+        self.registry = registry
+        self.max_batch = max_batch
+        self.max_wait_ms = max_wait_ms
+        self.queue_size = queue_size
+        self.retry_after = retry_after
+        self.faithfulness_steps = faithfulness_steps
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._forward: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {}
+        self._batchers: dict[tuple[Any, ...], MicroBatcher[Any, Any]] = {}
+        self.warm_seconds = 0.0
+        self._direct_calls = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    def executor(self, entry: ModelEntry) -> ThreadPoolExecutor:
+        ex = self._executors.get(entry.key)
+        if ex is None:
+            ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{entry.key}")
+            self._executors[entry.key] = ex
+        return ex
+
+    def forward(self, entry: ModelEntry) -> Callable[[np.ndarray], list[np.ndarray]]:
+        fn = self._forward.get(entry.key)
+        if fn is None:
+            fn = compile_forward(entry.model, entry.input_size)
+            self._forward[entry.key] = fn
+        return fn
+
+    def _batcher(
+        self, key: tuple[Any, ...], entry: ModelEntry, fn: Callable[[Sequence[Any]], Sequence[Any]]
+    ) -> MicroBatcher[Any, Any]:
+        b = self._batchers.get(key)
+        if b is None:
+            b = MicroBatcher(
+                ":".join(str(k) for k in key),
+                fn,
+                self.executor(entry),
+                max_batch=self.max_batch,
+                max_wait_ms=self.max_wait_ms,
+                queue_size=self.queue_size,
+            )
+            self._batchers[key] = b
+        return b
+
+    async def _submit(self, batcher: MicroBatcher[Any, T], item: Any) -> T:
+        try:
+            return await batcher.submit(item)
+        except QueueFull:
+            raise ServiceBusy(
+                "The server is busy with other analyses; retry in a moment.",
+                retry_after=self.retry_after,
+            ) from None
+
+    async def call(self, entry: ModelEntry, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run ``fn`` on the model's worker thread (per-image work that is not batched)."""
+        self._direct_calls += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor(entry), lambda: fn(*args, **kw))
+
+    # ------------------------------------------------------------------ operations
+
+    async def classify(self, entry: ModelEntry, image: np.ndarray) -> Classification:
+        """AS status and stage probabilities for one preprocessed (S, S) image."""
+        forward = self.forward(entry)
+
+        def run(images: Sequence[np.ndarray]) -> list[Classification]:
+            outs = forward(np.stack(images)[..., None].astype(np.float32, copy=False))
+            p_status, p_stage = outs[0], outs[1]
+            return [Classification(p_status[i], p_stage[i]) for i in range(len(images))]
+
+        return await self._submit(self._batcher((entry.key, "classify"), entry, run), image)
+
+    async def segment(self, entry: ModelEntry, image: np.ndarray) -> np.ndarray:
+        """Foreground probability map (S, S) for one preprocessed (S, S) image."""
+        forward = self.forward(entry)
+
+        def run(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+            prob = forward(np.stack(images)[..., None].astype(np.float32, copy=False))[0]
+            prob = prob.reshape(len(images), prob.shape[1], prob.shape[2])
+            return [prob[i] for i in range(len(images))]
+
+        return await self._submit(self._batcher((entry.key, "segment"), entry, run), image)
+
+    async def cam(
+        self,
+        entry: ModelEntry,
+        image: np.ndarray,
+        *,
+        head: str,
+        method: str,
+        class_index: int | None = None,
+    ) -> CamOutput:
+        """A class activation map for one image; concurrent requests share one batched pass."""
+        from ml.explain.gradcam import compute_cam
+
+        layer = entry.gradcam_layer
+
+        def run(requests: Sequence[CamRequest]) -> list[CamOutput]:
+            images = np.stack([r.image for r in requests])[..., None].astype(np.float32)
+            # -1 asks for the predicted class of that image, so mixed requests share one pass.
+            wanted = np.asarray(
+                [-1 if r.class_index is None else r.class_index for r in requests], np.int32
+            )
+            if method == "attention":
+                return _rollout(entry, images, head, wanted)
+            res = compute_cam(entry.model, images, layer, head, wanted, method)
+            return [
+                CamOutput(
+                    res.heatmaps[i],
+                    int(res.class_index[i]),
+                    float(res.prob[i]),
+                    res.probabilities[i],
+                )
+                for i in range(len(requests))
+            ]
+
+        key = (entry.key, "cam", head, method)
+        return await self._submit(self._batcher(key, entry, run), CamRequest(image, class_index))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _warm_forward(self, entry: ModelEntry) -> None:
+        t0 = time.perf_counter()
+        dummy = np.zeros((1, entry.input_size, entry.input_size, 1), np.float32)
+        self.forward(entry)(dummy)
+        log.info("warmed %s in %.2fs", entry.key, time.perf_counter() - t0)
+
+    def _warm_explanations(self, entry: ModelEntry) -> None:
+        """Trace the Grad-CAM and faithfulness functions of a classifier (first /explain fast)."""
+        if entry.task != "classification" or not entry.gradcam_layer:
+            return
+        t0 = time.perf_counter()
+        try:
+            from ml.explain.faithfulness import predict_probabilities
+            from ml.explain.gradcam import compute_cam
+
+            dummy = np.zeros((1, entry.input_size, entry.input_size, 1), np.float32)
+            compute_cam(entry.model, dummy, entry.gradcam_layer, "binary_output", None, "gradcam")
+            predict_probabilities(entry.model, dummy, "binary_output")
+        except Exception:  # noqa: BLE001 - explanations then trace on first use instead
+            log.warning("could not warm explanations for %s", entry.key, exc_info=True)
+        log.info("warmed explanations of %s in %.2fs", entry.key, time.perf_counter() - t0)
+
+    def warm_sync(self) -> None:
+        """Trace and run every compiled function once on a dummy batch, in this thread."""
+        started = time.perf_counter()
+        for entry in self.registry.models.values():
+            self._warm_forward(entry)
+            self._warm_explanations(entry)
+        self.warm_seconds = time.perf_counter() - started
+
+    async def warm(self, *, explanations_in_background: bool = True) -> None:
+        """Warm every model's forward pass (each on its own thread, side by side).
+
+        The Grad-CAM and faithfulness functions are traced afterwards on each model's worker
+        thread; requests for that model simply queue behind them, so the service is ready as
+        soon as the forward passes are.
+        """
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        entries = list(self.registry.models.values())
+        await asyncio.gather(
+            *(loop.run_in_executor(self.executor(e), self._warm_forward, e) for e in entries)
+        )
+        self.warm_seconds = time.perf_counter() - started
+        extras = [
+            loop.run_in_executor(self.executor(e), self._warm_explanations, e) for e in entries
+        ]
+        if not explanations_in_background:
+            await asyncio.gather(*extras)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests accepted and model calls made, overall and per batcher."""
+        per = {b.name: b.as_dict() for b in self._batchers.values()}
+        return {
+            "requests": sum(b.stats.requests for b in self._batchers.values()),
+            "model_calls": sum(b.stats.calls for b in self._batchers.values()),
+            "queued": sum(b.queued for b in self._batchers.values()),
+            "rejected": sum(b.stats.rejected for b in self._batchers.values()),
+            "direct_calls": self._direct_calls,
+            "batchers": per,
+        }
+
+    async def close(self) -> None:
+        for b in self._batchers.values():
+            await b.close()
+        self._batchers.clear()
+        for ex in self._executors.values():
+            ex.shutdown(wait=False, cancel_futures=True)
+        self._executors.clear()
+
+
+def _rollout(
+    entry: ModelEntry, images: np.ndarray, head: str, wanted: np.ndarray
+) -> list[CamOutput]:
+    """Attention rollout (hybrid v3): class-agnostic maps, class and probability from the head."""
+    from ml.explain.attention import attention_rollout
+    from ml.explain.faithfulness import predict_probabilities
+
+    maps = attention_rollout(entry.model, images, entry.manifest.get("attention_layers") or None)
+    probs = predict_probabilities(entry.model, images, head)
+    out = []
+    for i in range(len(images)):
+        ci = int(np.argmax(probs[i])) if wanted[i] < 0 else int(wanted[i])
+        out.append(CamOutput(maps.heatmaps[i], ci, float(probs[i][ci]), probs[i]))
+    return out

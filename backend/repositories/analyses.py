@@ -1,0 +1,98 @@
+"""History queries: stored analyses and their per-model results."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.models import Analysis, ModelResult
+from backend.schemas.results import HistoryFilter
+
+
+async def add_analysis(
+    session: AsyncSession, analysis: Analysis, model_results: list[ModelResult]
+) -> Analysis:
+    analysis.model_results = model_results
+    session.add(analysis)
+    await session.flush()
+    return analysis
+
+
+async def get_analysis(session: AsyncSession, analysis_id: uuid.UUID) -> Analysis | None:
+    return await session.get(Analysis, analysis_id)
+
+
+async def get_analysis_for(
+    session: AsyncSession, analysis_id: uuid.UUID, user_id: uuid.UUID, *, admin: bool = False
+) -> Analysis | None:
+    """The analysis if this user may see it (its owner, or an admin); otherwise None."""
+    query = select(Analysis).where(Analysis.id == analysis_id)
+    if not admin:
+        query = query.where(Analysis.user_id == user_id)
+    return await session.scalar(query)
+
+
+def _as_datetime(value: date | datetime, *, end: bool) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    # A bare date means the whole day: from its start, or up to the start of the next day.
+    return datetime.combine(value + timedelta(days=1) if end else value, time.min)
+
+
+def _filtered(query: Select, user_id: uuid.UUID, f: HistoryFilter) -> Select:
+    query = query.where(Analysis.user_id == user_id)
+    if f.date_from is not None:
+        query = query.where(Analysis.created_at >= _as_datetime(f.date_from, end=False))
+    if f.date_to is not None:
+        bound = _as_datetime(f.date_to, end=True)
+        query = query.where(
+            Analysis.created_at < bound
+            if not isinstance(f.date_to, datetime)
+            else Analysis.created_at <= bound
+        )
+    if f.kind is not None:
+        query = query.where(Analysis.kind == f.kind)
+    if f.as_status is not None:
+        query = query.where(Analysis.as_status == f.as_status)
+    if f.stage is not None:
+        query = query.where(func.lower(Analysis.stage) == f.stage.lower())
+    if f.model is not None:
+        used = select(ModelResult.analysis_id).where(ModelResult.model_key == f.model)
+        query = query.where(Analysis.id.in_(used))
+    return query
+
+
+async def list_analyses(
+    session: AsyncSession, user_id: uuid.UUID, f: HistoryFilter
+) -> tuple[list[Analysis], int]:
+    """One page of the user's analyses, newest first, and the total matching the filter."""
+    total = await session.scalar(_filtered(select(func.count(Analysis.id)), user_id, f)) or 0
+    query = (
+        _filtered(select(Analysis), user_id, f)
+        .order_by(Analysis.created_at.desc(), Analysis.id.desc())
+        .limit(f.limit)
+        .offset(f.offset)
+    )
+    return list(await session.scalars(query)), int(total)
+
+
+async def delete_analysis(session: AsyncSession, analysis: Analysis) -> None:
+    await session.delete(analysis)
+    await session.flush()
+
+
+async def model_results_for(session: AsyncSession, analysis_id: uuid.UUID) -> list[ModelResult]:
+    rows = await session.scalars(
+        select(ModelResult).where(ModelResult.analysis_id == analysis_id).order_by(ModelResult.id)
+    )
+    return list(rows)
+
+
+async def count_analyses(session: AsyncSession, user_id: uuid.UUID | None = None) -> int:
+    query = select(func.count(Analysis.id))
+    if user_id is not None:
+        query = query.where(Analysis.user_id == user_id)
+    return int(await session.scalar(query) or 0)

@@ -1,0 +1,244 @@
+"""Job queries. State changes of an item are single conditional UPDATEs, so two workers that
+were handed the same item (a broker redelivery) can never both own it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.models import Job, JobItem
+from backend.models.job import (
+    ITEM_CANCELLED,
+    ITEM_DONE,
+    ITEM_FAILED,
+    ITEM_QUEUED,
+    ITEM_RUNNING,
+    ITEM_TERMINAL,
+)
+
+
+async def add_job(session: AsyncSession, job: Job, items: list[JobItem]) -> Job:
+    job.items = items
+    session.add(job)
+    await session.flush()
+    return job
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    return await session.get(Job, job_id)
+
+
+async def get_job_for(
+    session: AsyncSession, job_id: uuid.UUID, user_id: uuid.UUID, *, admin: bool = False
+) -> Job | None:
+    """The job if this user may see it (its owner, or an admin); otherwise None."""
+    query = select(Job).where(Job.id == job_id)
+    if not admin:
+        query = query.where(Job.user_id == user_id)
+    return await session.scalar(query)
+
+
+async def list_jobs(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, offset: int, status: str | None
+) -> tuple[list[Job], int]:
+    where = [Job.user_id == user_id]
+    if status is not None:
+        where.append(Job.status == status)
+    total = await session.scalar(select(func.count(Job.id)).where(*where)) or 0
+    rows = await session.scalars(
+        select(Job)
+        .where(*where)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), int(total)
+
+
+async def item_counts(
+    session: AsyncSession, job_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, int]]:
+    """Items per status for each job, in one query."""
+    ids = list(job_ids)
+    out: dict[uuid.UUID, dict[str, int]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    rows = await session.execute(
+        select(JobItem.job_id, JobItem.status, func.count(JobItem.id))
+        .where(JobItem.job_id.in_(ids))
+        .group_by(JobItem.job_id, JobItem.status)
+    )
+    for job_id, status, n in rows:
+        out[job_id][status] = int(n)
+    return out
+
+
+async def list_items(session: AsyncSession, job_id: uuid.UUID) -> list[JobItem]:
+    """The job's items as the database has them now (workers change them behind the session)."""
+    rows = await session.scalars(
+        select(JobItem)
+        .where(JobItem.job_id == job_id)
+        .order_by(JobItem.index)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def get_item(session: AsyncSession, job_id: uuid.UUID, index: int) -> JobItem | None:
+    return await session.scalar(
+        select(JobItem).where(JobItem.job_id == job_id, JobItem.index == index)
+    )
+
+
+async def claim_item(
+    session: AsyncSession, item_id: int, worker: str, now: datetime, lease_until: datetime
+) -> bool:
+    """Take an item: queued, or running under a lease that lapsed (its worker died)."""
+    result = await session.execute(
+        update(JobItem)
+        .where(
+            JobItem.id == item_id,
+            or_(
+                JobItem.status == ITEM_QUEUED,
+                and_(
+                    JobItem.status == ITEM_RUNNING,
+                    or_(JobItem.lease_until.is_(None), JobItem.lease_until < now),
+                ),
+            ),
+        )
+        .values(
+            status=ITEM_RUNNING,
+            worker=worker,
+            lease_until=lease_until,
+            started_at=now,
+            attempts=JobItem.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def renew_lease(
+    session: AsyncSession, item_id: int, worker: str, lease_until: datetime
+) -> bool:
+    result = await session.execute(
+        update(JobItem)
+        .where(JobItem.id == item_id, JobItem.worker == worker, JobItem.status == ITEM_RUNNING)
+        .values(lease_until=lease_until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def release_item(session: AsyncSession, item_id: int, worker: str) -> bool:
+    """Give a claimed item back to the queue (a transient failure: retry later)."""
+    result = await session.execute(
+        update(JobItem)
+        .where(JobItem.id == item_id, JobItem.worker == worker, JobItem.status == ITEM_RUNNING)
+        .values(status=ITEM_QUEUED, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def finish_item(
+    session: AsyncSession,
+    item_id: int,
+    worker: str,
+    *,
+    status: str,
+    now: datetime,
+    analysis_id: uuid.UUID | None = None,
+    summary: dict[str, Any] | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """Record an item's outcome, only while this worker still holds it."""
+    assert status in (ITEM_DONE, ITEM_FAILED)
+    result = await session.execute(
+        update(JobItem)
+        .where(JobItem.id == item_id, JobItem.worker == worker, JobItem.status == ITEM_RUNNING)
+        .values(
+            status=status,
+            finished_at=now,
+            lease_until=None,
+            analysis_id=analysis_id,
+            summary=summary,
+            error_code=error_code,
+            error_message=(error_message or "")[:500] or None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def cancel_queued(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> int:
+    """Cancel every item of the job that no worker has started."""
+    result = await session.execute(
+        update(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.status == ITEM_QUEUED)
+        .values(status=ITEM_CANCELLED, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def mark_started(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="running", started_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unfinished_count(session: AsyncSession, job_id: uuid.UUID) -> int:
+    return int(
+        await session.scalar(
+            select(func.count(JobItem.id)).where(
+                JobItem.job_id == job_id, JobItem.status.not_in(ITEM_TERMINAL)
+            )
+        )
+        or 0
+    )
+
+
+async def finalize(session: AsyncSession, job_id: uuid.UUID, status: str, now: datetime) -> bool:
+    """Mark a job finished once (the first worker to see it has no open items wins)."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.finished_at.is_(None))
+        .values(status=status, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def open_items_for_backend(
+    session: AsyncSession, backend: str
+) -> list[tuple[uuid.UUID, int]]:
+    """(job, index) of every item not finished yet, of jobs run by this back end."""
+    rows = await session.execute(
+        select(JobItem.job_id, JobItem.index)
+        .join(Job, Job.id == JobItem.job_id)
+        .where(Job.backend == backend, JobItem.status.in_((ITEM_QUEUED, ITEM_RUNNING)))
+        .order_by(Job.created_at, JobItem.index)
+    )
+    return [(r[0], int(r[1])) for r in rows]
+
+
+async def expire_leases(session: AsyncSession, backend: str, now: datetime) -> int:
+    """Let the items a previous process of a one-process back end held be taken over now."""
+    jobs = select(Job.id).where(Job.backend == backend)
+    result = await session.execute(
+        update(JobItem)
+        .where(JobItem.status == ITEM_RUNNING, JobItem.job_id.in_(jobs))
+        .values(lease_until=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

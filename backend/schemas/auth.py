@@ -1,0 +1,75 @@
+"""Users, tokens and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class UserCreate(BaseModel):
+    """Sign-up body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "reader@example.org", "password": "a long passphrase"}]
+        }
+    )
+
+    email: str = Field(max_length=320, pattern=_EMAIL_PATTERN)
+    password: str = Field(min_length=8, max_length=256)
+
+    @field_validator("email")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return value.strip().lower()
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    role: Literal["user", "admin"]
+    created_at: datetime
+
+
+class Token(BaseModel):
+    """OAuth2 bearer token response."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the token expires")
+    expires_at: datetime
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "PACS bridge"}]})
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ApiKeyPublic(BaseModel):
+    """An API key as listed: never the key itself."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    prefix: str = Field(description="first characters of the key, to recognise it")
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    active: bool
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """Returned once, at creation: the only time the full key is shown."""
+
+    key: str = Field(
+        description="send as the X-API-Key header; store it now, it is not shown again"
+    )

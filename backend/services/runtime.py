@@ -1,0 +1,111 @@
+"""The long-lived parts of a spondyscan process: database, artifact store, warm models.
+
+The API builds one at start-up; a batch-job worker builds its own the same way and passes it to
+the same use cases (``run_analysis`` and friends), so a job item is processed exactly like an
+upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.core.config import Settings
+from backend.db import migrate
+from backend.db.session import make_engine, make_sessionmaker
+from backend.storage.artifacts import ArtifactStore
+
+if TYPE_CHECKING:
+    from backend.inference.registry import ModelRegistry
+    from backend.inference.runner import InferenceRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: ArtifactStore
+    registry: ModelRegistry | None = None
+    runner: InferenceRunner | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    async def database_ok(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness reports any failure as "not reachable"
+            log.warning("database not reachable", exc_info=True)
+            return False
+
+    @property
+    def models_ready(self) -> bool:
+        return self.registry is not None and self.runner is not None and bool(self.registry.models)
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.close()
+        await self.engine.dispose()
+
+
+async def start_runtime(settings: Settings, *, load_models: bool = True) -> Runtime:
+    """Migrate the database, open the store, load and warm the models."""
+    t0 = time.perf_counter()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    if settings.apply_migrations:
+        # Alembic's async env runs its own event loop: give it a thread.
+        await asyncio.to_thread(migrate.upgrade, url)
+    timings = {"migrations_s": time.perf_counter() - t0}
+    engine = make_engine(url)
+    store = ArtifactStore(settings.artifacts_dir)
+    await asyncio.to_thread(store.sweep)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=make_sessionmaker(engine),
+        store=store,
+        timings=timings,
+    )
+    if load_models:
+        await load_models_into(runtime)
+    runtime.timings["startup_s"] = time.perf_counter() - t0
+    return runtime
+
+
+async def load_models_into(runtime: Runtime) -> None:
+    """Load the registry from settings.models_dir and start a warm runner for it."""
+    from backend.inference.registry import load_registry
+    from backend.inference.runner import InferenceRunner
+
+    s = runtime.settings
+    t0 = time.perf_counter()
+    registry = await asyncio.to_thread(load_registry, s.models_dir, verify=s.verify_model_hashes)
+    runtime.timings["load_models_s"] = time.perf_counter() - t0
+    runner = InferenceRunner(
+        registry,
+        max_batch=s.batch_size,
+        max_wait_ms=s.batch_wait_ms,
+        queue_size=s.queue_size,
+        retry_after=s.retry_after_seconds,
+        faithfulness_steps=s.faithfulness_steps,
+    )
+    if s.warm_models:
+        await runner.warm()
+        runtime.timings["warm_s"] = runner.warm_seconds
+    runtime.registry, runtime.runner = registry, runner
+    log.info(
+        "models ready: %s (%d failed) in %.1fs",
+        ", ".join(registry.keys()) or "none",
+        len(registry.errors),
+        time.perf_counter() - t0,
+    )

@@ -1,0 +1,148 @@
+"""Artifact store: the images of a result (input slice, mask, overlays), one folder per analysis id.
+
+Files are written into a private staging folder and the whole folder is renamed into place in
+one step, so a result's files appear all at once or not at all. Nothing here is served as a
+public static URL: the API reads files through :meth:`ArtifactStore.path` after an owner check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\.(png|json)$")
+MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
+
+
+def valid_name(name: str) -> bool:
+    """Artifact names are simple lower-case file names: no folders, no traversal."""
+    return bool(_NAME.match(name))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to a temp file beside ``path``, flush to disk, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StagedArtifacts:
+    """Files for one analysis, invisible until :meth:`commit` moves them into place."""
+
+    def __init__(self, store: ArtifactStore, analysis_id: uuid.UUID) -> None:
+        self.store = store
+        self.analysis_id = analysis_id
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{analysis_id}.", dir=store.staging_dir))
+        self.names: list[str] = []
+        self.committed = False
+
+    def add(self, name: str, data: bytes) -> str:
+        """Stage one file; returns its name."""
+        if not valid_name(name):
+            raise ValueError(f"invalid artifact name {name!r}")
+        write_atomic(self.dir / name, data)
+        self.names.append(name)
+        return name
+
+    def commit(self) -> Path:
+        """Move the staged folder to its final place in one rename."""
+        final = self.store.dir_for(self.analysis_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.dir, final)
+        self.committed = True
+        return final
+
+    def discard(self) -> None:
+        """Remove the staged files (before commit) or the committed folder (after)."""
+        if self.committed:
+            self.store.delete(self.analysis_id)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ArtifactStore:
+    """A local folder of per-analysis artifact folders."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.staging_dir = self.root / ".staging"
+        self.trash_dir = self.root / ".trash"
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self.trash_dir.mkdir(parents=True, exist_ok=True)
+
+    def dir_for(self, analysis_id: uuid.UUID) -> Path:
+        return self.root / str(analysis_id)
+
+    def stage(self, analysis_id: uuid.UUID) -> StagedArtifacts:
+        return StagedArtifacts(self, analysis_id)
+
+    def path(self, analysis_id: uuid.UUID, name: str) -> Path | None:
+        """The file for an artifact name, or None when the name is invalid or absent."""
+        if not valid_name(name):
+            return None
+        path = self.dir_for(analysis_id) / name
+        return path if path.is_file() else None
+
+    def names(self, analysis_id: uuid.UUID) -> list[str]:
+        folder = self.dir_for(analysis_id)
+        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+    def exists(self, analysis_id: uuid.UUID) -> bool:
+        return self.dir_for(analysis_id).is_dir()
+
+    def move_to_trash(self, analysis_id: uuid.UUID) -> Path | None:
+        """Hide an analysis' files in one rename (undo with :meth:`restore`)."""
+        folder = self.dir_for(analysis_id)
+        if not folder.is_dir():
+            return None
+        target = self.trash_dir / f"{analysis_id}.{uuid.uuid4().hex[:8]}"
+        os.replace(folder, target)
+        return target
+
+    def restore(self, analysis_id: uuid.UUID, trashed: Path | None) -> None:
+        if trashed is not None and trashed.is_dir():
+            os.replace(trashed, self.dir_for(analysis_id))
+
+    def purge(self, trashed: Path | None) -> None:
+        if trashed is not None:
+            shutil.rmtree(trashed, ignore_errors=True)
+
+    def delete(self, analysis_id: uuid.UUID) -> None:
+        self.purge(self.move_to_trash(analysis_id))
+
+    def sweep(self) -> int:
+        """Remove staging and trash left by a crash (start-up); returns how many were removed."""
+        removed = 0
+        for folder in (self.staging_dir, self.trash_dir):
+            for child in folder.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("removed %d unfinished artifact folders", removed)
+        return removed
+
+    def count_dirs(self) -> int:
+        """Committed analysis folders (tests check nothing stray is left)."""
+        return sum(1 for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def leftovers(self) -> list[Path]:
+        """Anything in staging or trash (should be empty between requests)."""
+        return [*self.staging_dir.iterdir(), *self.trash_dir.iterdir()]

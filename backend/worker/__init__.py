@@ -1,0 +1,1 @@
+"""Batch-job execution: the embedded executor, the Celery executor, and `spondyscan worker`."""

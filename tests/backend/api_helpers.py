@@ -1,0 +1,116 @@
+"""Helpers shared by the API tests (imported by name; conftest modules are not importable)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Uuid, func, select
+
+from backend.core.config import Settings
+from backend.services.runtime import Runtime
+
+PG_ADMIN_URL = os.environ.get(
+    "SPONDYSCAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+class DatabaseUrls:
+    """Create throwaway databases for a run and drop them afterwards."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.created: list[str] = []
+
+    async def new(self, backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite+aiosqlite:///{self.tmp / f'{uuid.uuid4().hex[:8]}.db'}"
+        if not postgres_reachable():
+            pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        name = f"spondyscan_test_{uuid.uuid4().hex[:12]}"
+        await pg_admin(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        return f"{base}/{name}"
+
+    async def drop_all(self) -> None:
+        for name in self.created:
+            await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created.clear()
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def make_settings(tmp: Path, database_url: str, models_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "secret_key": SECRET,
+        "data_dir": tmp,
+        "database_url": database_url,
+        "models_dir": models_dir,
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8192,
+        "max_pixels": 2_000_000,
+        "max_upload_bytes": 3 * 1024 * 1024,
+        "faithfulness_steps": 4,
+        "batch_wait_ms": 15,
+        "admin_emails": ["admin@example.org"],
+        "spa_dir": tmp / "no-spa",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Env:
+    app: Any
+    client: httpx.AsyncClient
+    runtime: Runtime
+    settings: Settings
+    backend: str
+
+    async def count(self, model: Any, **where: Any) -> int:
+        query = select(func.count()).select_from(model)
+        for key, value in where.items():
+            column = getattr(model, key)
+            if isinstance(value, str) and isinstance(column.type, Uuid):
+                value = uuid.UUID(value)
+            query = query.where(column == value)
+        async with self.runtime.sessionmaker() as session:
+            return int(await session.scalar(query) or 0)
+
+
+async def signup_and_login(
+    client: httpx.AsyncClient, email: str, password: str = "pass-word-1"
+) -> dict[str, str]:
+    r = await client.post("/auth/signup", json={"email": email, "password": password})
+    assert r.status_code == 201, r.text
+    r = await client.post("/auth/token", data={"username": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -1,0 +1,166 @@
+"""Pieces that need no database: settings, security, registry loading, the SPA, `serve`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from backend.core import security
+from backend.core.config import DEFAULT_SECRET, Settings
+from backend.inference.registry import load_registry
+
+
+def test_default_secret_refused_outside_development() -> None:
+    Settings(environment="development")  # fine for a laptop
+    with pytest.raises(ValidationError, match="SPONDYSCAN_SECRET_KEY"):
+        Settings(environment="production")
+    with pytest.raises(ValidationError):
+        Settings(environment="production", secret_key=SecretStr("short"))
+    s = Settings(environment="production", secret_key=SecretStr("x" * 32))
+    assert s.secret_key.get_secret_value() != DEFAULT_SECRET
+    assert "x" * 32 not in repr(s)  # secrets never show up in logs
+
+
+def test_database_url_defaults_and_normalisation(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.resolved_database_url == f"sqlite+aiosqlite:///{(tmp_path / 'spondyscan.db')}"
+    s = Settings(database_url="postgresql://u@h:5432/db")
+    assert s.resolved_database_url == "postgresql+asyncpg://u@h:5432/db"
+
+
+def test_tokens_and_keys() -> None:
+    uid = uuid.uuid4()
+    token, _ = security.create_access_token(uid, "k" * 32, 5)
+    assert security.decode_access_token(token, "k" * 32).user_id == uid
+    with pytest.raises(security.TokenError) as err:
+        security.decode_access_token(token, "j" * 32)
+    assert err.value.code == "invalid_token"
+    key, prefix, digest = security.new_api_key()
+    assert key.startswith(prefix) and security.api_key_matches(key, digest)
+    assert digest != key and len(digest) == 64
+    hashed = security.hash_password("correct horse", time_cost=1, memory_kib=8192)
+    assert hashed.startswith("$argon2id$")
+    assert security.verify_password("correct horse", hashed)
+    assert not security.verify_password("wrong horse", hashed)
+    assert not security.verify_password("x", "not-a-hash")
+
+
+def test_registry_skips_tampered_bundles(models_dir: Path, tmp_path: Path) -> None:
+    d = tmp_path / "models"
+    shutil.copytree(models_dir, d)
+    weights = d / "cnn_clinical" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:-16] + b"\0" * 16)
+    (d / "broken").mkdir()
+    (d / "broken" / "manifest.json").write_text("{not json")
+    registry = load_registry(d)
+    assert registry.keys() == ["cnn_tiny", "seg_tiny"]
+    assert "sha256" in registry.errors["cnn_clinical"].lower()
+    assert "broken" in registry.errors
+    assert registry.defaults == {"segmentation": "seg_tiny", "classification": "cnn_tiny"}
+
+
+def test_registry_defaults_without_flags(models_dir: Path, tmp_path: Path) -> None:
+    d = tmp_path / "models"
+    shutil.copytree(models_dir / "cnn_clinical", d / "cnn_clinical")
+    registry = load_registry(d)
+    # No bundle is flagged default: the first by key serves as the default.
+    assert registry.defaults == {"classification": "cnn_clinical"}
+    assert load_registry(tmp_path / "missing").models == {}
+
+
+async def test_spa_is_served_for_client_routes(tmp_path: Path) -> None:
+    from backend.main import create_app
+
+    dist = tmp_path / "dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_text("<!doctype html><div id=root></div>")
+    (dist / "assets" / "app.js").write_text("console.log(1)")
+    app = create_app(Settings(spa_dir=dist, data_dir=tmp_path))
+    transport = httpx.ASGITransport(app=app)  # no lifespan: only static routes are exercised
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert "root" in (await client.get("/", headers=html)).text
+        assert "root" in (await client.get("/analyze", headers=html)).text
+        assert "root" in (await client.get("/history/123", headers=html)).text
+        assert (await client.get("/assets/app.js")).text == "console.log(1)"
+        assert (await client.get("/assets/../../etc/passwd")).status_code == 404
+        # API paths stay JSON for API clients.
+        r = await client.get("/history/123", headers={"Accept": "application/json"})
+        assert r.status_code == 503 and r.json()["code"] == "not_ready"
+        assert (await client.get("/health/live")).json() == {"status": "ok"}
+        r = await client.get("/openapi.json", headers=html)
+        assert r.json()["info"]["title"] == "spondyscan"
+
+
+def test_openapi_operation_ids_are_clean() -> None:
+    from backend.main import create_app
+
+    schema = create_app(Settings()).openapi()
+    ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    assert all("_post" not in i and "_get" not in i for i in ids), ids
+    for path, ops in schema["paths"].items():
+        for op in ops.values():
+            assert op.get("tags") and op.get("summary") and op.get("description"), path
+    assert {"OAuth2Password", "APIKey"} <= set(schema["components"]["securitySchemes"])
+    json.dumps(schema)
+
+
+def test_serve_prints_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    import uvicorn
+
+    from backend import serve
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    # serve.run() exports its choices for the app factory; monkeypatch restores the env after.
+    monkeypatch.setenv("SPONDYSCAN_PORT", "8000")
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    assert serve.run(parser.parse_args(["--port", "8123"])) == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8123" in out and "Research use only" in out
+    assert seen["port"] == 8123 and seen["factory"] is True
+
+
+async def test_runner_attention_rollout_and_cam(tmp_path: Path) -> None:
+    """Attention rollout (hybrid v3) and Grad-CAM through the batched runner."""
+    import asyncio
+
+    import numpy as np
+
+    from backend.inference.runner import InferenceRunner
+    from ml.bundle import make_random_bundle
+
+    make_random_bundle(tmp_path, "h3", "hybrid_v3", task="classification", default=True)
+    registry = load_registry(tmp_path)
+    runner = InferenceRunner(registry, max_wait_ms=20)
+    await runner.warm(explanations_in_background=False)
+    entry = registry.get("h3")
+    rng = np.random.default_rng(0)
+    images = [rng.random((entry.input_size, entry.input_size), dtype=np.float32) for _ in range(3)]
+    try:
+        outs = await asyncio.gather(
+            *(runner.cam(entry, im, head="stage_output", method="attention") for im in images)
+        )
+        cams = await asyncio.gather(
+            runner.cam(entry, images[0], head="binary_output", method="gradcam", class_index=1),
+            runner.cam(entry, images[1], head="binary_output", method="gradcam"),
+        )
+        stats = runner.stats()["batchers"]
+    finally:
+        await runner.close()
+    for out in outs:
+        assert out.heatmap.shape == (entry.input_size, entry.input_size)
+        assert out.heatmap.min() >= 0.0 and out.heatmap.max() <= 1.0
+        assert 0 <= out.class_index < 4 and 0.0 <= out.prob <= 1.0
+    assert cams[0].class_index == 1
+    assert stats["h3:cam:stage_output:attention"]["calls"] < 3

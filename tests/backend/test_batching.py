@@ -1,0 +1,134 @@
+"""The runner batches concurrent requests, keeps models off the event loop, and sheds load."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import api_samples as samples
+import pytest
+from api_helpers import Env
+
+from backend.inference.batcher import MicroBatcher, QueueFull
+from backend.models import Analysis
+
+
+async def test_twenty_concurrent_classify_share_model_calls(env: Env, alice: dict) -> None:
+    runner = env.runtime.runner
+    assert runner is not None
+    before = runner.stats()["batchers"].get("cnn_tiny:classify", {"requests": 0, "calls": 0})
+    pngs = [samples.phantom_png(100 + i) for i in range(20)]
+
+    async def one(data: bytes) -> dict:
+        r = await env.client.post(
+            "/classify", files={"file": ("x.png", data, "image/png")}, headers=alice
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    results = await asyncio.gather(*(one(d) for d in pngs))
+    assert len({r["id"] for r in results}) == 20
+    after = runner.stats()["batchers"]["cnn_tiny:classify"]
+    requests = after["requests"] - before["requests"]
+    calls = after["calls"] - before["calls"]
+    assert requests == 20
+    assert calls < requests, f"20 requests took {calls} model calls"
+    assert after["largest_batch"] > 1
+    # Batched results equal one-at-a-time results.
+    single = await one(pngs[0])
+    p1 = results[0]["classifications"][0]["as_probabilities"]
+    p2 = single["classifications"][0]["as_probabilities"]
+    assert p1 == pytest.approx(p2, abs=1e-5)
+
+
+async def test_full_queue_is_503_with_retry_after(env: Env, alice: dict) -> None:
+    runner = env.runtime.runner
+    assert runner is not None
+    entry = runner.registry.get("cnn_tiny")
+    key = (entry.key, "classify")
+    original = runner._batchers.get(key)
+    release = threading.Event()
+
+    def slow(items: list) -> list:
+        release.wait(5)
+        return original.fn(items) if original else []
+
+    executor = ThreadPoolExecutor(max_workers=1)
+    runner._batchers[key] = MicroBatcher(
+        "cnn_tiny:classify", slow, executor, max_batch=1, max_wait_ms=0, queue_size=1
+    )
+    rows_before = await env.count(Analysis)
+    try:
+
+        async def one(seed: int) -> object:
+            return await env.client.post(
+                "/classify",
+                files={"file": ("x.png", samples.phantom_png(seed), "image/png")},
+                headers=alice,
+            )
+
+        tasks = [asyncio.create_task(one(200 + i)) for i in range(5)]
+        await asyncio.sleep(0.5)
+        release.set()
+        responses = await asyncio.gather(*tasks)
+    finally:
+        await runner._batchers[key].close()
+        if original is not None:
+            runner._batchers[key] = original
+        executor.shutdown(wait=False)
+    codes = sorted(r.status_code for r in responses)
+    assert 503 in codes and 200 in codes, codes
+    busy = [r for r in responses if r.status_code == 503]
+    assert busy[0].json()["code"] == "busy" and busy[0].headers["retry-after"] == "1"
+    assert await env.count(Analysis) == rows_before + codes.count(200)
+    assert env.runtime.store.leftovers() == []
+
+
+async def test_batcher_groups_and_isolates_errors() -> None:
+    calls: list[int] = []
+    loop_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def fn(items: list[int]) -> list[int]:
+        threads.add(threading.get_ident())
+        calls.append(len(items))
+        time.sleep(0.01)
+        if -1 in items:
+            raise ValueError("bad item")
+        return [i * 2 for i in items]
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        b: MicroBatcher[int, int] = MicroBatcher("t", fn, ex, max_batch=8, max_wait_ms=20)
+        out = await asyncio.gather(*(b.submit(i) for i in range(20)))
+        assert out == [i * 2 for i in range(20)]
+        assert sum(calls) == 20 and len(calls) < 20 and max(calls) <= 8
+        assert loop_thread not in threads  # never on the event loop's thread
+        with pytest.raises(ValueError):
+            await b.submit(-1)
+        assert await b.submit(4) == 8  # the collector survives a failed batch
+        await b.close()
+
+
+async def test_batcher_bounded_queue() -> None:
+    gate = threading.Event()
+
+    def fn(items: list[int]) -> list[int]:
+        gate.wait(2)
+        return items
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        b: MicroBatcher[int, int] = MicroBatcher(
+            "q", fn, ex, max_batch=1, max_wait_ms=0, queue_size=2
+        )
+        first = asyncio.create_task(b.submit(0))
+        await asyncio.sleep(0.05)  # taken by the collector, now running
+        waiting = [asyncio.create_task(b.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await b.submit(3)
+        assert b.stats.rejected == 1
+        gate.set()
+        assert await first == 0 and [await w for w in waiting] == [1, 2]
+        await b.close()
