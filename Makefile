@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test test-slow lint format prepare train bench client spa frontend-test clean
+.PHONY: help setup run test test-slow lint format prepare train bench client spa chromium frontend-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -61,7 +61,10 @@ client: setup ## regenerate the typed frontend API client from the OpenAPI schem
 	$(BIN)/python -m backend.openapi_dump frontend/openapi.json
 	cd frontend && npm ci --no-audit --no-fund && npm run client
 
-frontend-test: ## frontend unit + browser suites
+chromium: ## install Debian's headless Chromium for the browser suite (when missing)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+frontend-test: chromium ## frontend unit + browser suites (the browser suite drives the real API)
 	cd frontend && npm ci --no-audit --no-fund && npm test
 
 clean: ## remove build outputs (keeps .venv)

@@ -68,6 +68,12 @@ def _spa_middleware(
     spa_dir: Path,
 ) -> Callable[[Request, Callable[..., Awaitable[Response]]], Awaitable[Response]]:
     index = spa_dir / "index.html"
+    # index.html answers many URLs that also name API resources: it must never be reused from a
+    # cache for a data request to the same address.
+    index_headers = {"Cache-Control": "no-cache", "Vary": "Accept, Authorization, X-API-Key"}
+
+    def app_page() -> Response:
+        return FileResponse(index, headers=index_headers)
 
     async def middleware(
         request: Request, call_next: Callable[..., Awaitable[Response]]
@@ -82,13 +88,13 @@ def _spa_middleware(
                 if asset.is_file() and spa_dir.resolve() in asset.parents:
                     return FileResponse(asset)
                 if accepts_html:
-                    return FileResponse(index)
+                    return app_page()
             elif not first:
-                return FileResponse(index)
+                return app_page()
             elif accepts_html and not authed and first in ("history", "models", "analyses"):
                 # A browser navigating to a client-side route that shares a prefix with the API
                 # (/history/123) gets the app; API calls send credentials and JSON accept headers.
-                return FileResponse(index)
+                return app_page()
         return await call_next(request)
 
     return middleware

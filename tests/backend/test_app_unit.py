@@ -87,7 +87,11 @@ async def test_spa_is_served_for_client_routes(tmp_path: Path) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert "root" in (await client.get("/", headers=html)).text
         assert "root" in (await client.get("/analyze", headers=html)).text
-        assert "root" in (await client.get("/history/123", headers=html)).text
+        page = await client.get("/history/123", headers=html)
+        assert "root" in page.text
+        # Never cached for a later data request to the same address.
+        assert page.headers["cache-control"] == "no-cache"
+        assert "Accept" in page.headers["vary"]
         assert (await client.get("/assets/app.js")).text == "console.log(1)"
         assert (await client.get("/assets/../../etc/passwd")).status_code == 404
         # API paths stay JSON for API clients.

@@ -1,0 +1,451 @@
+// The browser scenarios, in order. Each step may list the HTTP statuses it provokes on purpose
+// (a wrong password is a 401); every other console error or failed request fails the step.
+import { join } from 'node:path';
+
+const EMAIL = `reader.${Date.now()}@example.org`;
+const PASSWORD = 'a long passphrase for e2e';
+const TIMEOUT = 30_000;
+const ANALYSIS_TIMEOUT = 120_000;
+
+class StepError extends Error {}
+
+function assert(condition, message) {
+  if (!condition) throw new StepError(message);
+}
+
+export function makeSuite({ base, files, artifacts, log }) {
+  const problems = [];
+  let current = { name: 'setup', allow: [] };
+  let resultId = null;
+  let resultStatus = null;
+  let shot = 0;
+
+  function watch(page) {
+    page.on('console', (msg) => {
+      if (msg.type() !== 'error') return;
+      const text = msg.text();
+      const status = /status of (\d{3})/.exec(text)?.[1];
+      if (status && current.allow.includes(Number(status))) return;
+      problems.push(`[${current.name}] console error: ${text}`);
+    });
+    page.on('pageerror', (error) => problems.push(`[${current.name}] page error: ${error.message}`));
+    page.on('requestfailed', (request) => {
+      const failure = request.failure()?.errorText ?? '';
+      // Cancelled fetches (a query dropped on navigation) and revoked blob: URLs are normal.
+      if (failure.includes('ERR_ABORTED') || request.url().startsWith('blob:')) return;
+      problems.push(`[${current.name}] request failed: ${request.method()} ${request.url()} ${failure}`);
+    });
+    page.on('response', (response) => {
+      const status = response.status();
+      if (status >= 400 && !current.allow.includes(status)) {
+        problems.push(`[${current.name}] HTTP ${status}: ${response.request().method()} ${response.url()}`);
+      }
+    });
+  }
+
+  async function screenshot(page, name) {
+    shot += 1;
+    await page.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
+    // Let transitions (modals, notifications) settle so the picture shows the steady state.
+    await page.waitForTimeout(350);
+    // Full-page shots stitch the page from the top; start there so the fixed header sits on top.
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const path = join(artifacts, `${String(shot).padStart(2, '0')}-${name}.png`);
+    await page.screenshot({ path, fullPage: true });
+    return path;
+  }
+
+  async function expectNoArtifactUrls(page) {
+    const sources = await page.$$eval('img', (imgs) => imgs.map((img) => img.getAttribute('src') ?? ''));
+    const leaked = sources.filter((src) => src.includes('/artifacts/') || src.includes('/plots/'));
+    assert(leaked.length === 0, `images must be shown through blob: URLs, found ${leaked.join(', ')}`);
+  }
+
+  async function logIn(page, password = PASSWORD) {
+    await page.getByRole('textbox', { name: 'Email' }).fill(EMAIL);
+    await page.getByRole('textbox', { name: 'Password', exact: true }).fill(password);
+    await page.getByRole('button', { name: 'Log in' }).click();
+  }
+
+  const steps = [
+    {
+      name: 'client routes load directly',
+      async run(page) {
+        await page.goto(`${base}/analyze`);
+        // No session yet: the guard sends the browser to log in.
+        await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
+        assert(page.url().endsWith('/login'), `expected /login, got ${page.url()}`);
+        await page.goto(`${base}/history/00000000-0000-0000-0000-000000000000`);
+        await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
+        // The guard remembers the page asked for; make that the Analyze page again.
+        await page.goto(`${base}/analyze`);
+        await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
+        await screenshot(page, 'login');
+      },
+    },
+    {
+      name: 'sign up shows form errors, then creates the account',
+      async run(page) {
+        await page.getByRole('link', { name: 'Sign up' }).click();
+        await page.getByRole('heading', { name: 'Create an account' }).waitFor();
+        await page.getByRole('textbox', { name: 'Email' }).fill('not-an-email');
+        await page.getByRole('textbox', { name: 'Password', exact: true }).fill('short');
+        await page.getByRole('textbox', { name: 'Confirm password' }).fill('different');
+        await page.getByRole('button', { name: 'Sign up' }).click();
+        await page.getByText('Enter a valid email address').waitFor();
+        await page.getByText('Use at least 8 characters.').waitFor();
+        await page.getByText('The passwords do not match.').waitFor();
+        await screenshot(page, 'signup-errors');
+        await page.getByRole('textbox', { name: 'Email' }).fill(EMAIL);
+        await page.getByRole('textbox', { name: 'Password', exact: true }).fill(PASSWORD);
+        await page.getByRole('textbox', { name: 'Confirm password' }).fill(PASSWORD);
+        await page.getByRole('button', { name: 'Sign up' }).click();
+        await page.getByRole('heading', { name: 'Analyze a slice' }).waitFor({ timeout: TIMEOUT });
+        const token = await page.evaluate(() => window.sessionStorage.getItem('spondyscan.token'));
+        assert(token && token.length > 20, 'the token is kept in sessionStorage after sign-up');
+      },
+    },
+    {
+      name: 'a taken email is refused clearly',
+      allow: [409],
+      async run(page, context) {
+        const other = await context.newPage();
+        watch(other);
+        await other.goto(`${base}/signup`);
+        // A new tab has its own sessionStorage, so it starts logged out.
+        await other.getByRole('heading', { name: 'Create an account' }).waitFor();
+        await other.getByRole('textbox', { name: 'Email' }).fill(EMAIL);
+        await other.getByRole('textbox', { name: 'Password', exact: true }).fill(PASSWORD);
+        await other.getByRole('textbox', { name: 'Confirm password' }).fill(PASSWORD);
+        await other.getByRole('button', { name: 'Sign up' }).click();
+        await other.getByRole('alert').filter({ hasText: 'already exists' }).first().waitFor();
+        await other.close();
+      },
+    },
+    {
+      name: 'log out',
+      async run(page) {
+        await page.getByRole('button', { name: 'Account menu' }).click();
+        await page.getByRole('menuitem', { name: 'Log out' }).click();
+        await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
+        const token = await page.evaluate(() => window.sessionStorage.getItem('spondyscan.token'));
+        assert(token === null, 'log-out removes the token');
+      },
+    },
+    {
+      name: 'a wrong password shows a clear error',
+      allow: [401],
+      async run(page) {
+        await logIn(page, 'not the right password');
+        const alert = page.getByRole('alert').filter({ hasText: 'Log-in failed' });
+        await alert.waitFor();
+        const text = await alert.innerText();
+        assert(/incorrect email or password/i.test(text), `unexpected login error text: ${text}`);
+        await screenshot(page, 'login-wrong-password');
+      },
+    },
+    {
+      name: 'log in',
+      async run(page) {
+        await logIn(page);
+        await page.getByRole('heading', { name: 'Analyze a slice' }).waitFor({ timeout: TIMEOUT });
+        // Defaults are preselected before anything is uploaded.
+        await page.getByRole('checkbox', { name: /cnn_tiny \(random/ }).waitFor();
+        const checked = await page.getByRole('checkbox', { name: /^cnn_tiny \(random/ }).getAttribute('aria-checked');
+        assert(checked === 'true', 'the default classifier is preselected');
+        await screenshot(page, 'analyze-empty');
+      },
+    },
+    {
+      name: 'a non-image upload is refused clearly',
+      async run(page) {
+        await page.locator('input[type=file]').setInputFiles(files.notes);
+        const alert = page.getByTestId('file-error');
+        await alert.waitFor();
+        const text = await alert.innerText();
+        assert(/not an image spondyscan can read/.test(text), `unexpected file error: ${text}`);
+        assert(await page.getByTestId('run-analysis').isDisabled(), 'Run stays disabled without an image');
+        await screenshot(page, 'analyze-non-image');
+      },
+    },
+    {
+      name: 'a corrupt image gets the server error',
+      allow: [400, 415],
+      async run(page) {
+        await page.locator('input[type=file]').setInputFiles(files.corrupt);
+        await page.getByTestId('file-preview').waitFor();
+        await page.getByTestId('run-analysis').click();
+        const alert = page.getByTestId('error-alert');
+        await alert.waitFor({ timeout: ANALYSIS_TIMEOUT });
+        const text = await alert.innerText();
+        assert(/could not be read|corrupt|unsupported|not a valid/i.test(text), `unexpected server error: ${text}`);
+        await screenshot(page, 'analyze-corrupt-image');
+        await page.getByRole('button', { name: 'Remove this file' }).click();
+      },
+    },
+    {
+      name: 'upload a slice and compare two models',
+      async run(page) {
+        await page.locator('input[type=file]').setInputFiles(files.sample);
+        const preview = page.getByTestId('file-preview');
+        await preview.waitFor();
+        if (/\.(png|jpe?g)$/i.test(files.sample)) {
+          await preview.locator('img').waitFor();
+          const src = await preview.locator('img').getAttribute('src');
+          assert(src?.startsWith('blob:'), 'PNG/JPEG files are previewed');
+        }
+        await page.getByRole('checkbox', { name: /^cnn_tiny_b/ }).click();
+        assert(
+          (await page.getByRole('checkbox', { name: /^cnn_tiny_b/ }).getAttribute('aria-checked')) === 'true',
+          'a second model can be chosen',
+        );
+        await screenshot(page, 'analyze-ready');
+        await page.getByTestId('run-analysis').click();
+        await page.waitForURL(/\/history\/[0-9a-f-]{36}$/, { timeout: ANALYSIS_TIMEOUT });
+        resultId = page.url().split('/').pop();
+        await page.getByTestId('layer-stage').waitFor();
+      },
+    },
+    {
+      name: 'the result shows heatmap and mask layers, side by side models, provenance',
+      async run(page) {
+        await page.getByRole('heading', { name: /^Result: / }).waitFor();
+        await page.locator('[data-testid=layer-stage] img').first().waitFor();
+        // Default layers: contour, Grad-CAM heatmap, ROI box; each canvas is drawn once its image loads.
+        await page.locator('[data-testid=layer-gradcam] canvas[data-ready]').waitFor({ timeout: TIMEOUT });
+        await page.locator('[data-testid=layer-contour] canvas[data-ready]').waitFor({ timeout: TIMEOUT });
+        await page.getByRole('switch', { name: /Segmentation mask/ }).check();
+        await page.locator('[data-testid=layer-mask] canvas[data-ready]').waitFor({ timeout: TIMEOUT });
+        const heatPixels = await page.$eval('[data-testid=layer-gradcam] canvas', (canvas) => {
+          const ctx = canvas.getContext('2d');
+          const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+          let visible = 0;
+          for (let i = 3; i < data.length; i += 4) if (data[i] > 0) visible += 1;
+          return { visible, total: data.length / 4 };
+        });
+        assert(heatPixels.visible > 0, 'the heatmap layer has visible pixels');
+        const rows = await page.getByTestId('comparison-table').locator('tbody tr').count();
+        assert(rows === 2, `two models side by side, got ${rows}`);
+        assert((await page.getByTestId('model-result-cnn_tiny').count()) === 1, 'first model card');
+        assert((await page.getByTestId('model-result-cnn_tiny_b').count()) === 1, 'second model card');
+        const notice = await page.getByTestId('research-notice').first().innerText();
+        assert(/Research use only/i.test(notice) && /not a diagnosis/i.test(notice), 'research notice visible');
+        assert(/feature_rule_v2/.test(notice), 'label provenance visible');
+        const faith = await page.getByTestId('faithfulness').first().innerText();
+        assert(/score/.test(faith), `faithfulness explained: ${faith}`);
+        const versions = await page.getByTestId('versions-table').innerText();
+        assert(/v0\.0\.1/i.test(versions), 'model versions shown');
+        resultStatus = (await page.getByTestId('as-status').first().innerText()).replace(/^AS\s+/i, '').trim().toLowerCase();
+        await expectNoArtifactUrls(page);
+        await screenshot(page, 'result');
+        // Opacity slider and the other model's heatmap.
+        const thumb = page.getByRole('slider', { name: 'Layer opacity' });
+        await thumb.focus();
+        await page.keyboard.press('End');
+        // The layer fades (a short CSS transition): wait for the end value.
+        await page
+          .waitForFunction(
+            () => getComputedStyle(document.querySelector('[data-testid=layer-gradcam]')).opacity === '1',
+            null,
+            { timeout: 5000 },
+          )
+          .catch(() => {
+            throw new StepError('the opacity slider does not reach the layers');
+          });
+        await page.getByTestId('heatmap-select').click();
+        await page.getByRole('option', { name: /cnn_tiny_b/ }).click();
+        await page.locator('[data-testid=layer-gradcam] canvas[data-ready]').waitFor({ timeout: TIMEOUT });
+        await page.getByRole('switch', { name: /Focused heatmap/ }).check();
+        await page.locator('[data-testid=layer-focused] img').waitFor();
+        await screenshot(page, 'result-second-model-focused');
+      },
+    },
+    {
+      name: 'downloads: JSON and an overlay',
+      async run(page) {
+        await page.getByRole('button', { name: 'Download' }).click();
+        const [json] = await Promise.all([
+          page.waitForEvent('download'),
+          page.getByRole('menuitem', { name: 'Result (JSON)' }).click(),
+        ]);
+        assert(json.suggestedFilename().endsWith('.json'), 'JSON download');
+        await page.getByRole('button', { name: 'Download' }).click();
+        const [overlay] = await Promise.all([
+          page.waitForEvent('download'),
+          page.getByRole('menuitem', { name: /Grad-CAM overlay — cnn_tiny \(random/ }).click(),
+        ]);
+        assert(overlay.suggestedFilename().endsWith('.png'), 'overlay PNG download');
+      },
+    },
+    {
+      name: 'the result page loads directly (deep link) and at tablet width',
+      async run(page) {
+        await page.goto(`${base}/history/${resultId}`);
+        await page.getByRole('heading', { name: /^Result: / }).waitFor();
+        await page.locator('[data-testid=layer-gradcam] canvas[data-ready]').waitFor({ timeout: TIMEOUT });
+        await page.setViewportSize({ width: 768, height: 1024 });
+        await screenshot(page, 'result-tablet');
+        await page.setViewportSize({ width: 1366, height: 900 });
+      },
+    },
+    {
+      name: 'find the result in history, with filters',
+      async run(page) {
+        await page.getByRole('link', { name: 'History' }).first().click();
+        await page.getByRole('heading', { name: 'History', exact: true }).waitFor();
+        const row = page.getByTestId('history-row');
+        await row.first().waitFor();
+        assert((await row.count()) === 1, 'one row in history');
+        await row.first().locator('img').waitFor({ timeout: TIMEOUT });
+        await expectNoArtifactUrls(page);
+        await screenshot(page, 'history');
+        // Filtering by the other status empties the table; by the right one keeps the row.
+        const other = resultStatus === 'positive' ? 'Negative' : 'Positive';
+        await page.getByTestId('filter-status').click();
+        await page.getByRole('option', { name: other }).click();
+        await page.getByText('No results match these filters').waitFor();
+        await screenshot(page, 'history-filtered-empty');
+        await page.getByRole('button', { name: 'Clear filters' }).first().click();
+        await row.first().waitFor();
+        await page.getByTestId('filter-model').click();
+        await page.getByRole('option', { name: /cnn_tiny_b/ }).click();
+        await row.first().waitFor();
+        await page.getByRole('button', { name: 'Clear filters' }).first().click();
+        // Date range (kept in the address): today has the result, a day last year has none.
+        const day = (d) =>
+          `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+        const today = day(new Date());
+        await page.goto(`${base}/history?from=${today}&to=${today}`);
+        await row.first().waitFor();
+        const lastYear = new Date();
+        lastYear.setFullYear(lastYear.getFullYear() - 1);
+        await page.goto(`${base}/history?from=${day(lastYear)}&to=${day(lastYear)}`);
+        await page.getByText('No results match these filters').waitFor();
+        await page.getByRole('button', { name: 'Clear filters' }).first().click();
+        await row.first().getByRole('link', { name: 'Open', exact: true }).click();
+        await page.waitForURL(new RegExp(`/history/${resultId}$`));
+        await page.getByRole('heading', { name: /^Result: / }).waitFor();
+      },
+    },
+    {
+      name: 'models registry and a model card with its plots',
+      async run(page) {
+        await page.getByRole('link', { name: 'Models' }).first().click();
+        await page.getByRole('heading', { name: 'Model registry' }).waitFor();
+        await page.getByTestId('registry-seg_tiny').waitFor();
+        assert((await page.getByTestId('registry-cnn_tiny_b').count()) === 1, 'all bundles listed');
+        await screenshot(page, 'models');
+        await page.getByTestId('registry-cnn_tiny').getByRole('link').click();
+        await page.getByRole('heading', { name: /cnn_tiny \(random/ }).waitFor();
+        await page.getByRole('img', { name: /Confusion binary/i }).waitFor({ timeout: TIMEOUT });
+        await expectNoArtifactUrls(page);
+        await screenshot(page, 'model-card');
+      },
+    },
+    {
+      name: 'API keys: create (shown once), list, revoke',
+      async run(page) {
+        await page.getByRole('link', { name: 'API keys' }).first().click();
+        await page.getByRole('heading', { name: 'API keys', exact: true }).waitFor();
+        await page.getByText('No API keys yet').waitFor();
+        await page.getByLabel('Key name').fill('PACS bridge');
+        await page.getByRole('button', { name: 'Create key' }).click();
+        const key = await page.getByTestId('new-api-key').innerText();
+        assert(key.startsWith('ssk_'), `key shown once: ${key.slice(0, 6)}…`);
+        await screenshot(page, 'api-key-created');
+        await page.getByRole('button', { name: 'I have stored the key' }).click();
+        const table = page.getByTestId('api-keys-table');
+        await table.waitFor();
+        const listed = await table.innerText();
+        assert(listed.includes('PACS bridge') && !listed.includes(key), 'listed without the secret');
+        // The key works against the API, then stops working once revoked.
+        const ok = await fetch(`${base}/auth/me`, { headers: { 'X-API-Key': key } });
+        assert(ok.status === 200, `new key accepted, got ${ok.status}`);
+        await table.getByRole('button', { name: 'Revoke' }).click();
+        await page.getByTestId('confirm-delete').click();
+        await table.getByText(/revoked/).waitFor();
+        const refused = await fetch(`${base}/auth/me`, { headers: { 'X-API-Key': key } });
+        assert(refused.status === 401, `revoked key refused, got ${refused.status}`);
+        await screenshot(page, 'api-keys');
+      },
+    },
+    {
+      name: 'unknown pages say so',
+      async run(page) {
+        await page.goto(`${base}/no/such/page`);
+        await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+      },
+    },
+    {
+      name: 'delete the result with confirmation',
+      async run(page) {
+        await page.goto(`${base}/history`);
+        const row = page.getByTestId('history-row');
+        await row.first().waitFor();
+        await row.first().getByTestId('delete-row').click();
+        await page.getByRole('dialog', { name: 'Delete this result?' }).waitFor();
+        await screenshot(page, 'history-delete-confirm');
+        // Cancel first: nothing happens.
+        await page.getByRole('button', { name: 'Cancel' }).click();
+        assert((await row.count()) === 1, 'cancel keeps the row');
+        await row.first().getByTestId('delete-row').click();
+        await page.getByTestId('confirm-delete').click();
+        await page.getByText('No analyses yet').waitFor();
+        await screenshot(page, 'history-empty');
+      },
+    },
+    {
+      name: 'a deleted result is gone',
+      allow: [404],
+      async run(page) {
+        await page.goto(`${base}/history/${resultId}`);
+        await page.getByRole('heading', { name: 'Result not found' }).waitFor();
+      },
+    },
+    {
+      name: 'an expired or invalid token sends the user back to log in',
+      allow: [401],
+      async run(page) {
+        await page.evaluate(() => window.sessionStorage.setItem('spondyscan.token', 'not.a.valid.token'));
+        await page.goto(`${base}/history`);
+        await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor({ timeout: TIMEOUT });
+        await page.getByText('Your session has ended').waitFor();
+        await screenshot(page, 'login-session-ended');
+      },
+    },
+  ];
+
+  async function run(browser) {
+    const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, acceptDownloads: true });
+    const page = await context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    watch(page);
+    let passed = 0;
+    let ok = true;
+    for (const step of steps) {
+      current = { name: step.name, allow: step.allow ?? [] };
+      const before = problems.length;
+      const started = Date.now();
+      try {
+        await step.run(page, context);
+        // Late console errors from this step (e.g. a failed image) still belong to it.
+        await page.waitForTimeout(150);
+        if (problems.length > before) throw new StepError(problems.slice(before).join('\n'));
+        passed += 1;
+        log(`ok   ${step.name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+      } catch (error) {
+        ok = false;
+        const seen = problems.slice(before);
+        log(`FAIL ${step.name}\n${error instanceof Error ? error.message : String(error)}`);
+        if (seen.length > 0 && !(error instanceof StepError)) log(`also seen:\n${seen.join('\n')}`);
+        await page.screenshot({ path: join(artifacts, `FAILED-${step.name.replace(/\W+/g, '-')}.png`), fullPage: true }).catch(() => {});
+        break;
+      }
+    }
+    await context.close();
+    log(`${passed}/${steps.length} steps passed`);
+    return ok;
+  }
+
+  return { run };
+}

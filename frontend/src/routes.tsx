@@ -1,0 +1,39 @@
+import { Navigate, Route, Routes } from 'react-router-dom';
+import { AppLayout } from './components/AppLayout';
+import { AuthProvider, RequireAuth } from './lib/auth';
+import { AnalyzePage } from './pages/AnalyzePage';
+import { ApiKeysPage } from './pages/ApiKeysPage';
+import { HistoryPage } from './pages/HistoryPage';
+import { LoginPage } from './pages/LoginPage';
+import { ModelDetailPage } from './pages/ModelDetailPage';
+import { ModelsPage } from './pages/ModelsPage';
+import { NotFoundPage } from './pages/NotFoundPage';
+import { ResultPage } from './pages/ResultPage';
+import { SignupPage } from './pages/SignupPage';
+
+export function AppRoutes() {
+  return (
+    <AuthProvider>
+      <Routes>
+        <Route path="/login" element={<LoginPage />} />
+        <Route path="/signup" element={<SignupPage />} />
+        <Route
+          element={
+            <RequireAuth>
+              <AppLayout />
+            </RequireAuth>
+          }
+        >
+          <Route index element={<Navigate to="/analyze" replace />} />
+          <Route path="/analyze" element={<AnalyzePage />} />
+          <Route path="/history" element={<HistoryPage />} />
+          <Route path="/history/:id" element={<ResultPage />} />
+          <Route path="/models" element={<ModelsPage />} />
+          <Route path="/models/:key" element={<ModelDetailPage />} />
+          <Route path="/api-keys" element={<ApiKeysPage />} />
+          <Route path="*" element={<NotFoundPage />} />
+        </Route>
+      </Routes>
+    </AuthProvider>
+  );
+}

@@ -1,0 +1,113 @@
+"""Fixtures for the browser suite: tiny random-weight model bundles and sample uploads.
+
+Usage: ``python tests/e2e/make_bundles.py MODELS_DIR [--samples DIR]``
+
+Writes one segmenter and two classifiers (so the web app can compare models side by side) into
+MODELS_DIR, and, with ``--samples``, an MRI slice to upload: a real lumbar slice from
+../shared/data when it is present, otherwise a synthetic phantom, so a fresh clone works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_SLICES = ROOT.parent / "shared" / "data" / "lumbar_mri"
+
+log = logging.getLogger("make_bundles")
+
+BUNDLES = [
+    # key, architecture, default, seed
+    ("seg_tiny", "attention_unet_lite", True, 0),
+    ("cnn_tiny", "simple_cnn", True, 0),
+    ("cnn_tiny_b", "simple_cnn", False, 1),
+]
+
+
+def _plot_png(title: str) -> bytes:
+    """A labelled figure standing in for a bundle plot (these weights were never evaluated)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (320, 240), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((60, 40, 260, 200), outline=(60, 60, 60), width=2)
+    draw.line((160, 40, 160, 200), fill=(60, 60, 60), width=1)
+    draw.line((60, 120, 260, 120), fill=(60, 60, 60), width=1)
+    draw.text((70, 12), title, fill=(20, 20, 20))
+    draw.text((70, 210), "random test weights: not evaluated", fill=(90, 90, 90))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_bundles(models_dir: Path) -> list[Path]:
+    from ml.bundle import make_random_bundle
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for key, architecture, default, seed in BUNDLES:
+        if (models_dir / key / "manifest.json").is_file():
+            made.append(models_dir / key)
+            continue
+        bundle = make_random_bundle(models_dir, key, architecture, default=default, seed=seed)
+        (bundle / "README.md").write_text(
+            f"# {key}\n\nTiny {architecture} with random weights, made for the browser test "
+            "suite. Research use only - not a diagnosis.\n",
+            encoding="utf-8",
+        )
+        if architecture == "simple_cnn":
+            (bundle / "plots").mkdir(exist_ok=True)
+            (bundle / "plots" / "confusion_binary.png").write_bytes(_plot_png(f"{key}: AS status"))
+        made.append(bundle)
+    return made
+
+
+def write_sample(samples_dir: Path) -> Path:
+    """The slice the browser uploads: a real lumbar MRI JPEG when available, else a phantom PNG."""
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    # Prefer the sagittal T1 volunteers' slices; any source will do.
+    jpgs = sorted(SHARED_SLICES.glob("processed_myosegmentum_jpgs/*.jpg")) or sorted(
+        SHARED_SLICES.glob("processed_*_jpgs/*.jpg")
+    )
+    if jpgs:
+        target = samples_dir / f"lumbar_{jpgs[0].name}"
+        target.write_bytes(jpgs[0].read_bytes())
+        return target
+    import numpy as np
+    from PIL import Image
+
+    from ml.data.synthetic import make_phantom
+
+    phantom = make_phantom(7)
+    pixels = np.clip(np.asarray(phantom.image) * 255.0, 0, 255).astype(np.uint8)
+    target = samples_dir / "phantom_slice.png"
+    Image.fromarray(pixels).save(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models_dir", type=Path)
+    parser.add_argument("--samples", type=Path, help="also write a sample slice into this folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    bundles = make_bundles(args.models_dir)
+    result: dict[str, object] = {"bundles": [b.name for b in bundles]}
+    if args.samples:
+        result["sample"] = str(write_sample(args.samples))
+    # One JSON line on stdout for the calling script.
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
