@@ -23,6 +23,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         path = resolve_model(args.model, args.models_dir)
+    except FileNotFoundError as exc:
+        raise CliError(
+            f"no bundle {args.model!r}: not a folder with manifest.json, nor a key under "
+            f"{args.models_dir}"
+        ) from exc
+    try:
         task = read_manifest(path)["task"]
         block = evaluate_bundle(
             path, args.dataset, split=args.split, models_dir=args.models_dir,

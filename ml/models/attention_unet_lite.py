@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "base_filters": 16,
     "depth": 3,
     "batchnorm": True,
+    "bn_momentum": 0.9,
     "dropout": 0.0,
 }
 

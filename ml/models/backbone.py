@@ -35,6 +35,9 @@ BACKBONE_DEFAULTS: dict[str, Any] = {
     # EfficientNet expects 0..255 input and rescales it by 1/255 itself; our images are 0..1.
     "input_scale": 255.0,
     "tiny_filters": [8, 16, 32],
+    # keras.applications uses 0.99; with ~30 steps per epoch on this data the moving statistics
+    # of a trained backbone would lag far behind its weights, so validation would swing.
+    "backbone_bn_momentum": 0.9,
 }
 
 
@@ -120,6 +123,10 @@ def build_backbone(gray, cfg: dict[str, Any]):
             )
     else:
         raise ValueError(f"unknown backbone {cfg['backbone']!r} (efficientnetb0 or tiny)")
+    own = keras.Model(gray, features)
+    for layer in own.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(cfg["backbone_bn_momentum"])
     return features
 
 

@@ -9,6 +9,7 @@ is written with its manifest, model card, report, curves and log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -308,8 +309,13 @@ def train(
 
     provenance = _provenance(train_data, dataset_dir, task)
     config_record = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    config_path = str(cfg.get("_path", ""))
+    if config_path and Path(config_path).is_absolute():
+        # Relative to the working tree when inside it; otherwise it stays absolute.
+        with contextlib.suppress(ValueError):
+            config_path = str(Path(config_path).relative_to(Path.cwd()))
     training = {
-        "config_path": cfg.get("_path", ""),
+        "config_path": config_path,
         "config": config_record,
         "epochs_run": len(rows),
         "stages": stage_log,

@@ -70,10 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-defaults", action="store_true", help="do not re-pick the registry defaults"
     )
+    parser.add_argument(
+        "--select-defaults",
+        action="store_true",
+        help="only re-pick the registry defaults from the bundles' measured metrics",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.select_defaults:
+        for task, key in select_defaults(args.models_dir).items():
+            print(f"default {task} model: {key}")
+        return 0
     keys = args.configs.split(",") if args.configs else shipped_configs()
     unknown = [k for k in keys if not (CONFIG_DIR / f"{k}.yaml").is_file()]
     if unknown:

@@ -153,3 +153,33 @@ def test_roi_from_mask():
         None,
         pytest.approx(np.zeros((256, 256))),
     )
+
+
+def test_bundle_leaves_out_optimizer_state(tmp_path):
+    import h5py
+
+    cfg = TINY_CONFIGS["simple_cnn"]
+    model = build_model("simple_cnn", cfg)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.train_on_batch(X, [np.zeros(2), np.zeros(2)])
+    manifest = new_manifest(key="m", architecture="simple_cnn", cfg=cfg)
+    path = write_bundle(model, tmp_path / "m", manifest, storage_dtype="float16")
+    with h5py.File(path / "model.weights.h5") as fh:
+        assert "optimizer" not in fh
+    np.testing.assert_allclose(
+        np.concatenate(classify(load_bundle(path).model, X), axis=1),
+        np.concatenate(classify(model, X), axis=1),
+        atol=2e-3,
+    )
+
+
+def test_repack_keeps_predictions_and_files(tmp_path):
+    from ml.bundle import repack_bundle
+
+    path = make_random_bundle(tmp_path, "k", "hybrid_v2")
+    (path / "plots").mkdir()
+    (path / "plots" / "x.png").write_bytes(b"png")
+    before = _predict(load_bundle(path).model, "classification")
+    repack_bundle(path)
+    np.testing.assert_array_equal(_predict(load_bundle(path).model, "classification"), before)
+    assert (path / "plots" / "x.png").read_bytes() == b"png"
