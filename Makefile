@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test test-slow lint format prepare train bench client spa chromium frontend-test clean
+.PHONY: help setup run test test-slow lint format prepare train results bench client spa chromium frontend-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ prepare: setup ## build the training set from ../shared/data/lumbar_mri into $(D
 
 train: setup ## train every shipped model (CONFIGS=... to pick some) on $(DATASET)
 	$(BIN)/python -m ml.training.train_all --dataset $(DATASET) $(if $(CONFIGS),--configs $(CONFIGS),)
+
+results: setup ## print the results table (design vs ours) from the bundles' manifests
+	$(BIN)/python -m ml.evaluation.results_table --models-dir models
 
 bench: setup ## benchmark: design-style path vs ours
 	$(BIN)/python -m bench.run

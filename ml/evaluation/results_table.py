@@ -1,0 +1,114 @@
+"""The README's results table, rendered from the bundles' manifests (never typed by hand).
+
+``python -m ml.evaluation.results_table [--models-dir models]`` prints Markdown: the design's
+reported numbers (image-level split, feature-rule labels) beside ours, measured on the
+subject-disjoint test split and stored in each bundle's manifest by training/evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+# What the design reported for its models (image-level split: slices of one patient can sit in
+# both train and test). Quoted, not measured here.
+DESIGN_REPORTED: list[dict[str, Any]] = [
+    {"model": "Attention U-Net", "parameters": "7,869,572", "iou": "0.5652"},
+    {"model": "Simple CNN", "parameters": "16,870,790", "binary": "96.67 %", "stage": "82.22 %",
+     "macro_f1": "0.61", "early": "0.00"},
+    {"model": "Hybrid v1 (frozen ImageNet)", "parameters": "~5.2 M", "binary": "54.44 %",
+     "stage": "49.44 %"},
+    {"model": "Hybrid v2 (frozen ImageNet)", "parameters": "4,838,319", "binary": "52.22 %",
+     "stage": "57.78 %"},
+]  # fmt: skip
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * float(v):.2f} %"
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "—" if v is None else f"{float(v):.{digits}f}"
+
+
+def _flops(v: Any) -> str:
+    return "—" if not v else f"{float(v) / 1e9:.2f} G"
+
+
+def _training(manifest: dict[str, Any]) -> str:
+    t = manifest.get("training") or {}
+    if not t.get("epochs_run"):
+        return "—"
+    minutes = float(t.get("seconds") or 0) / 60
+    return f"{t['epochs_run']} ep, {minutes:.0f} min"
+
+
+def rows_from_manifests(models_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per bundle in ``models_dir`` with its measured headline metrics."""
+    from ml.bundle import BundleError, discover_bundles, read_manifest
+
+    rows = []
+    for path in discover_bundles(models_dir):
+        try:
+            m = read_manifest(path)
+        except BundleError:
+            continue
+        metrics = m.get("metrics") or {}
+        rows.append({
+            "key": m["key"], "name": m.get("display_name", m["key"]), "task": m["task"],
+            "parameters": m.get("parameters"), "flops": m.get("flops"),
+            "default": bool(m.get("default")), "metrics": metrics, "training": _training(m),
+            "split": metrics.get("split"), "labels": m["label_provenance"]["label_source"],
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: (r["task"] != "segmentation", r["key"]))
+
+
+def render(models_dir: str | Path) -> str:
+    """Markdown: the design's reported table, then ours from the manifests."""
+    out = [
+        "Design (reported; image-level split, feature-rule labels):",
+        "",
+        "| model | params | AS status acc | stage acc | stage macro-F1 | Early recall | IoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in DESIGN_REPORTED:
+        out.append(
+            f"| {d['model']} | {d['parameters']} | {d.get('binary', '—')} | {d.get('stage', '—')} "
+            f"| {d.get('macro_f1', '—')} | {d.get('early', '—')} | {d.get('iou', '—')} |"
+        )
+    rows = rows_from_manifests(models_dir)
+    out += [
+        "",
+        "Ours (measured on the subject-disjoint test split; from each bundle's manifest):",
+        "",
+        "| key | model | params | FLOPs | AS status acc | AS ROC AUC | stage acc | stage macro-F1 "
+        "| Early recall | IoU | Dice | trained | labels |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m = r["metrics"]
+        key = f"`{r['key']}`" + (" (default)" if r["default"] else "")
+        out.append(
+            f"| {key} | {r['name']} | {r['parameters']:,} | {_flops(r['flops'])} "
+            f"| {_pct(m.get('binary_accuracy'))} | {_num(m.get('binary_roc_auc'))} "
+            f"| {_pct(m.get('stage_accuracy'))} | {_num(m.get('stage_macro_f1'))} "
+            f"| {_num(m.get('early_recall'))} | {_num(m.get('iou'))} | {_num(m.get('dice'))} "
+            f"| {r['training']} | {r['labels']} |"
+        )
+    if not rows:
+        out.append("| (no bundles in this checkout) | | | | | | | | | | | | |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models-dir", default="models")
+    args = parser.parse_args(argv)
+    sys.stdout.write(render(args.models_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
