@@ -15,6 +15,7 @@ SERVICE_COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("backend.serve", "run the API (migrations, warm models, SPA) and print its URL"),
     "worker": ("backend.worker.main", "run a distributed batch-job worker (Celery on Redis)"),
     "client": ("backend.client.cli", "batch client for a running server (analyze a folder)"),
+    "admin": ("backend.admin_cli", "grant or revoke the admin role of an existing account"),
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -22,39 +21,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from backend.core.config import Settings
+    from backend.core.config import load_settings
+    from ml.cli import CliError
 
-    overrides = {
-        k: v
-        for k, v in {
-            "host": args.host,
-            "port": args.port,
-            "models_dir": args.models_dir,
-            "data_dir": args.data_dir,
-        }.items()
-        if v is not None
-    }
     try:
-        settings = Settings(**overrides)
+        settings = load_settings(
+            host=args.host, port=args.port, models_dir=args.models_dir, data_dir=args.data_dir
+        )
     except ValueError as exc:
-        from ml.cli import CliError
-
-        raise CliError(str(exc).splitlines()[-1] if str(exc) else "invalid settings") from exc
-    # Pass the chosen values on to the app factory (uvicorn imports it by name).
-    for key, value in overrides.items():
-        os.environ[f"SPONDYSCAN_{key.upper()}"] = str(value)
-    from backend.core.config import get_settings
-
-    get_settings.cache_clear()
+        raise CliError(str(exc)) from exc
+    if args.reload and (args.models_dir or args.data_dir):
+        # The reloader re-imports the app in a fresh process, which can only read the
+        # environment: settings objects do not cross that boundary.
+        raise CliError(
+            "--reload reads settings from SPONDYSCAN_* variables only: set "
+            "SPONDYSCAN_MODELS_DIR / SPONDYSCAN_DATA_DIR instead of the flags."
+        )
     print(f"spondyscan API: {settings.base_url}  (docs: {settings.base_url}/docs)", flush=True)  # noqa: T201
     print("Research use only - not a diagnosis.", flush=True)  # noqa: T201
+    if args.reload:
+        uvicorn.run(
+            "backend.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            reload=True,
+            log_level=args.log_level,
+        )
+        return 0
+    from backend.main import create_app
+
     uvicorn.run(
-        "backend.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        reload=args.reload,
-        log_level=args.log_level,
+        create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level
     )
     return 0
 

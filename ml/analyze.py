@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ml.explain.cli import HEADS, _write_atomic, explain_file
+from ml.explain.cli import HEADS, explain_file
+from ml.fsutil import write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "notice": first["notice"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
+    write_atomic(out / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
     for key, s in results.items():
         sys.stdout.write(
             f"{key}: {s['head']} = {s['class_name']} (p={s['probability']:.3f}); "

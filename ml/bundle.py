@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ml import RESEARCH_USE_NOTICE
+from ml.fsutil import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -292,16 +293,8 @@ def dumps_manifest(manifest: dict[str, Any]) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary sibling and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a UTF-8 text file atomically (see :func:`ml.fsutil.write_atomic`)."""
+    write_atomic(path, text.encode("utf-8"))
 
 
 def update_manifest(bundle_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,20 @@ def _read_raster(data: bytes, fmt: str, max_pixels: int | None) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img: Image.Image = Image.open(io.BytesIO(data))
-        _check_pixels((img.height, img.width), max_pixels)
-        img.load()
+        # Pillow refuses (error) or warns about headers that declare a decompression bomb;
+        # the warning is escalated so a bomb is rejected before any pixel is decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image = Image.open(io.BytesIO(data))
+            _check_pixels((img.height, img.width), max_pixels)
+            img.load()
     except ImageError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            "too_large",
+            f"The {fmt.upper()} header declares more pixels than the server will decode.",
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError("corrupt_image", f"The {fmt.upper()} file could not be decoded.") from exc
     mode = img.mode

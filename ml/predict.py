@@ -65,14 +65,12 @@ def roi_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int, int] | None, n
         ``(bbox (x1, y1, x2, y2) or None, roi_mask uint8 (H, W))``; an empty mask gives
         ``(None, zeros)``.
     """
-    from ml.roi import bbox_from_mask, bbox_to_mask  # the data side owns the ROI geometry
+    from ml.explain.focus import roi_from_segmentation
 
-    mask = np.asarray(mask)
-    found = bbox_from_mask(mask)
-    if found is None:
-        return None, np.zeros(mask.shape[:2], dtype=np.uint8)
-    x1, y1, x2, y2 = (int(v) for v in found)
-    return (x1, y1, x2, y2), bbox_to_mask((x1, y1, x2, y2), mask.shape[:2])
+    bbox, roi_mask = roi_from_segmentation(mask)
+    if roi_mask is None:
+        return None, np.zeros(np.asarray(mask).shape[:2], dtype=np.uint8)
+    return bbox, roi_mask
 
 
 def predict_bundle(bundle, batch, threshold: float | None = None) -> dict[str, Any]:

@@ -25,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         default=os.environ.get("SPONDYSCAN_SERVER", "http://127.0.0.1:8000"),
-        help="server URL (default: SPONDYSCAN_SERVER or http://127.0.0.1:8000)",
+        # The client is a separate program: these variables are its own options (read here,
+        # by this process), not server settings, so they bypass the server's get_settings().
+        help="server URL (default: the client's SPONDYSCAN_SERVER or http://127.0.0.1:8000)",
     )
     p.add_argument(
         "--api-key",
         default=os.environ.get("SPONDYSCAN_API_KEY"),
-        help="API key (default: SPONDYSCAN_API_KEY)",
+        help="API key (default: the client's SPONDYSCAN_API_KEY variable, kept out of argv)",
     )
     p.add_argument("--token", help="a bearer token instead of an API key")
     p.add_argument(

@@ -328,12 +328,9 @@ def _fsync_append(path: Path, text: str) -> None:
 
 
 def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from ml.fsutil import write_atomic
+
+    write_atomic(path, text.encode("utf-8"))
 
 
 def _csv_text(rows: Iterable[dict[str, Any]], header: bool) -> str:

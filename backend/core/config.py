@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "development-secret-change-me"
@@ -36,7 +37,6 @@ class Settings(BaseSettings):
 
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
     access_token_minutes: int = 60
-    admin_emails: list[str] = Field(default_factory=list)
     # argon2 cost; the defaults are passlib's recommended ones, tests lower them.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
@@ -76,13 +76,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
-        if self.environment != "development" and (
-            self.secret_key.get_secret_value() == DEFAULT_SECRET
-            or len(self.secret_key.get_secret_value()) < 16
-        ):
+        # The default secret is public (it is in this file): anyone could mint tokens with it.
+        # It is tolerated only for development on a loopback address, where no one else can
+        # reach the port.
+        secret = self.secret_key.get_secret_value()
+        exposed = self.environment != "development" or not is_loopback(self.host)
+        if exposed and (secret == DEFAULT_SECRET or len(secret) < 16):
             raise ValueError(
                 "SPONDYSCAN_SECRET_KEY must be set to a private value of at least 16 characters "
-                f"outside development (environment={self.environment})"
+                f"outside development or on a non-loopback address "
+                f"(environment={self.environment}, host={self.host})"
             )
         return self
 
@@ -109,6 +112,34 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the port private to this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with command-line overrides (None means "not given").
+
+    The one way entry points (serve, worker, admin) build their settings, so a flag and its
+    ``SPONDYSCAN_*`` variable always mean the same thing. Raises ValueError with one readable
+    line (no pydantic boilerplate) on invalid values.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        raise ValueError("invalid settings: " + "; ".join(parts)) from exc
 
 
 @lru_cache

@@ -49,15 +49,12 @@ def to_display(array: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
 
 def png(image: np.ndarray) -> bytes:
     """PNG bytes of a uint8 grey (H, W) or RGB (H, W, 3) image."""
+    from ml.explain.overlay import to_png
+
     arr = np.asarray(image)
-    if arr.dtype != np.uint8:
+    if arr.dtype != np.uint8:  # float images in [0, 1]: to_png itself takes uint8 only
         arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
+    return to_png(arr)
 
 
 def box(bbox: Any) -> Box | None:

@@ -10,6 +10,7 @@ it is full the request is refused with 503 and ``Retry-After`` instead of piling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -117,6 +118,8 @@ class InferenceRunner:
         self._batchers: dict[tuple[Any, ...], MicroBatcher[Any, Any]] = {}
         self.warm_seconds = 0.0
         self._direct_calls = 0
+        self._direct_pending: dict[str, int] = {}
+        self._direct_rejected = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -160,10 +163,35 @@ class InferenceRunner:
             ) from None
 
     async def call(self, entry: ModelEntry, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run ``fn`` on the model's worker thread (per-image work that is not batched)."""
+        """Run ``fn`` on the model's worker thread (per-image work that is not batched).
+
+        Bounded like the batchers: at most ``queue_size`` such calls per model may be waiting
+        or running; one more is refused with 503 + ``Retry-After`` rather than queued without
+        limit in the executor (faithfulness scores cost dozens of forward passes each).
+        """
+        key = entry.key
+        if self._direct_pending.get(key, 0) >= self.queue_size:
+            self._direct_rejected += 1
+            raise ServiceBusy(
+                "The server is busy with other analyses; retry in a moment.",
+                retry_after=self.retry_after,
+            )
+        self._direct_pending[key] = self._direct_pending.get(key, 0) + 1
         self._direct_calls += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor(entry), lambda: fn(*args, **kw))
+
+        def release() -> None:
+            self._direct_pending[key] -= 1
+
+        def on_done(_: object) -> None:
+            # Released when the thread is done, not when the awaiting request is cancelled:
+            # a cancelled call still occupies the model thread until it finishes.
+            with contextlib.suppress(RuntimeError):  # a closed loop has nothing to account for
+                loop.call_soon_threadsafe(release)
+
+        future = self.executor(entry).submit(fn, *args, **kw)
+        future.add_done_callback(on_done)
+        return await asyncio.wrap_future(future)
 
     # ------------------------------------------------------------------ operations
 
@@ -286,6 +314,8 @@ class InferenceRunner:
             "queued": sum(b.queued for b in self._batchers.values()),
             "rejected": sum(b.stats.rejected for b in self._batchers.values()),
             "direct_calls": self._direct_calls,
+            "direct_pending": sum(self._direct_pending.values()),
+            "direct_rejected": self._direct_rejected,
             "batchers": per,
         }
 

@@ -40,7 +40,7 @@ class Principal:
 
 
 async def signup(session: AsyncSession, settings: Settings, data: UserCreate) -> User:
-    """Create a user (admin when the email is listed in settings.admin_emails)."""
+    """Create a user with the ordinary role (admins are made only by ``set_role``)."""
     if await users_repo.get_user_by_email(session, data.email) is not None:
         raise Conflict("An account with this email already exists.", code="email_taken")
     # argon2 is deliberately slow: keep it off the event loop.
@@ -50,10 +50,8 @@ async def signup(session: AsyncSession, settings: Settings, data: UserCreate) ->
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
     )
-    admins = {e.strip().lower() for e in settings.admin_emails}
-    role = "admin" if data.email in admins else "user"
     try:
-        user = await users_repo.add_user(session, data.email, hashed, role)
+        user = await users_repo.add_user(session, data.email, hashed, "user")
         await audit.record(
             session, action="auth.signup", actor="user", user_id=user.id, target=str(user.id)
         )
@@ -61,6 +59,34 @@ async def signup(session: AsyncSession, settings: Settings, data: UserCreate) ->
     except IntegrityError as exc:  # two sign-ups racing for one email
         await session.rollback()
         raise Conflict("An account with this email already exists.", code="email_taken") from exc
+    return user
+
+
+ROLES = ("user", "admin")
+
+
+async def set_role(session: AsyncSession, email: str, role: str, *, actor: str = "cli") -> User:
+    """Give an existing account ``role`` (the only way to make or unmake an admin).
+
+    Sign-up is open and emails are not verified, so the role is never derived from the email:
+    an operator grants it (``spondyscan admin grant EMAIL``).
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    user = await users_repo.get_user_by_email(session, email)
+    if user is None:
+        raise NotFound(f"No account with the email {email.strip().lower()}.", code="user_not_found")
+    previous = user.role
+    user.role = role
+    await audit.record(
+        session,
+        action="auth.role_changed",
+        actor=actor,
+        user_id=user.id,
+        target=str(user.id),
+        detail={"from": previous, "to": role},
+    )
+    await session.commit()
     return user
 
 

@@ -23,7 +23,7 @@ import logging
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import IO, Any, Protocol
@@ -809,3 +809,16 @@ async def process_item(runtime: Any, job_id: uuid.UUID, index: int, worker: str)
         async with runtime.sessionmaker() as session:
             await _finalize(session, job_inputs(runtime.settings), job_id)
     return outcome
+
+
+@contextlib.asynccontextmanager
+async def job_executor_lifespan(app: Any) -> AsyncIterator[None]:
+    """Run the configured job executor (embedded or Celery) for the app's lifetime.
+
+    The executors live in ``backend.worker`` (they import this module, hence the late import);
+    routes reach them only through this service.
+    """
+    from backend.worker.backends import job_executor_lifespan as executor_lifespan
+
+    async with executor_lifespan(app):
+        yield

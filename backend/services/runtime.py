@@ -68,6 +68,7 @@ async def start_runtime(settings: Settings, *, load_models: bool = True) -> Runt
     timings = {"migrations_s": time.perf_counter() - t0}
     engine = make_engine(url)
     store = ArtifactStore(settings.artifacts_dir)
+    # Only abandoned (old) entries: replicas sharing the store have uploads in flight.
     await asyncio.to_thread(store.sweep)
     runtime = Runtime(
         settings=settings,

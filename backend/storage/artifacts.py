@@ -12,10 +12,17 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
+from ml.fsutil import write_atomic  # re-exported: the store and job inputs write with it
+
 log = logging.getLogger(__name__)
+
+# Staging and trash entries older than this are abandoned (their process crashed); younger ones
+# may belong to another replica sharing the store. No request takes anywhere near an hour.
+SWEEP_AGE_S = 3600.0
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\.(png|json)$")
 MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
@@ -24,21 +31,6 @@ MEDIA_TYPES = {".png": "image/png", ".json": "application/json"}
 def valid_name(name: str) -> bool:
     """Artifact names are simple lower-case file names: no folders, no traversal."""
     return bool(_NAME.match(name))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to a temp file beside ``path``, flush to disk, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StagedArtifacts:
@@ -112,6 +104,8 @@ class ArtifactStore:
             return None
         target = self.trash_dir / f"{analysis_id}.{uuid.uuid4().hex[:8]}"
         os.replace(folder, target)
+        # A rename keeps the folder's old mtime; stamp it so sweep() sees it as in flight.
+        os.utime(target)
         return target
 
     def restore(self, analysis_id: uuid.UUID, trashed: Path | None) -> None:
@@ -125,18 +119,28 @@ class ArtifactStore:
     def delete(self, analysis_id: uuid.UUID) -> None:
         self.purge(self.move_to_trash(analysis_id))
 
-    def sweep(self) -> int:
-        """Remove staging and trash left by a crash (start-up); returns how many were removed."""
+    def sweep(self, max_age_s: float = SWEEP_AGE_S) -> int:
+        """Remove staging and trash entries older than ``max_age_s`` (left by a crash).
+
+        Only old ones: the store may be shared by other API replicas and workers, whose
+        in-flight uploads and deletions live in these same folders right now.
+        """
         removed = 0
+        cutoff = time.time() - max_age_s
         for folder in (self.staging_dir, self.trash_dir):
             for child in folder.iterdir():
+                try:
+                    if child.stat().st_mtime >= cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue  # its owner finished with it meanwhile
                 if child.is_dir():
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
                 removed += 1
         if removed:
-            log.info("removed %d unfinished artifact folders", removed)
+            log.info("removed %d abandoned artifact folders", removed)
         return removed
 
     def count_dirs(self) -> int:

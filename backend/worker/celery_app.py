@@ -108,7 +108,7 @@ class WorkerState:
 async def build_worker_runtime(settings: Settings, *, migrate: bool = False) -> Any:
     """The API's runtime parts, without its start-up sweep of the shared artifact folder.
 
-    (Sweeping staging folders there would delete the files other processes are writing.)
+    (The API already removes abandoned staging folders; workers starting by the dozen need not.)
     """
     from backend.db import migrate as migrations
     from backend.db.session import make_engine, make_sessionmaker

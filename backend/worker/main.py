@@ -46,25 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):  # -> Settings (imported lazily)
-    from backend.core.config import Settings
+    from backend.core.config import load_settings
+    from ml.cli import CliError
 
-    overrides = {
-        k: v
-        for k, v in {
-            "broker_url": args.broker_url,
-            "database_url": args.database_url,
-            "data_dir": args.data_dir,
-            "models_dir": args.models_dir,
-            "job_queue": args.queue,
-        }.items()
-        if v is not None
-    }
     try:
-        return Settings(**overrides)
+        return load_settings(
+            broker_url=args.broker_url,
+            database_url=args.database_url,
+            data_dir=args.data_dir,
+            models_dir=args.models_dir,
+            job_queue=args.queue,
+        )
     except ValueError as exc:
-        from ml.cli import CliError
-
-        raise CliError(str(exc).splitlines()[-1] if str(exc) else "invalid settings") from exc
+        raise CliError(str(exc)) from exc
 
 
 def run(args: argparse.Namespace) -> int:

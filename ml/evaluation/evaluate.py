@@ -135,13 +135,10 @@ def write_docs(bundle_dir: Path, manifest: dict[str, Any], artifacts: dict[str, 
     """(Re)write README.md, REPORT.md and artifacts of a bundle, each file atomically."""
     from ml.bundle import write_text_atomic
     from ml.evaluation.report import render_model_card, render_report
+    from ml.fsutil import write_atomic
 
     for name, data in artifacts.items():
-        target = bundle_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        write_atomic(bundle_dir / name, data)
     write_text_atomic(bundle_dir / "README.md", render_model_card(manifest))
     write_text_atomic(bundle_dir / "REPORT.md", render_report(manifest))
 

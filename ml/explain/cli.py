@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ml.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +95,6 @@ def _load(path: Path):
         return load_bundle(path)
     except BundleError as exc:
         raise CliError(str(exc)) from exc
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def explain_file(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,7 +186,7 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
     if "probability" in arrays:
         files["probability.png"] = overlay.probability_image(arrays["probability"])
     for name, rgb in files.items():
-        _write_atomic(out / name, overlay.to_png(np.asarray(rgb)))
+        write_atomic(out / name, overlay.to_png(np.asarray(rgb)))
 
     summary = json_summary(result)
     summary.update(
@@ -211,7 +200,7 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
         segmentation_model=seg_info,
         files=sorted([*files, "summary.json"]),
     )
-    _write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary
 
 

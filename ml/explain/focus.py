@@ -59,11 +59,9 @@ def design_box(h: int, w: int) -> tuple[int, int, int, int]:
 
 def box_mask(bbox: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) mask of a half-open (x1, y1, x2, y2) box, clipped to the image."""
-    h, w = shape
-    x1, y1, x2, y2 = (int(v) for v in bbox)
-    mask = np.zeros((h, w), dtype=bool)
-    mask[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)] = True
-    return mask
+    from ml.roi import bbox_to_mask  # the data side owns the box geometry
+
+    return bbox_to_mask(bbox, shape).astype(bool)
 
 
 def inside_fraction(heatmap: np.ndarray, region: np.ndarray) -> float:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +83,6 @@ def make_settings(tmp: Path, database_url: str, models_dir: Path, **overrides: A
         "max_upload_bytes": 3 * 1024 * 1024,
         "faithfulness_steps": 4,
         "batch_wait_ms": 15,
-        "admin_emails": ["admin@example.org"],
         "spa_dir": tmp / "no-spa",
     }
     values.update(overrides)
@@ -114,3 +116,39 @@ async def signup_and_login(
     r = await client.post("/auth/token", data={"username": email, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+async def login_or_signup(
+    client: httpx.AsyncClient, email: str, password: str = "pass-word-1"
+) -> dict[str, str]:
+    """Headers for ``email``, signing it up only if this session's database lacks it yet."""
+    r = await client.post("/auth/token", data={"username": email, "password": password})
+    if r.status_code == 200:
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    return await signup_and_login(client, email, password)
+
+
+async def set_role(env: Env, email: str, role: str) -> None:
+    """Change a role the way `spondyscan admin grant|revoke` does."""
+    from backend.services import auth
+
+    async with env.runtime.sessionmaker() as session:
+        await auth.set_role(session, email, role, actor="test")
+
+
+async def admin_headers(env: Env, email: str = "admin@example.org") -> dict[str, str]:
+    """Headers of an admin account (tokens carry no role: promoting after log-in is enough)."""
+    headers = await login_or_signup(env.client, email)
+    await set_role(env, email, "admin")
+    return headers
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.01
+) -> None:
+    """Poll ``condition`` until true (instead of sleeping a guessed time); fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -98,6 +98,19 @@ def huge_png(side: int = 1600) -> bytes:
     return png(np.tile(np.arange(side, dtype=np.uint8), (side, 1)))
 
 
+def bomb_png(side: int = 20_000) -> bytes:
+    """A 57-byte PNG whose header claims side x side pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def volume_npy(depth: int = 3) -> bytes:
     rng = np.random.default_rng(0)
     return npy(rng.random((depth, 32, 32)).astype(np.float32))

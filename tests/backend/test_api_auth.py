@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from api_helpers import SECRET, Env, signup_and_login
+from api_helpers import SECRET, Env, set_role, signup_and_login
 
 from backend.core import security
 from backend.models import AuditEvent
@@ -30,9 +30,17 @@ async def test_signup_rejects_duplicates_and_bad_input(env: Env) -> None:
     assert r.status_code == 422 and "password" in r.json()["message"]
 
 
-async def test_admin_role_from_settings(env: Env) -> None:
-    headers = await signup_and_login(env.client, "admin@example.org")
+async def test_admin_role_only_granted_by_an_operator(env: Env) -> None:
+    # A unique email: the database is shared by the whole session, so the test cannot depend
+    # on running first. Sign-up never yields an admin, whatever the email.
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.org"
+    headers = await signup_and_login(env.client, email)
+    assert (await env.client.get("/auth/me", headers=headers)).json()["role"] == "user"
+    await set_role(env, email, "admin")
     assert (await env.client.get("/auth/me", headers=headers)).json()["role"] == "admin"
+    await set_role(env, email, "user")
+    assert (await env.client.get("/auth/me", headers=headers)).json()["role"] == "user"
+    assert await env.count(AuditEvent, action="auth.role_changed") >= 2
 
 
 async def test_wrong_password_is_401(env: Env, alice: dict[str, str]) -> None:

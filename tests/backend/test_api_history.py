@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import api_samples as samples
-from api_helpers import Env, signup_and_login
+from api_helpers import Env, admin_headers, signup_and_login
 
 from backend.models import Analysis, AuditEvent, ModelResult
 
@@ -96,21 +96,12 @@ async def test_users_cannot_see_each_other(env: Env, alice: dict, bob: dict) -> 
     assert (await env.client.get(f"/history/{aid}", headers=alice)).status_code == 200
     admin = await signup_and_login(env.client, f"admin-{env.backend}@example.org")
     assert (await env.client.get(f"/history/{aid}", headers=admin)).status_code == 404  # not admin
-    root = await _admin(env)
+    root = await admin_headers(env)
     assert (await env.client.get(f"/history/{aid}", headers=root)).status_code == 200
     assert (await env.client.get(f"/artifacts/{aid}/input.png", headers=root)).status_code == 200
     # Admins see everyone's entries by id, but their own list only has their own.
     listed = (await env.client.get("/history", headers=root)).json()
     assert aid not in {i["id"] for i in listed["items"]}
-
-
-async def _admin(env: Env) -> dict:
-    r = await env.client.post(
-        "/auth/token", data={"username": "admin@example.org", "password": "pass-word-1"}
-    )
-    if r.status_code == 200:
-        return {"Authorization": f"Bearer {r.json()['access_token']}"}
-    return await signup_and_login(env.client, "admin@example.org")
 
 
 async def test_delete_removes_rows_and_files_keeps_audit(env: Env, alice: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -24,6 +25,13 @@ def test_default_secret_refused_outside_development() -> None:
         Settings(environment="production", secret_key=SecretStr("short"))
     s = Settings(environment="production", secret_key=SecretStr("x" * 32))
     assert s.secret_key.get_secret_value() != DEFAULT_SECRET
+    # Development on a public address is just as exposed as production.
+    for host in ("0.0.0.0", "::", "192.168.1.20", "spondyscan.example.org"):
+        with pytest.raises(ValidationError, match="SPONDYSCAN_SECRET_KEY"):
+            Settings(environment="development", host=host)
+        Settings(environment="development", host=host, secret_key=SecretStr("y" * 32))
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        Settings(environment="development", host=host)
     assert "x" * 32 not in repr(s)  # secrets never show up in logs
 
 
@@ -123,16 +131,44 @@ def test_serve_prints_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
 
     from backend import serve
 
-    seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
-    # serve.run() exports its choices for the app factory; monkeypatch restores the env after.
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
     monkeypatch.setenv("SPONDYSCAN_PORT", "8000")
     parser = argparse.ArgumentParser()
     serve.add_arguments(parser)
-    assert serve.run(parser.parse_args(["--port", "8123"])) == 0
+    assert serve.run(parser.parse_args(["--port", "8123", "--data-dir", "/tmp/x"])) == 0
     out = capsys.readouterr().out
     assert "http://127.0.0.1:8123" in out and "Research use only" in out
-    assert seen["port"] == 8123 and seen["factory"] is True
+    assert seen["port"] == 8123
+    # One Settings object, built from flags + environment, goes straight into the app:
+    # nothing is written back to the environment.
+    app_settings = seen["app"].state.settings
+    assert app_settings.port == 8123 and str(app_settings.data_dir) == "/tmp/x"
+    assert os.environ["SPONDYSCAN_PORT"] == "8000" and "SPONDYSCAN_DATA_DIR" not in os.environ
+
+
+def test_serve_refuses_default_secret_on_a_public_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    import uvicorn
+
+    from backend import serve
+    from ml.cli import CliError
+
+    for key in list(os.environ):
+        if key.startswith("SPONDYSCAN_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start"))
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    with pytest.raises(CliError, match="SPONDYSCAN_SECRET_KEY") as info:
+        serve.run(parser.parse_args(["--host", "0.0.0.0"]))
+    assert "https://" not in str(info.value)  # one readable line, not pydantic's boilerplate
+    monkeypatch.setenv("SPONDYSCAN_ENVIRONMENT", "production")
+    with pytest.raises(CliError, match="SPONDYSCAN_SECRET_KEY"):
+        serve.run(parser.parse_args(["--host", "127.0.0.1"]))
 
 
 async def test_runner_attention_rollout_and_cam(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ CASES = [
     ("/segment", samples.truncated_png(), {}, 400, "corrupt_image"),
     ("/explain", b"\x93NUMPY garbage", {}, 400, "corrupt_image"),
     ("/classify", samples.huge_png(), {}, 413, "too_large"),
+    ("/segment", samples.bomb_png(), {}, 413, "too_large"),
     ("/analyses", b"\x93NUMPY" + b"\0" * (3 * 1024 * 1024 + 1), {}, 413, "too_large"),
     ("/classify", b"", {}, 400, "empty_image"),
     ("/analyses", samples.blank_png(), {}, 400, "empty_image"),

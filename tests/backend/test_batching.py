@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import api_samples as samples
 import pytest
-from api_helpers import Env
+from api_helpers import Env, wait_until
 
 from backend.inference.batcher import MicroBatcher, QueueFull
 from backend.models import Analysis
@@ -56,9 +56,10 @@ async def test_full_queue_is_503_with_retry_after(env: Env, alice: dict) -> None
         return original.fn(items) if original else []
 
     executor = ThreadPoolExecutor(max_workers=1)
-    runner._batchers[key] = MicroBatcher(
+    batcher = MicroBatcher(
         "cnn_tiny:classify", slow, executor, max_batch=1, max_wait_ms=0, queue_size=1
     )
+    runner._batchers[key] = batcher
     rows_before = await env.count(Analysis)
     try:
 
@@ -70,7 +71,12 @@ async def test_full_queue_is_503_with_retry_after(env: Env, alice: dict) -> None
             )
 
         tasks = [asyncio.create_task(one(200 + i)) for i in range(5)]
-        await asyncio.sleep(0.5)
+        # Hold the model until every request has reached the batcher: one running, one
+        # queued (the queue is full), the rest turned away.
+        await wait_until(
+            lambda: batcher.stats.requests + batcher.stats.rejected == 5 and batcher.queued == 1,
+            "all five requests to reach the batcher",
+        )
         release.set()
         responses = await asyncio.gather(*tasks)
     finally:
@@ -79,7 +85,7 @@ async def test_full_queue_is_503_with_retry_after(env: Env, alice: dict) -> None
             runner._batchers[key] = original
         executor.shutdown(wait=False)
     codes = sorted(r.status_code for r in responses)
-    assert 503 in codes and 200 in codes, codes
+    assert codes == [200, 200, 503, 503, 503], codes
     busy = [r for r in responses if r.status_code == 503]
     assert busy[0].json()["code"] == "busy" and busy[0].headers["retry-after"] == "1"
     assert await env.count(Analysis) == rows_before + codes.count(200)
@@ -132,3 +138,55 @@ async def test_batcher_bounded_queue() -> None:
         gate.set()
         assert await first == 0 and [await w for w in waiting] == [1, 2]
         await b.close()
+
+
+async def test_faithfulness_work_is_bounded_too(env: Env, alice: dict) -> None:
+    """Per-image work outside the batchers (faithfulness scores) sheds load the same way."""
+    from backend.core.errors import ServiceBusy
+    from backend.inference.runner import InferenceRunner
+
+    assert env.runtime.runner is not None
+    registry = env.runtime.runner.registry
+    entry = registry.get("cnn_tiny")
+    runner = InferenceRunner(registry, queue_size=2, retry_after=3)
+    gate = threading.Event()
+    loop_thread = threading.get_ident()
+
+    def work(i: int) -> tuple[int, int]:
+        gate.wait(10)
+        return i, threading.get_ident()
+
+    try:
+        held = [asyncio.create_task(runner.call(entry, work, i)) for i in range(2)]
+        await wait_until(lambda: runner.stats()["direct_pending"] == 2, "two calls in flight")
+        with pytest.raises(ServiceBusy) as info:
+            await runner.call(entry, work, 9)
+        assert info.value.headers == {"Retry-After": "3"}
+        assert runner.stats()["direct_rejected"] == 1
+        gate.set()
+        results = [await t for t in held]
+        assert [i for i, _ in results] == [0, 1]
+        assert all(thread != loop_thread for _, thread in results)  # off the event loop
+        await wait_until(lambda: runner.stats()["direct_pending"] == 0, "the slots to free up")
+        assert (await runner.call(entry, work, 5))[0] == 5
+    finally:
+        gate.set()
+        await runner.close()
+
+    # Through the API: a full faithfulness queue is a clean 503 with Retry-After.
+    api_runner = env.runtime.runner
+    rows_before = await env.count(Analysis)
+    api_runner._direct_pending["cnn_tiny"] = api_runner.queue_size
+    try:
+        r = await env.client.post(
+            "/explain",
+            files={"file": ("x.png", samples.phantom_png(7), "image/png")},
+            data={"model": "cnn_tiny"},
+            headers=alice,
+        )
+    finally:
+        api_runner._direct_pending["cnn_tiny"] = 0
+    assert r.status_code == 503 and r.json()["code"] == "busy", r.text
+    assert r.headers["retry-after"] == "1"
+    assert await env.count(Analysis) == rows_before
+    assert env.runtime.store.leftovers() == []

@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ class Server:
     url: str
     api_key: str
     uploads: list[str]  # filenames of every POST /analyses the server received
+    idle: Callable[[], bool]  # no open connection and no request running on the server
 
 
 def _free_port() -> int:
@@ -77,7 +78,8 @@ def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 json={"name": "batch"},
                 headers={"Authorization": f"Bearer {token}"},
             ).json()["key"]
-        yield Server(url, key, uploads)
+        state = srv.server_state
+        yield Server(url, key, uploads, lambda: not state.connections and not state.tasks)
     finally:
         srv.should_exit = True
         thread.join(60)
@@ -128,7 +130,12 @@ def test_interrupted_batch_resumes_with_only_the_missing_uploads(
     recorded = {e["path"] for e in journal}
     assert 4 <= len(recorded) < len(files)
     assert {r["path"] for r in _rows(out)} == recorded
-    time.sleep(1.0)  # let an upload cut off by the interruption finish on the server
+    # An upload cut off by the interruption may still be running (or just arriving) on the
+    # server: wait until the interrupted client's connections are gone and no request runs.
+    deadline = time.monotonic() + 60
+    while not server.idle():
+        assert time.monotonic() < deadline, "the interrupted run's requests never finished"
+        time.sleep(0.02)
     before = len(server.uploads)
 
     # The rerun, through the command line, uploads exactly the files not recorded.

@@ -123,6 +123,8 @@ def test_dockerfile_is_multi_stage_spa_then_runtime_with_models() -> None:
     assert "constraints.txt" in text and re.search(r"^HEALTHCHECK ", text, flags=re.M)
     assert re.search(r'^CMD \["spondyscan", "serve"\]', text, flags=re.M)
     assert re.search(r"^USER (?!root)", text, flags=re.M)
+    # The image binds 0.0.0.0: it must run as production, which refuses the default secret.
+    assert re.search(r"^\s*SPONDYSCAN_ENVIRONMENT=production\b", text, flags=re.M)
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".venv", "var", "frontend/node_modules"} <= set(ignored)
 

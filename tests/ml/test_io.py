@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -99,6 +101,23 @@ def test_limits_and_frames():
     assert read_image(emri).meta["frame"] == 5
     assert code_of(emri, frame=10) == "bad_frame"
     assert code_of(emri, max_frames=4) == "too_large"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [20_000, 10_000], ids=["bomb-error", "bomb-warning"])
+def test_decompression_bomb_is_too_large(side):
+    # 20000^2 trips Pillow's DecompressionBombError, 10000^2 only its warning: both are refused
+    # before decoding, even when the caller sets no pixel limit of its own.
+    assert code_of(_png_header_only(side, side)) == "too_large"
+    assert code_of(_png_header_only(side, side), max_pixels=10**12) == "too_large"
 
 
 def test_formats_are_recognised_by_content_not_name(tmp_path):

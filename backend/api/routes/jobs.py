@@ -12,8 +12,7 @@ from backend.core.errors import NotReady
 from backend.schemas.common import error_responses
 from backend.schemas.jobs import JobPage, JobPublic, JobResults, JobStatus
 from backend.services import jobs as jobs_service
-from backend.services.jobs import IncomingFile, JobExecutor
-from backend.worker.backends import job_executor_lifespan
+from backend.services.jobs import IncomingFile, JobExecutor, job_executor_lifespan
 
 # The job's own limit (settings.job_max_items) applies; the form parser's default of 1000
 # files would otherwise answer first with a less helpful error.
