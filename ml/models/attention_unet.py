@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     # weights early on, and validation swings; 0.9 tracks them within a few steps.
     "bn_momentum": 0.9,
     "dropout": 0.0,
+    "internal_scale": 1,
 }
 
 
@@ -50,7 +51,9 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
 
     Args:
         cfg: optional overrides of ``DEFAULTS`` (``input_size``, ``base_filters``, ``depth``,
-            ``batchnorm``, ``dropout`` before the bottleneck convs).
+            ``batchnorm``, ``dropout`` before the bottleneck convs, ``internal_scale``: run the
+            network at ``input_size / internal_scale`` behind a 2x2 average pooling (an exact area
+            downsampling) and upsample the probabilities bilinearly back to the input size).
         name: model name.
 
     Returns:
@@ -66,8 +69,14 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
     mom = float(c["bn_momentum"])
     if size % (2**depth):
         raise ValueError(f"input_size {size} must be divisible by 2**depth = {2**depth}")
+    scale = int(c.get("internal_scale", 1))
+    if size % (scale * 2**depth):
+        raise ValueError(f"input_size {size} must be divisible by internal_scale * 2**depth")
     inputs = keras.Input((size, size, 1), name="image")
     x = inputs
+    if scale > 1:
+        # Weightless, so the same weights serve a model trained at input_size / scale.
+        x = layers.AveragePooling2D(scale, name="downscale")(x)
     skips = []
     for level in range(depth):
         x = _conv_block(x, base * 2**level, f"enc{level + 1}", bn, mom)
@@ -87,4 +96,6 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
         x = layers.Concatenate(name=f"{tag}_concat")([gated, x])
         x = _conv_block(x, f, tag, bn, mom)
     outputs = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    if scale > 1:
+        outputs = layers.UpSampling2D(scale, interpolation="bilinear", name="upscale")(outputs)
     return keras.Model(inputs, outputs, name=name)

@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "batchnorm": True,
     "bn_momentum": 0.9,
     "dropout": 0.0,
+    "internal_scale": 1,
 }
 
 
