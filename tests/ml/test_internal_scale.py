@@ -1,0 +1,39 @@
+"""A U-Net with internal_scale runs the same weights on an area-downsampled input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+
+def test_internal_scale_reuses_low_resolution_weights_exactly():
+    from ml.models import build_model
+
+    cfg = {"base_filters": 4, "depth": 2}
+    low = build_model("attention_unet_lite", {**cfg, "input_size": 32})
+    full = build_model("attention_unet_lite", {**cfg, "input_size": 64, "internal_scale": 2})
+    assert full.count_params() == low.count_params()
+    full.set_weights(low.get_weights())
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 64, 64, 1)).astype(np.float32)
+    area = cv2.resize(image[0, ..., 0], (32, 32), interpolation=cv2.INTER_AREA)[None, ..., None]
+
+    out_full = np.asarray(full(image, training=False))
+    out_low = np.asarray(low(area, training=False))
+
+    assert out_full.shape == (1, 64, 64, 1)
+    # 2x2 average pooling is exactly an area downsampling: the low-resolution maps agree.
+    np.testing.assert_allclose(out_full[0, ::2, ::2, 0].mean(), out_low.mean(), atol=0.02)
+    pooled = out_full[0, ..., 0].reshape(32, 2, 32, 2).mean(axis=(1, 3))
+    assert np.corrcoef(pooled.ravel(), out_low.ravel())[0, 1] > 0.95
+
+
+def test_internal_scale_must_divide_the_input():
+    from ml.models import build_model
+
+    with pytest.raises(ValueError, match="divisible"):
+        build_model("attention_unet_lite", {"input_size": 40, "depth": 2, "internal_scale": 3})
