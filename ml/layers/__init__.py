@@ -1,7 +1,15 @@
 """Custom Keras layers (registered under the ``spondyscan`` package, serializable)."""
 
 from ml.layers.attention_gate import AttentionGate
+from ml.layers.statistics import ImageStatistics
 from ml.layers.tokens import ClassToken, PositionEmbedding, SelectToken
 from ml.layers.transformer import TransformerBlock
 
-__all__ = ["AttentionGate", "ClassToken", "PositionEmbedding", "SelectToken", "TransformerBlock"]
+__all__ = [
+    "AttentionGate",
+    "ClassToken",
+    "ImageStatistics",
+    "PositionEmbedding",
+    "SelectToken",
+    "TransformerBlock",
+]

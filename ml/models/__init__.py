@@ -18,6 +18,8 @@ from ml.models.hybrid_v1 import build_hybrid_v1
 from ml.models.hybrid_v2 import build_hybrid_v2
 from ml.models.hybrid_v3 import attention_layer_names, build_hybrid_v3
 from ml.models.simple_cnn import build_simple_cnn
+from ml.models.stats_cnn import GRADCAM_LAYER as STATS_CNN_GRADCAM_LAYER
+from ml.models.stats_cnn import build_stats_cnn
 
 BUILDERS: dict[str, Callable[..., Any]] = {
     "attention_unet": build_attention_unet,
@@ -26,6 +28,7 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "hybrid_v1": build_hybrid_v1,
     "hybrid_v2": build_hybrid_v2,
     "hybrid_v3": build_hybrid_v3,
+    "stats_cnn": build_stats_cnn,
 }
 ARCHITECTURES: tuple[str, ...] = tuple(BUILDERS)
 TASKS: dict[str, str] = {
@@ -35,6 +38,7 @@ TASKS: dict[str, str] = {
     "hybrid_v1": "classification",
     "hybrid_v2": "classification",
     "hybrid_v3": "classification",
+    "stats_cnn": "classification",
 }
 HYBRIDS = ("hybrid_v1", "hybrid_v2", "hybrid_v3")
 
@@ -67,6 +71,8 @@ def gradcam_layer(architecture: str, model) -> str | None:
     if architecture == "simple_cnn":
         convs = [layer.name for layer in model.layers if layer.name.startswith("conv")]
         return convs[-1]
+    if architecture == "stats_cnn":
+        return STATS_CNN_GRADCAM_LAYER
     return None
 
 
