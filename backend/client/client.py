@@ -36,6 +36,20 @@ RETRY_STATUSES = {429, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300.0
 
 
+def _analysis_form(
+    models: Sequence[str] | None, explain: bool, method: str, faithfulness: bool
+) -> dict[str, Any]:
+    """The form fields shared by ``POST /analyses`` and ``POST /jobs``."""
+    form: dict[str, Any] = {
+        "explain": str(explain).lower(),
+        "method": method,
+        "faithfulness": str(faithfulness).lower(),
+    }
+    if models:
+        form["models"] = list(models)
+    return form
+
+
 class ClientError(Exception):
     """A request the server refused or could not serve; ``code`` is its machine-readable code."""
 
@@ -162,13 +176,7 @@ class SpondyscanClient:
         faithfulness: bool = True,
     ) -> dict[str, Any]:
         """The full pipeline on one image (``POST /analyses``); the stored result."""
-        form: dict[str, Any] = {
-            "explain": str(explain).lower(),
-            "method": method,
-            "faithfulness": str(faithfulness).lower(),
-        }
-        if models:
-            form["models"] = list(models)
+        form = _analysis_form(models, explain, method, faithfulness)
         response = await self.request(
             "POST", "/analyses", files={"file": (filename, data)}, data=form
         )
@@ -186,13 +194,7 @@ class SpondyscanClient:
         faithfulness: bool = True,
     ) -> dict[str, Any]:
         """Queue many images (or one zip) as a job (``POST /jobs``); returns it at once."""
-        form: dict[str, Any] = {
-            "explain": str(explain).lower(),
-            "method": method,
-            "faithfulness": str(faithfulness).lower(),
-        }
-        if models:
-            form["models"] = list(models)
+        form = _analysis_form(models, explain, method, faithfulness)
         parts = [("files", (name, data)) for name, data in files]
         response = await self.request("POST", "/jobs", files=parts, data=form)
         return dict(response.json())
