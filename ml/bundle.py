@@ -472,6 +472,12 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
     "attention_unet_lite": {"input_size": 64, "base_filters": 4},
     "simple_cnn": {"input_size": 64, "filters": [4, 8, 8], "dense_units": 8},
     "stats_cnn": {"input_size": 64, "filters": [4, 4, 8, 8], "dense_units": 8},
+    "ordinal_cnn": {
+        "input_size": 64,
+        "filters": [4, 4, 8, 8],
+        "appearance_units": 4,
+        "dense_units": [8],
+    },
     "hybrid_v1": {
         "input_size": 64,
         "backbone": "tiny",

@@ -1,6 +1,8 @@
 """Custom Keras layers (registered under the ``spondyscan`` package, serializable)."""
 
 from ml.layers.attention_gate import AttentionGate
+from ml.layers.ordinal import OrdinalHeads
+from ml.layers.rule_features import IntensityQuantiles, RuleFeatures
 from ml.layers.statistics import ImageStatistics
 from ml.layers.tokens import ClassToken, PositionEmbedding, SelectToken
 from ml.layers.transformer import TransformerBlock
@@ -9,6 +11,9 @@ __all__ = [
     "AttentionGate",
     "ClassToken",
     "ImageStatistics",
+    "IntensityQuantiles",
+    "OrdinalHeads",
+    "RuleFeatures",
     "PositionEmbedding",
     "SelectToken",
     "TransformerBlock",

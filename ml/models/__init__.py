@@ -17,6 +17,9 @@ from ml.models.flops import count_flops
 from ml.models.hybrid_v1 import build_hybrid_v1
 from ml.models.hybrid_v2 import build_hybrid_v2
 from ml.models.hybrid_v3 import attention_layer_names, build_hybrid_v3
+from ml.models.ordinal_cnn import GRADCAM_LAYER as ORDINAL_CNN_GRADCAM_LAYER
+from ml.models.ordinal_cnn import NORMALIZER as ORDINAL_CNN_NORMALIZER
+from ml.models.ordinal_cnn import build_ordinal_cnn
 from ml.models.simple_cnn import build_simple_cnn
 from ml.models.stats_cnn import GRADCAM_LAYER as STATS_CNN_GRADCAM_LAYER
 from ml.models.stats_cnn import build_stats_cnn
@@ -29,6 +32,7 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "hybrid_v2": build_hybrid_v2,
     "hybrid_v3": build_hybrid_v3,
     "stats_cnn": build_stats_cnn,
+    "ordinal_cnn": build_ordinal_cnn,
 }
 ARCHITECTURES: tuple[str, ...] = tuple(BUILDERS)
 TASKS: dict[str, str] = {
@@ -39,8 +43,15 @@ TASKS: dict[str, str] = {
     "hybrid_v2": "classification",
     "hybrid_v3": "classification",
     "stats_cnn": "classification",
+    "ordinal_cnn": "classification",
 }
 HYBRIDS = ("hybrid_v1", "hybrid_v2", "hybrid_v3")
+# Weightless layers that read only the input image: training computes their outputs once per
+# stage (without augmentation) instead of at every step. The Canny hysteresis in RuleFeatures
+# costs far more than the rest of the ordinal CNN.
+PRECOMPUTABLE: dict[str, tuple[str, ...]] = {
+    "ordinal_cnn": ("rule_features", "statistics", "quantiles"),
+}
 
 
 def build_model(architecture: str, cfg: dict[str, Any] | None = None):
@@ -64,6 +75,20 @@ def task_of(architecture: str) -> str:
     return TASKS[architecture]
 
 
+# keras.layers.Normalization layers that training adapts to the fit images before fitting.
+ADAPTED: dict[str, tuple[str, ...]] = {"ordinal_cnn": (ORDINAL_CNN_NORMALIZER,)}
+
+
+def adapted_layers(architecture: str) -> tuple[str, ...]:
+    """Names of Normalization layers whose statistics training sets from the fit images."""
+    return ADAPTED.get(architecture, ())
+
+
+def precomputable_layers(architecture: str) -> tuple[str, ...]:
+    """Names of weightless layers fed by the input alone, whose outputs training may cache."""
+    return PRECOMPUTABLE.get(architecture, ())
+
+
 def gradcam_layer(architecture: str, model) -> str | None:
     """Name of the last convolutional feature layer Grad-CAM should use (classifiers only)."""
     if architecture in HYBRIDS:
@@ -73,6 +98,8 @@ def gradcam_layer(architecture: str, model) -> str | None:
         return convs[-1]
     if architecture == "stats_cnn":
         return STATS_CNN_GRADCAM_LAYER
+    if architecture == "ordinal_cnn":
+        return ORDINAL_CNN_GRADCAM_LAYER
     return None
 
 

@@ -27,6 +27,24 @@ DEFAULTS: dict[str, Any] = {
 GRADCAM_LAYER = "conv4"
 
 
+def appearance_trunk(inputs, filters):
+    """Conv(stride-2 stem)-BN-ReLU levels with max pooling between them, global-average-pooled.
+
+    Layers ``conv1..conv<n>`` (the last one is Grad-CAM's), ``bn*``, ``relu*``, ``pool*``,
+    ``gap``.
+    """
+    x = inputs
+    for i, f in enumerate(filters, start=1):
+        x = layers.Conv2D(
+            int(f), 3, strides=2 if i == 1 else 1, padding="same", use_bias=False, name=f"conv{i}"
+        )(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        if i < len(filters):
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return layers.GlobalAveragePooling2D(name="gap")(x)
+
+
 def build_stats_cnn(cfg: dict[str, Any] | None = None):
     """Conv trunk (stride-2 stem, BN, pooling) -> GAP, concatenated with ImageStatistics.
 
@@ -41,16 +59,7 @@ def build_stats_cnn(cfg: dict[str, Any] | None = None):
     c = merged(DEFAULTS, cfg)
     size = int(c["input_size"])
     inputs = keras.Input((size, size, 1), name="image")
-    x = inputs
-    for i, f in enumerate(c["filters"], start=1):
-        x = layers.Conv2D(
-            int(f), 3, strides=2 if i == 1 else 1, padding="same", use_bias=False, name=f"conv{i}"
-        )(x)
-        x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
-        x = layers.Activation("relu", name=f"relu{i}")(x)
-        if i < len(c["filters"]):
-            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    appearance = layers.GlobalAveragePooling2D(name="gap")(x)
+    appearance = appearance_trunk(inputs, c["filters"])
     stats = ImageStatistics(name="statistics")(inputs)
     stats = layers.BatchNormalization(momentum=0.9, name="statistics_norm")(stats)
     x = layers.Concatenate(name="features")([appearance, stats])

@@ -5,12 +5,27 @@ from __future__ import annotations
 import argparse
 
 
+def epoch_caps(text: str) -> int | list[int]:
+    """``"8"`` -> 8 (every stage); ``"8,1"`` -> [8, 1] (one cap per schedule stage)."""
+    try:
+        caps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,M,... epochs, got {text!r}") from None
+    if any(c < 1 for c in caps):
+        raise argparse.ArgumentTypeError("epoch caps must be at least 1")
+    return caps[0] if len(caps) == 1 else caps
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (or a key in ml/configs)")
     parser.add_argument("--dataset", required=True, help="folder written by `spondyscan prepare`")
     parser.add_argument("--out", help="bundle folder (default: <models-dir>/<key>)")
     parser.add_argument("--models-dir", default="models", help="where bundles go (default models)")
-    parser.add_argument("--epochs", type=int, help="cap every stage at N epochs (quick runs)")
+    parser.add_argument(
+        "--epochs",
+        type=epoch_caps,
+        help="cap every stage at N epochs (quick runs), or each stage at its own cap: N,M,...",
+    )
     parser.add_argument("--run-dir", help="checkpoints and logs (default runs/<key>)")
 
 

@@ -35,6 +35,7 @@ a default. Layout (defaults in :data:`DEFAULTS`)::
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,19 +159,32 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def stages(cfg: dict[str, Any], epochs_override: int | None = None) -> list[dict[str, Any]]:
+def stages(
+    cfg: dict[str, Any], epochs_override: int | Sequence[int] | None = None
+) -> list[dict[str, Any]]:
     """The fit stages: ``schedule`` entries, or one stage at the model's input size.
 
-    ``epochs_override`` caps every stage at that many epochs (quick runs, tests).
+    ``epochs_override`` caps every stage at that many epochs (quick runs, tests), or, as a
+    sequence with one number per stage, each stage at its own cap (a CPU-sized schedule).
     """
     t = cfg["training"]
     full = int(cfg["model"].get("input_size", 256))
     raw = t["schedule"] or [{"epochs": t["epochs"]}]
+    if epochs_override is None or isinstance(epochs_override, int):
+        caps: list[int | None] = [epochs_override] * len(raw)
+    else:
+        caps = [int(n) for n in epochs_override]
+        if len(caps) != len(raw):
+            raise ConfigError(
+                f"{len(caps)} epoch caps given for {len(raw)} schedule stages; give one per stage"
+            )
+    if any(c is not None and c < 1 for c in caps):
+        raise ConfigError("epoch caps must be at least 1")
     out = []
-    for stage in raw:
+    for stage, cap in zip(raw, caps, strict=True):
         epochs = int(stage["epochs"])
-        if epochs_override is not None:
-            epochs = min(epochs, int(epochs_override))
+        if cap is not None:
+            epochs = min(epochs, int(cap))
         out.append(
             {
                 "input_size": int(stage.get("input_size", full)),

@@ -133,6 +133,9 @@ class BatchSequence(keras.utils.PyDataset):
         augment: augmentation spec (see :func:`augment_pair`) or None.
         oversample_labels: labels to balance by (e.g. stage), or None.
         oversample_ratio: see :func:`oversample_indices`.
+        extra_inputs: arrays with one row per image, batched beside the images as further model
+            inputs (precomputed features); refused with augmentation, which would make them
+            stale.
     """
 
     def __init__(
@@ -145,8 +148,14 @@ class BatchSequence(keras.utils.PyDataset):
         oversample_labels: np.ndarray | None = None,
         oversample_ratio: float = 1.0,
         shuffle: bool = True,
+        extra_inputs: list[np.ndarray] | None = None,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
+        if extra_inputs and augment:
+            raise ValueError("precomputed inputs cannot be combined with augmentation")
+        if any(len(e) != len(images) for e in extra_inputs or []):
+            raise ValueError("every extra input needs one row per image")
+        self.extra_inputs = list(extra_inputs or [])
         if augment:
             unknown = set(augment) - AUGMENT_KEYS
             if unknown:
@@ -198,6 +207,8 @@ class BatchSequence(keras.utils.PyDataset):
                     x[i], y[i] = augment_pair(x[i], y[i], rng, self.augment)
                 else:
                     x[i], _ = augment_pair(x[i], None, rng, self.augment)
+        if self.extra_inputs:
+            return (x, *[e[idx] for e in self.extra_inputs]), y
         return x, y
 
     def on_epoch_end(self) -> None:

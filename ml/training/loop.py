@@ -106,6 +106,50 @@ def _compile(model, cfg, task: str, train_data, fit_idx, learning_rate: float):
     )
 
 
+def fit_view(model, names: tuple[str, ...]):
+    """The model trained on cached outputs of its weightless input layers ``names``.
+
+    Returns the model itself when ``names`` is empty; otherwise a functional model sharing all
+    its layers whose inputs are the image and those layers' outputs.
+    """
+    import keras
+
+    if not names:
+        return model
+    outputs = [model.get_layer(n).output for n in names]
+    return keras.Model([model.inputs[0], *outputs], model.outputs, name=f"{model.name}_fit")
+
+
+def precompute(model, names: tuple[str, ...], images: np.ndarray) -> list[np.ndarray]:
+    """Outputs of the weightless layers ``names`` for ``images`` (cached training inputs)."""
+    import keras
+
+    if not names:
+        return []
+    feature_model = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    out = feature_model.predict(images, batch_size=32, verbose=0)
+    return [np.asarray(o) for o in (out if isinstance(out, list) else [out])]
+
+
+def adapt_normalizers(
+    model, names: tuple[str, ...], images: np.ndarray, cached: tuple[str, ...], extras
+) -> None:
+    """Set the Normalization layers ``names`` to the mean and variance of their inputs on the
+    fit images (from the cached measurements when they suffice, else from the images)."""
+    import keras
+
+    for name in names:
+        layer = model.get_layer(name)
+        if cached:
+            sources = [model.get_layer(n).output for n in cached]
+            inputs, batch = extras, 256
+        else:
+            sources, inputs, batch = model.inputs, images, 32
+        values = keras.Model(sources, layer.input).predict(inputs, batch_size=batch, verbose=0)
+        layer.adapt(np.asarray(values))
+        logger.info("adapted %s to %d fit images", name, len(values))
+
+
 def _monitor(name: str, has_val: bool) -> str:
     return name if has_val or not name.startswith("val_") else name[len("val_") :]
 
@@ -202,7 +246,7 @@ def train(
     config: str | Path | dict[str, Any],
     dataset_dir: str | Path,
     out_dir: str | Path | None = None,
-    epochs: int | None = None,
+    epochs: int | list[int] | None = None,
     models_dir: str | Path = "models",
     run_dir: str | Path | None = None,
     verbose: int | None = None,
@@ -213,7 +257,8 @@ def train(
         config: YAML path, config key, or a config dict.
         dataset_dir: a folder written by ``spondyscan prepare``.
         out_dir: bundle folder (default ``models_dir/<key>``).
-        epochs: cap on the epochs of every stage (quick runs and tests).
+        epochs: cap on the epochs of every stage (quick runs and tests), or a list with one
+            cap per schedule stage.
         models_dir: where derived bundles (e.g. ``unet_best``) go, next to the main one.
         run_dir: checkpoints and logs of the run (default ``runs/<key>``).
         verbose: Keras fit verbosity (default: progress bar on a terminal, a line per epoch
@@ -224,7 +269,13 @@ def train(
     from ml.bundle import new_manifest, read_manifest, write_bundle
     from ml.data.dataset import load_split
     from ml.evaluation.evaluate import curves_artifact, metrics_block
-    from ml.models import build_model, count_flops, task_of
+    from ml.models import (
+        adapted_layers,
+        build_model,
+        count_flops,
+        precomputable_layers,
+        task_of,
+    )
     from ml.training.data import BatchSequence, validation_split
 
     started = time.time()
@@ -265,14 +316,21 @@ def train(
     stage_log = []
     aug = cfg["data"]["augment"]
     over = cfg["data"]["oversample"]
+    cached = () if aug else precomputable_layers(arch)
+    fit_model = None
     for i, stage in enumerate(plan):
         size = stage["input_size"]
         built = build_model(arch, {**cfg["model"], "input_size": size})
         if model is not None:
             built.set_weights(model.get_weights())  # fully convolutional: same shapes
         model = built
-        _compile(model, cfg, task, train_data, fit_idx, stage["learning_rate"])
+        fit_model = fit_view(model, cached)
+        _compile(fit_model, cfg, task, train_data, fit_idx, stage["learning_rate"])
         x_fit, y_fit = _targets(task, train_data, fit_idx, size)
+        if cached:
+            logger.info("computing %s once for the fit and validation images", ", ".join(cached))
+        extras = precompute(model, cached, x_fit)
+        adapt_normalizers(model, adapted_layers(arch), x_fit, cached, extras)
         sequence = BatchSequence(
             x_fit,
             y_fit,
@@ -282,12 +340,16 @@ def train(
             oversample_labels=train_data.stage[fit_idx] if (over and task != "segmentation")
             else None,
             oversample_ratio=float((over or {}).get("ratio", 1.0)),
+            extra_inputs=extras,
         )  # fmt: skip
         validation = _targets(task, train_data, val_idx, size) if has_val else None
+        if validation is not None and cached:
+            x_val = validation[0]
+            validation = ((x_val, *precompute(model, cached, x_val)), validation[1])
         callbacks, checkpoint = _callbacks(cfg, i, size, run_dir, rows, has_val)
         before = len(rows)
         stage_started = time.time()
-        model.fit(
+        fit_model.fit(
             sequence,
             validation_data=validation,
             epochs=stage["epochs"],
@@ -301,10 +363,10 @@ def train(
                 "seconds": round(time.time() - stage_started, 1),
             }
         )
-    assert model is not None
+    assert model is not None and fit_model is not None
     final_rule = cfg["training"]["final_weights"]
     if final_rule == "best" and checkpoint is not None and checkpoint.is_file():
-        model.load_weights(checkpoint)
+        fit_model.load_weights(checkpoint)  # shares its layers with `model`
     train_seconds = time.time() - started
 
     provenance = _provenance(train_data, dataset_dir, task)
@@ -389,7 +451,7 @@ def train(
             logger.warning("no checkpoint for derived bundle %s", spec["key"])
             continue
         best = build_model(arch, {**cfg["model"]})
-        best.load_weights(checkpoint)
+        fit_view(best, cached).load_weights(checkpoint)
         path, _ = write(
             best, spec["key"], out_dir.parent / spec["key"],
             spec.get("display_name", spec["key"]), "best epoch (checkpoint)",

@@ -65,6 +65,21 @@ def test_design_hyperparameters():
         assert (t["epochs"], t["batch_size"], t["early_stopping"]["patience"]) == (50, 16, 15)
 
 
+def test_epoch_caps_per_stage():
+    from ml.training.cli import epoch_caps
+
+    unet = load_config("attention_unet")
+    assert [s["epochs"] for s in stages(unet, 4)] == [4, 4]
+    assert [s["epochs"] for s in stages(unet, [7, 1])] == [7, 1]
+    assert [s["epochs"] for s in stages(unet, [100, 100])] == [30, 5]  # caps never extend
+    with pytest.raises(ConfigError, match="one per stage"):
+        stages(unet, [3])
+    assert epoch_caps("8") == 8 and epoch_caps("7,1") == [7, 1]
+    for bad in ("x", "3,0"):
+        with pytest.raises(Exception, match="epoch"):
+            epoch_caps(bad)
+
+
 def test_config_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("key: x\narchitecture: simple_cnn\ntraining: {epoks: 3}\n")
@@ -251,3 +266,39 @@ def test_train_all_lists_and_picks_defaults(tmp_path, capsys):
     assert chosen == {"classification": "b", "segmentation": "s"}
     assert [read_manifest(p)["default"] for p in (a, b, s)] == [False, True, True]
     assert json.loads((b / "manifest.json").read_text())["default"] is True
+
+
+def test_ordinal_cnn_trains_on_cached_measurements(synthetic_dataset, tmp_path, monkeypatch):
+    from ml.evaluation.evaluate import evaluate_bundle
+    from ml.training import loop
+
+    calls = []
+    real = loop.precompute
+
+    def counting(model, names, images):
+        calls.append((names, len(images)))
+        return real(model, names, images)
+
+    monkeypatch.setattr(loop, "precompute", counting)
+    models = tmp_path / "models"
+    loop.train(HERE / "configs" / "tiny_ordinal.yaml", synthetic_dataset, models_dir=models,
+               run_dir=tmp_path / "run", verbose=0)  # fmt: skip
+    # Measured once for the fit images and once for the validation images, not per step.
+    assert [c[0] for c in calls] == [("rule_features", "statistics", "quantiles")] * 2
+    path = models / "tiny_ordinal"
+    m = read_manifest(path)
+    assert m["training"]["epochs_run"] == 2 and m["gradcam_layer"] == "conv4"
+    # The best-epoch weights, saved from the cached-input view, load into the image-only model.
+    assert len(load_bundle(path).model.inputs) == 1
+    again = evaluate_bundle(path, synthetic_dataset)
+    _metrics_equal(again, m["metrics"], ("binary_accuracy", "stage_accuracy", "stage_macro_f1"))
+
+
+def test_cached_inputs_refuse_augmentation():
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    y = {"binary_output": np.zeros(4, np.int32), "stage_output": np.zeros(4, np.int32)}
+    with pytest.raises(ValueError, match="augmentation"):
+        BatchSequence(x, y, 2, augment={"shift": 0.1}, extra_inputs=[np.zeros((4, 3))])
+    seq = BatchSequence(x, y, 2, extra_inputs=[np.arange(4.0)[:, None]], shuffle=False)
+    (images, extra), _ = seq[1]
+    assert images.shape == (2, 8, 8, 1) and extra[:, 0].tolist() == [2.0, 3.0]

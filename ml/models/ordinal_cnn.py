@@ -1,0 +1,82 @@
+"""Ordinal rule-feature CNN: measured features + appearance -> one severity score -> both heads.
+
+Three branches meet in a small MLP that outputs one severity score:
+
+- :class:`~ml.layers.RuleFeatures`: the feature rule's own measurements (brightness, lower-half
+  brightness, texture, Canny edge density), computed exactly inside the network;
+- :class:`~ml.layers.ImageStatistics`: gradient-based edge and intensity statistics;
+- :class:`~ml.layers.IntensityQuantiles`: the grey-level histogram's quantiles, a fingerprint
+  of the sequence;
+- the statistics CNN's global-average-pooled convolutional trunk, which recognises the
+  source's appearance (the rule normalises its features within each source).
+
+The score feeds :class:`~ml.layers.OrdinalHeads` (ordered cut points), so AS status and stage
+are ordered levels of one severity and can never contradict each other (a negative slice is
+Normal). On feature-rule labels this measures how well a network learns the labelling rule,
+not AS. Grad-CAM reads the trunk's last convolution (``conv4``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from ml.layers import ImageStatistics, IntensityQuantiles, OrdinalHeads, RuleFeatures
+from ml.models.common import merged
+from ml.models.stats_cnn import appearance_trunk
+
+DEFAULTS: dict[str, Any] = {
+    "input_size": 256,
+    "filters": [8, 16, 32, 32],
+    "quantiles": 10,
+    "appearance_pool": 2,
+    "appearance_units": 8,
+    "dense_units": [64, 64],
+    "dropout": 0.0,
+}
+
+GRADCAM_LAYER = "conv4"
+NORMALIZER = "measurements_norm"
+
+
+def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
+    """Rule features + image statistics + appearance trunk -> score -> ordinal heads.
+
+    Args:
+        cfg: overrides of ``DEFAULTS`` (``input_size``, ``filters`` (trunk levels),
+            ``quantiles``, ``appearance_pool`` (input
+            downsampling of the trunk), ``appearance_units``, ``dense_units`` (MLP widths), ``dropout``).
+
+    Returns:
+        A ``keras.Model`` with softmax outputs ``[binary_output, stage_output]``.
+    """
+    c = merged(DEFAULTS, cfg)
+    size = int(c["input_size"])
+    inputs = keras.Input((size, size, 1), name="image")
+    pooled = inputs
+    if int(c["appearance_pool"]) > 1:
+        # The trunk only needs the appearance: a coarser copy of the slice is enough.
+        pooled = layers.AveragePooling2D(int(c["appearance_pool"]), name="appearance_pool")(inputs)
+    appearance = appearance_trunk(pooled, c["filters"])
+    appearance = layers.Dense(
+        int(c["appearance_units"]), activation="relu", name="appearance"
+    )(appearance)
+    measured = RuleFeatures(name="rule_features")(inputs)
+    stats = ImageStatistics(name="statistics")(inputs)
+    histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
+    x = layers.Concatenate(name="measurements")([measured, stats, histogram])
+    # Standardised with the training images' mean and variance (training adapts this layer);
+    # batch statistics of these few, very differently scaled numbers train far worse.
+    x = layers.Normalization(name=NORMALIZER)(x)
+    x = layers.Concatenate(name="features")([x, appearance])
+    for i, units in enumerate(c["dense_units"], start=1):
+        x = layers.Dense(int(units), activation="gelu", name=f"dense{i}")(x)
+        if float(c["dropout"]) > 0:
+            x = layers.Dropout(float(c["dropout"]), name=f"dropout{i}")(x)
+    score = layers.Dense(1, name="severity_score")(x)
+    status_logits, stage_logits = OrdinalHeads(name="ordinal")(score)
+    binary = layers.Softmax(name="binary_output")(status_logits)
+    stage = layers.Softmax(name="stage_output")(stage_logits)
+    return keras.Model(inputs, [binary, stage], name="ordinal_cnn")
