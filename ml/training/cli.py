@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap every stage at N epochs (quick runs), or each stage at its own cap: N,M,...",
     )
     parser.add_argument("--run-dir", help="checkpoints and logs (default runs/<key>)")
+    parser.add_argument(
+        "--init-weights", help="start from this .weights.h5 of the same architecture (continue)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             models_dir=args.models_dir,
             run_dir=args.run_dir,
+            init_weights=args.init_weights,
         )
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from exc

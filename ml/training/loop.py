@@ -41,6 +41,13 @@ class TrainResult:
     derived: list[Path] = field(default_factory=list)
 
 
+def _file_record(path: str | Path) -> dict[str, Any]:
+    import hashlib
+
+    data = Path(path).read_bytes()
+    return {"file": Path(path).name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def machine_info() -> dict[str, Any]:
     """Where a run happened (for the manifest)."""
     import keras
@@ -250,6 +257,7 @@ def train(
     models_dir: str | Path = "models",
     run_dir: str | Path | None = None,
     verbose: int | None = None,
+    init_weights: str | Path | None = None,
 ) -> TrainResult:
     """Train one config on a prepared dataset and write its bundle (and derived bundles).
 
@@ -263,6 +271,8 @@ def train(
         run_dir: checkpoints and logs of the run (default ``runs/<key>``).
         verbose: Keras fit verbosity (default: progress bar on a terminal, a line per epoch
             otherwise).
+        init_weights: a ``.weights.h5`` of the same architecture to start from (continuing an
+            earlier run); its name and sha256 go into the manifest.
     """
     import keras
 
@@ -323,6 +333,9 @@ def train(
         built = build_model(arch, {**cfg["model"], "input_size": size})
         if model is not None:
             built.set_weights(model.get_weights())  # fully convolutional: same shapes
+        elif init_weights is not None:
+            built.load_weights(str(init_weights))
+            logger.info("starting from %s", init_weights)
         model = built
         fit_model = fit_view(model, cached)
         _compile(fit_model, cfg, task, train_data, fit_idx, stage["learning_rate"])
@@ -388,6 +401,7 @@ def train(
         "history": "training_log.csv",
         "validation": {"n_val": int(len(val_idx)), "split": "by subject, from train"},
         "epochs_override": epochs,
+        "init_weights": _file_record(init_weights) if init_weights is not None else None,
     }
     dataset = {
         "hash": train_data.dataset_hash,

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ml.training.cli import epoch_caps
 from ml.training.config import CONFIG_DIR, load_config
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--configs", help="comma-separated keys (default: all in ml/configs)")
     parser.add_argument("--models-dir", default="models")
-    parser.add_argument("--epochs", type=int, help="cap every stage at N epochs")
+    parser.add_argument(
+        "--epochs", type=epoch_caps, help="cap every stage at N epochs, or each at its own: N,M"
+    )
     parser.add_argument("--list", action="store_true", help="show the plan and exit")
     parser.add_argument(
         "--no-defaults", action="store_true", help="do not re-pick the registry defaults"

@@ -51,7 +51,8 @@ def test_design_hyperparameters():
     unet = load_config("attention_unet")
     assert unet["training"]["loss"] == "bce"
     assert sum(s["epochs"] for s in stages(unet)) <= 50  # the design's maximum
-    assert [s["input_size"] for s in stages(unet)] == [128, 256]
+    assert [s["input_size"] for s in stages(unet)] == [256]
+    assert unet["model"]["internal_scale"] == 2  # the network runs at 128 px inside
     assert unet["training"]["early_stopping"]["patience"] == 10
     cnn = load_config("cnn_classifier")
     t = cnn["training"]
@@ -68,12 +69,14 @@ def test_design_hyperparameters():
 def test_epoch_caps_per_stage():
     from ml.training.cli import epoch_caps
 
-    unet = load_config("attention_unet")
-    assert [s["epochs"] for s in stages(unet, 4)] == [4, 4]
-    assert [s["epochs"] for s in stages(unet, [7, 1])] == [7, 1]
-    assert [s["epochs"] for s in stages(unet, [100, 100])] == [30, 5]  # caps never extend
+    cfg = load_config("attention_unet")
+    low, full = {"input_size": 128, "epochs": 30}, {"input_size": 256, "epochs": 5}
+    cfg["training"]["schedule"] = [low, full]
+    assert [s["epochs"] for s in stages(cfg, 4)] == [4, 4]
+    assert [s["epochs"] for s in stages(cfg, [7, 1])] == [7, 1]
+    assert [s["epochs"] for s in stages(cfg, [100, 100])] == [30, 5]  # caps never extend
     with pytest.raises(ConfigError, match="one per stage"):
-        stages(unet, [3])
+        stages(cfg, [3])
     assert epoch_caps("8") == 8 and epoch_caps("7,1") == [7, 1]
     for bad in ("x", "3,0"):
         with pytest.raises(Exception, match="epoch"):
@@ -302,3 +305,17 @@ def test_cached_inputs_refuse_augmentation():
     seq = BatchSequence(x, y, 2, extra_inputs=[np.arange(4.0)[:, None]], shuffle=False)
     (images, extra), _ = seq[1]
     assert images.shape == (2, 8, 8, 1) and extra[:, 0].tolist() == [2.0, 3.0]
+
+
+def test_training_continues_from_init_weights(synthetic_dataset, tmp_path):
+    from ml.training.loop import train
+
+    first = train(TINY_SEG, synthetic_dataset, models_dir=tmp_path / "a", run_dir=tmp_path / "r1",
+                  epochs=1, verbose=0)  # fmt: skip
+    start = tmp_path / "start.weights.h5"
+    load_bundle(first.bundle_dir).model.save_weights(start)
+    second = train(TINY_SEG, synthetic_dataset, models_dir=tmp_path / "b",
+                   run_dir=tmp_path / "r2", epochs=1, verbose=0, init_weights=start)  # fmt: skip
+    record = second.manifest["training"]["init_weights"]
+    assert record["file"] == "start.weights.h5" and len(record["sha256"]) == 64
+    assert first.manifest["training"]["init_weights"] is None
