@@ -51,8 +51,7 @@ def test_design_hyperparameters():
     unet = load_config("attention_unet")
     assert unet["training"]["loss"] == "bce"
     assert sum(s["epochs"] for s in stages(unet)) <= 50  # the design's maximum
-    assert [s["input_size"] for s in stages(unet)] == [256]
-    assert unet["model"]["internal_scale"] == 2  # the network runs at 128 px inside
+    assert [s["input_size"] for s in stages(unet)] == [128, 256]
     assert unet["training"]["early_stopping"]["patience"] == 10
     cnn = load_config("cnn_classifier")
     t = cnn["training"]
@@ -70,8 +69,6 @@ def test_epoch_caps_per_stage():
     from ml.training.cli import epoch_caps
 
     cfg = load_config("attention_unet")
-    low, full = {"input_size": 128, "epochs": 30}, {"input_size": 256, "epochs": 5}
-    cfg["training"]["schedule"] = [low, full]
     assert [s["epochs"] for s in stages(cfg, 4)] == [4, 4]
     assert [s["epochs"] for s in stages(cfg, [7, 1])] == [7, 1]
     assert [s["epochs"] for s in stages(cfg, [100, 100])] == [30, 5]  # caps never extend
