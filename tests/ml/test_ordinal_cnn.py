@@ -60,7 +60,7 @@ def test_intensity_quantiles_match_numpy():
 def test_ordinal_heads_are_consistent_probabilities():
     layer = OrdinalHeads()
     scores = np.linspace(-6, 6, 41, dtype=np.float32)[:, None]
-    status_logits, stage_logits = layer(scores)
+    layer(scores)  # builds the weights
     layer.raw_gaps.assign(np.array([0.3, -1.0, 2.0], np.float32))  # any gaps keep the order
     cuts = np.asarray(layer.cuts())
     assert np.all(np.diff(cuts) > 0)
