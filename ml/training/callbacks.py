@@ -1,9 +1,10 @@
-"""Callbacks: the per-epoch log (CSV + one logging line per epoch)."""
+"""Callbacks: the per-epoch log (CSV + one logging line per epoch) and the time budget."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,20 @@ class EpochRecorder(keras.callbacks.Callback):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
         logger.info("epoch %d (stage %d, %dpx): %s", row["epoch"], self.stage, self.input_size,
                     shown)  # fmt: skip
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training at the end of the first epoch that finishes after ``deadline`` (a
+    ``time.time()`` value): a run sized to a machine's time, kept whole (the bundle is still
+    evaluated and written, and the manifest says the budget stopped it)."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = float(deadline)
+        self.stopped = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() >= self.deadline:
+            self.stopped = True
+            self.model.stop_training = True
+            logger.info("time limit reached after epoch %d: training stops here", epoch + 1)

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run-dir", help="checkpoints and logs (default runs/<key>)")
     parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop training after the epoch that passes this many seconds (the bundle is "
+        "still evaluated and written; the manifest records the limit)",
+    )
+    parser.add_argument(
         "--init-weights", help="start from this .weights.h5 of the same architecture (continue)"
     )
 
@@ -47,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             models_dir=args.models_dir,
             run_dir=args.run_dir,
             init_weights=args.init_weights,
+            time_limit=args.time_limit,
         )
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from exc

@@ -59,10 +59,15 @@ def machine_info() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     cpus = os.cpu_count() or 0
+    from ml.runtime import accelerator_name
+
+    accelerator = accelerator_name()
+    on = f"{accelerator}, " if accelerator else ""
     return {
-        "summary": f"{platform.machine()} CPU x{cpus}, Keras {keras.__version__} "
+        "summary": f"{on}{platform.machine()} CPU x{cpus}, Keras {keras.__version__} "
         f"({keras.backend.backend()})",
         "platform": platform.platform(),
+        "accelerator": accelerator,
         "cpu_count": cpus,
         "backend": keras.backend.backend(),
         "versions": versions,
@@ -111,6 +116,33 @@ def _compile(model, cfg, task: str, train_data, fit_idx, learning_rate: float):
         metrics={h: ["accuracy"] for h in HEADS},
         run_eagerly=eager,
     )
+
+
+def carry_optimizer_state(old, new, variables) -> int:
+    """Copy Adam's step count and moment estimates from the previous stage's optimizer ``old``
+    into ``new`` (built here for ``variables``), leaving ``new``'s learning rate as configured.
+
+    A fresh Adam's first steps are full-size (its bias-corrected moments start from one
+    gradient), which knocked the design's un-normalised U-Net back to an all-background output
+    at the 256 px stage; continuing the moments avoids that jolt. The stages share their weight
+    shapes (fully convolutional), so the optimizer variables match one to one. Returns how many
+    variables were copied (0 when there was nothing to carry).
+    """
+    if old is None or not getattr(old, "built", False):
+        return 0
+    new.build(variables)
+    skip = {id(v) for v in (getattr(new, "_learning_rate", None),) if v is not None}
+    pairs = [
+        (a, b) for a, b in zip(new.variables, old.variables, strict=False) if id(a) not in skip
+    ]
+    if len(new.variables) != len(old.variables) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in pairs
+    ):
+        logger.warning("optimizer state not carried over: the stages' variables differ")
+        return 0
+    for a, b in pairs:
+        a.assign(b)
+    return len(pairs)
 
 
 def fit_view(model, names: tuple[str, ...]):
@@ -235,12 +267,15 @@ def _evaluate_for_bundle(model, task, test_data, storage: str, tolerance: float)
     from ml.bundle import round_weights
     from ml.evaluation.evaluate import evaluate_model
     from ml.evaluation.metrics import max_headline_change
+    from ml.runtime import full_float32
 
-    metrics32, artifacts32 = evaluate_model(model, task, test_data)
+    with full_float32():  # GPU metrics that the CPU reproduces when it reloads the bundle
+        metrics32, artifacts32 = evaluate_model(model, task, test_data)
     if storage == "float32":
         return metrics32, artifacts32, "float32", None
     original = round_weights(model, "float16")
-    metrics16, artifacts16 = evaluate_model(model, task, test_data)
+    with full_float32():
+        metrics16, artifacts16 = evaluate_model(model, task, test_data)
     change = max_headline_change(metrics32, metrics16, task)
     if storage == "float16" or change <= tolerance:
         return metrics16, artifacts16, "float16", change
@@ -258,6 +293,7 @@ def train(
     run_dir: str | Path | None = None,
     verbose: int | None = None,
     init_weights: str | Path | None = None,
+    time_limit: float | None = None,
 ) -> TrainResult:
     """Train one config on a prepared dataset and write its bundle (and derived bundles).
 
@@ -273,6 +309,9 @@ def train(
             otherwise).
         init_weights: a ``.weights.h5`` of the same architecture to start from (continuing an
             earlier run); its name and sha256 go into the manifest.
+        time_limit: seconds of training (from the start of the call) after which the epoch
+            in progress is the last one and later stages are skipped; the test evaluation and
+            the bundle follow as usual, and the manifest records the limit and whether it hit.
     """
     import keras
 
@@ -286,9 +325,13 @@ def train(
         precomputable_layers,
         task_of,
     )
+    from ml.training.callbacks import TimeBudget
     from ml.training.data import BatchSequence, validation_split
 
     started = time.time()
+    if time_limit is not None and time_limit <= 0:
+        raise ValueError("time_limit must be a positive number of seconds")
+    budget = TimeBudget(started + time_limit) if time_limit is not None else None
     if isinstance(config, dict):
         cfg = normalize_config({k: v for k, v in config.items() if k != "_path"})
         cfg["_path"] = config.get("_path", "")
@@ -330,6 +373,10 @@ def train(
     fit_model = None
     for i, stage in enumerate(plan):
         size = stage["input_size"]
+        if budget is not None and budget.stopped:
+            logger.info("time limit: stage %d (%dpx) skipped", i, size)
+            stage_log.append({**stage, "epochs_run": 0, "seconds": 0.0, "skipped": "time limit"})
+            continue
         built = build_model(arch, {**cfg["model"], "input_size": size})
         if model is not None:
             built.set_weights(model.get_weights())  # fully convolutional: same shapes
@@ -337,8 +384,14 @@ def train(
             built.load_weights(str(init_weights))
             logger.info("starting from %s", init_weights)
         model = built
+        previous_optimizer: Any = fit_model.optimizer if fit_model is not None else None
         fit_model = fit_view(model, cached)
         _compile(fit_model, cfg, task, train_data, fit_idx, stage["learning_rate"])
+        carried = carry_optimizer_state(
+            previous_optimizer, fit_model.optimizer, fit_model.trainable_variables
+        )
+        if carried:
+            logger.info("stage %d continues the optimizer state (%d variables)", i, carried)
         x_fit, y_fit = _targets(task, train_data, fit_idx, size)
         if cached:
             logger.info("computing %s once for the fit and validation images", ", ".join(cached))
@@ -360,6 +413,8 @@ def train(
             x_val = validation[0]
             validation = ((x_val, *precompute(model, cached, x_val)), validation[1])
         callbacks, checkpoint = _callbacks(cfg, i, size, run_dir, rows, has_val)
+        if budget is not None:
+            callbacks.append(budget)
         before = len(rows)
         stage_started = time.time()
         fit_model.fit(
@@ -372,6 +427,7 @@ def train(
         stage_log.append(
             {
                 **stage,
+                "optimizer_state": "continued" if carried else "fresh",
                 "epochs_run": len(rows) - before,
                 "seconds": round(time.time() - stage_started, 1),
             }
@@ -402,6 +458,8 @@ def train(
         "validation": {"n_val": int(len(val_idx)), "split": "by subject, from train"},
         "epochs_override": epochs,
         "init_weights": _file_record(init_weights) if init_weights is not None else None,
+        "time_limit_s": time_limit,
+        "stopped_by_time_limit": bool(budget is not None and budget.stopped),
     }
     dataset = {
         "hash": train_data.dataset_hash,

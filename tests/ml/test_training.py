@@ -50,8 +50,9 @@ def test_shipped_configs_load_and_build_plans():
 def test_design_hyperparameters():
     unet = load_config("attention_unet")
     assert unet["training"]["loss"] == "bce"
-    assert sum(s["epochs"] for s in stages(unet)) <= 50  # the design's maximum
-    assert [s["input_size"] for s in stages(unet)] == [128, 256]
+    assert [(s["input_size"], s["epochs"], s["batch_size"]) for s in stages(unet)] == [
+        (256, 50, 16)
+    ]  # the design's schedule
     assert unet["training"]["early_stopping"]["patience"] == 10
     cnn = load_config("cnn_classifier")
     t = cnn["training"]
@@ -69,6 +70,8 @@ def test_epoch_caps_per_stage():
     from ml.training.cli import epoch_caps
 
     cfg = load_config("attention_unet")
+    cfg["training"]["schedule"] = [{"input_size": 128, "epochs": 30}, {"epochs": 5}]
+    assert [s["input_size"] for s in stages(cfg)] == [128, 256]
     assert [s["epochs"] for s in stages(cfg, 4)] == [4, 4]
     assert [s["epochs"] for s in stages(cfg, [7, 1])] == [7, 1]
     assert [s["epochs"] for s in stages(cfg, [100, 100])] == [30, 5]  # caps never extend
@@ -154,6 +157,35 @@ def test_multiplier_adam_scales_the_backbone_rate():
     assert np.isclose(step_a, 0.1, rtol=1e-3) and np.isclose(step_b, 0.001, rtol=1e-3)
 
 
+def test_next_stage_continues_the_optimizer_state():
+    from ml.models import build_model
+    from ml.training.loop import carry_optimizer_state
+
+    cfg = {"base_filters": 4}
+    small = build_model("attention_unet_lite", {**cfg, "input_size": 32})
+    small.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1), dtype=np.float32)
+    small.fit(x, (x > 0.5).astype(np.float32), batch_size=2, epochs=1, verbose=0)
+    big = build_model("attention_unet_lite", {**cfg, "input_size": 64})
+    big.set_weights(small.get_weights())
+    big.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    carried = carry_optimizer_state(small.optimizer, big.optimizer, big.trainable_variables)
+    old = [keras.ops.convert_to_numpy(v) for v in small.optimizer.variables]
+    new = [keras.ops.convert_to_numpy(v) for v in big.optimizer.variables]
+    assert carried == len(new) - 1  # all but the learning rate
+    assert int(new[0]) == 2  # two steps taken in the first stage
+    assert float(big.optimizer.learning_rate) == pytest.approx(1e-3)  # the stage's own rate
+    moments = [(a, b) for a, b in zip(old[2:], new[2:], strict=True)]
+    assert any(np.abs(a).max() > 0 for a, _ in moments)
+    assert all(np.array_equal(a, b) for a, b in moments)
+    # Nothing to carry into the first stage, and mismatched variables are refused.
+    assert carry_optimizer_state(None, big.optimizer, big.trainable_variables) == 0
+    other = build_model("attention_unet_lite", {"base_filters": 8, "input_size": 32})
+    other.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    assert carry_optimizer_state(small.optimizer, other.optimizer, other.trainable_variables) == 0
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -174,6 +206,8 @@ def test_segmentation_trains_end_to_end(synthetic_dataset, tmp_path):
     m = read_manifest(path)
     assert m["task"] == "segmentation" and m["parameters"] == load_bundle(path).model.count_params()
     assert [s["input_size"] for s in m["training"]["stages"]] == [32, 64]
+    assert [s["optimizer_state"] for s in m["training"]["stages"]] == ["fresh", "continued"]
+    assert m["training"]["machine"]["backend"] == keras.backend.backend()
     assert m["training"]["epochs_run"] == 2
     assert m["dataset"]["split"] == "subject" and len(m["dataset"]["hash"]) == 64
     assert m["label_provenance"]["mask_kind"] == "expert"
@@ -316,3 +350,20 @@ def test_training_continues_from_init_weights(synthetic_dataset, tmp_path):
     record = second.manifest["training"]["init_weights"]
     assert record["file"] == "start.weights.h5" and len(record["sha256"]) == 64
     assert first.manifest["training"]["init_weights"] is None
+
+
+def test_time_limit_stops_after_the_epoch_in_progress(synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "models" / "tiny_seg"
+    code = cli_main(["train", "--config", str(TINY_SEG), "--dataset", str(synthetic_dataset),
+                     "--out", str(out), "--run-dir", str(tmp_path / "run"),
+                     "--time-limit", "0.001"])  # fmt: skip
+    assert code == 0
+    m = read_manifest(out)
+    t = m["training"]
+    assert t["time_limit_s"] == pytest.approx(0.001) and t["stopped_by_time_limit"] is True
+    assert t["epochs_run"] == 1  # the first epoch finishes; the 64 px stage is skipped
+    assert t["stages"][0]["epochs_run"] == 1 and t["stages"][1]["skipped"] == "time limit"
+    assert "1 epochs" in capsys.readouterr().out
+    assert cli_main(["train", "--config", str(TINY_SEG), "--dataset", str(synthetic_dataset),
+                     "--out", str(tmp_path / "x"), "--time-limit", "-5"]) != 0  # fmt: skip
+    assert not (tmp_path / "x").exists()
