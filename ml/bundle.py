@@ -478,6 +478,13 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "appearance_units": 4,
         "dense_units": [8],
     },
+    "harmonized_ordinal": {
+        "input_size": 64,
+        "filters": [4, 4, 8, 8],
+        "appearance_units": 4,
+        "dense_units": [8],
+        "max_refs": 32,
+    },
     "hybrid_v1": {
         "input_size": 64,
         "backbone": "tiny",

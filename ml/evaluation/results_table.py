@@ -42,7 +42,9 @@ def _training(manifest: dict[str, Any]) -> str:
     if not t.get("epochs_run"):
         return "—"
     minutes = float(t.get("seconds") or 0) / 60
-    return f"{t['epochs_run']} ep, {minutes:.0f} min"
+    accelerator = (t.get("machine") or {}).get("accelerator")
+    where = f", {str(accelerator).removeprefix('NVIDIA ')}" if accelerator else ", CPU"
+    return f"{t['epochs_run']} ep, {minutes:.0f} min{where}"
 
 
 def rows_from_manifests(models_dir: str | Path) -> list[dict[str, Any]]:

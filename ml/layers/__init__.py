@@ -1,6 +1,7 @@
 """Custom Keras layers (registered under the ``spondyscan`` package, serializable)."""
 
 from ml.layers.attention_gate import AttentionGate
+from ml.layers.harmonize import ScannerFingerprint, SiteRanks, SourceRecognizer
 from ml.layers.ordinal import OrdinalHeads
 from ml.layers.rule_features import IntensityQuantiles, RuleFeatures
 from ml.layers.statistics import ImageStatistics
@@ -14,6 +15,9 @@ __all__ = [
     "IntensityQuantiles",
     "OrdinalHeads",
     "RuleFeatures",
+    "ScannerFingerprint",
+    "SiteRanks",
+    "SourceRecognizer",
     "PositionEmbedding",
     "SelectToken",
     "TransformerBlock",

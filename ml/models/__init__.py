@@ -19,7 +19,9 @@ from ml.models.hybrid_v2 import build_hybrid_v2
 from ml.models.hybrid_v3 import attention_layer_names, build_hybrid_v3
 from ml.models.ordinal_cnn import GRADCAM_LAYER as ORDINAL_CNN_GRADCAM_LAYER
 from ml.models.ordinal_cnn import NORMALIZER as ORDINAL_CNN_NORMALIZER
-from ml.models.ordinal_cnn import build_ordinal_cnn
+from ml.models.ordinal_cnn import RECOGNIZER as HARMONIZED_RECOGNIZER
+from ml.models.ordinal_cnn import SITE_RANKS as HARMONIZED_SITE_RANKS
+from ml.models.ordinal_cnn import build_harmonized_ordinal, build_ordinal_cnn
 from ml.models.simple_cnn import build_simple_cnn
 from ml.models.stats_cnn import GRADCAM_LAYER as STATS_CNN_GRADCAM_LAYER
 from ml.models.stats_cnn import build_stats_cnn
@@ -33,6 +35,7 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "hybrid_v3": build_hybrid_v3,
     "stats_cnn": build_stats_cnn,
     "ordinal_cnn": build_ordinal_cnn,
+    "harmonized_ordinal": build_harmonized_ordinal,
 }
 ARCHITECTURES: tuple[str, ...] = tuple(BUILDERS)
 TASKS: dict[str, str] = {
@@ -44,6 +47,7 @@ TASKS: dict[str, str] = {
     "hybrid_v3": "classification",
     "stats_cnn": "classification",
     "ordinal_cnn": "classification",
+    "harmonized_ordinal": "classification",
 }
 HYBRIDS = ("hybrid_v1", "hybrid_v2", "hybrid_v3")
 # Weightless layers that read only the input image: training computes their outputs once per
@@ -51,6 +55,7 @@ HYBRIDS = ("hybrid_v1", "hybrid_v2", "hybrid_v3")
 # costs far more than the rest of the ordinal CNN.
 PRECOMPUTABLE: dict[str, tuple[str, ...]] = {
     "ordinal_cnn": ("rule_features", "statistics", "quantiles"),
+    "harmonized_ordinal": ("rule_features", "quantiles", "fingerprint"),
 }
 
 
@@ -75,12 +80,17 @@ def task_of(architecture: str) -> str:
     return TASKS[architecture]
 
 
-# keras.layers.Normalization layers that training adapts to the fit images before fitting.
-ADAPTED: dict[str, tuple[str, ...]] = {"ordinal_cnn": (ORDINAL_CNN_NORMALIZER,)}
+# Layers that training adapts before fitting, in this order: keras Normalization layers to the
+# fit images; layers with ``adapts_to_sources`` (site harmonisation) to the whole training
+# split's images and source names (no labels).
+ADAPTED: dict[str, tuple[str, ...]] = {
+    "ordinal_cnn": (ORDINAL_CNN_NORMALIZER,),
+    "harmonized_ordinal": (HARMONIZED_RECOGNIZER, HARMONIZED_SITE_RANKS),
+}
 
 
 def adapted_layers(architecture: str) -> tuple[str, ...]:
-    """Names of Normalization layers whose statistics training sets from the fit images."""
+    """Names of the layers training adapts before fitting (see :data:`ADAPTED`)."""
     return ADAPTED.get(architecture, ())
 
 
@@ -98,7 +108,7 @@ def gradcam_layer(architecture: str, model) -> str | None:
         return convs[-1]
     if architecture == "stats_cnn":
         return STATS_CNN_GRADCAM_LAYER
-    if architecture == "ordinal_cnn":
+    if architecture in ("ordinal_cnn", "harmonized_ordinal"):
         return ORDINAL_CNN_GRADCAM_LAYER
     return None
 

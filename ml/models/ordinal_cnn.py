@@ -23,7 +23,15 @@ from typing import Any
 import keras
 from keras import layers
 
-from ml.layers import ImageStatistics, IntensityQuantiles, OrdinalHeads, RuleFeatures
+from ml.layers import (
+    ImageStatistics,
+    IntensityQuantiles,
+    OrdinalHeads,
+    RuleFeatures,
+    ScannerFingerprint,
+    SiteRanks,
+    SourceRecognizer,
+)
 from ml.models.common import merged
 from ml.models.stats_cnn import appearance_trunk
 
@@ -80,3 +88,59 @@ def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
     binary = layers.Softmax(name="binary_output")(status_logits)
     stage = layers.Softmax(name="stage_output")(stage_logits)
     return keras.Model(inputs, [binary, stage], name="ordinal_cnn")
+
+
+HARMONIZED_DEFAULTS: dict[str, Any] = {
+    **DEFAULTS,
+    "max_sources": 8,
+    "max_refs": 512,
+    "recognizer_regularization": 10.0,
+}
+RECOGNIZER = "source_recognizer"
+SITE_RANKS = "site_ranks"
+
+
+def build_harmonized_ordinal(cfg: dict[str, Any] | None = None):
+    """The ordinal CNN with site harmonisation: the rule features ranked within their source.
+
+    The slice's fingerprint (histogram quantiles, :class:`~ml.layers.ScannerFingerprint`, the
+    rule features) goes to a frozen :class:`~ml.layers.SourceRecognizer`; the rule features
+    are replaced by their :class:`~ml.layers.SiteRanks` among the recognised source's training
+    slices. The ranks, the source probabilities and the appearance trunk feed the MLP, the
+    severity score and the ordinal heads as in :func:`build_ordinal_cnn`. Training adapts the
+    recogniser and the ranks on the training split's images and source names (no labels).
+
+    Args:
+        cfg: overrides of ``HARMONIZED_DEFAULTS`` (those of ``build_ordinal_cnn`` plus
+            ``max_sources``, ``max_refs`` and ``recognizer_regularization``).
+    """
+    c = merged(HARMONIZED_DEFAULTS, cfg)
+    size = int(c["input_size"])
+    inputs = keras.Input((size, size, 1), name="image")
+    pooled = inputs
+    if int(c["appearance_pool"]) > 1:
+        pooled = layers.AveragePooling2D(int(c["appearance_pool"]), name="appearance_pool")(inputs)
+    appearance = appearance_trunk(pooled, c["filters"])
+    appearance = layers.Dense(
+        int(c["appearance_units"]), activation="relu", name="appearance"
+    )(appearance)
+    measured = RuleFeatures(name="rule_features")(inputs)
+    histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
+    fingerprint = ScannerFingerprint(name="fingerprint")(inputs)
+    fingerprint = layers.Concatenate(name="source_evidence")([histogram, fingerprint, measured])
+    sources = SourceRecognizer(
+        int(c["max_sources"]), float(c["recognizer_regularization"]), name=RECOGNIZER
+    )(fingerprint)
+    ranks = SiteRanks(int(c["max_sources"]), int(c["max_refs"]), name=SITE_RANKS)(
+        [measured, sources]
+    )
+    x = layers.Concatenate(name="features")([ranks, sources, appearance])
+    for i, units in enumerate(c["dense_units"], start=1):
+        x = layers.Dense(int(units), activation="gelu", name=f"dense{i}")(x)
+        if float(c["dropout"]) > 0:
+            x = layers.Dropout(float(c["dropout"]), name=f"dropout{i}")(x)
+    score = layers.Dense(1, name="severity_score")(x)
+    status_logits, stage_logits = OrdinalHeads(name="ordinal")(score)
+    binary = layers.Softmax(name="binary_output")(status_logits)
+    stage = layers.Softmax(name="stage_output")(stage_logits)
+    return keras.Model(inputs, [binary, stage], name="harmonized_ordinal")

@@ -170,23 +170,58 @@ def precompute(model, names: tuple[str, ...], images: np.ndarray) -> list[np.nda
     return [np.asarray(o) for o in (out if isinstance(out, list) else [out])]
 
 
-def adapt_normalizers(
-    model, names: tuple[str, ...], images: np.ndarray, cached: tuple[str, ...], extras
-) -> None:
-    """Set the Normalization layers ``names`` to the mean and variance of their inputs on the
-    fit images (from the cached measurements when they suffice, else from the images)."""
+def adapt_layers(
+    model,
+    names: tuple[str, ...],
+    images: np.ndarray,
+    cached: tuple[str, ...],
+    extras,
+    sourced: tuple[np.ndarray, list[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Adapt the layers ``names`` in order before fitting; returns what each was adapted on.
+
+    A keras ``Normalization`` layer takes the mean and variance of its inputs on the fit
+    ``images`` (from the cached measurements ``extras`` when they suffice). A layer with
+    ``adapts_to_sources`` (site harmonisation) takes ``sourced`` = (images, their cached
+    measurements, their source names): the whole training split, whose images and scanner
+    names (never its labels) may shape the preprocessing.
+    """
     import keras
 
+    record: dict[str, Any] = {}
     for name in names:
         layer = model.get_layer(name)
+        per_source = bool(getattr(layer, "adapts_to_sources", False))
+        if per_source and sourced is None:
+            raise ValueError(f"{name} adapts to source names, and none were given")
+        layer_images, layer_extras = (images, extras)
+        if per_source and sourced is not None:
+            layer_images, layer_extras = sourced[0], sourced[1]
         if cached:
             sources = [model.get_layer(n).output for n in cached]
-            inputs, batch = extras, 256
+            inputs, batch = layer_extras, 256
         else:
-            sources, inputs, batch = model.inputs, images, 32
-        values = keras.Model(sources, layer.input).predict(inputs, batch_size=batch, verbose=0)
-        layer.adapt(np.asarray(values))
-        logger.info("adapted %s to %d fit images", name, len(values))
+            sources, inputs, batch = model.inputs, layer_images, 32
+        wanted = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+        outputs = []
+        for tensor in wanted:
+            known = [i for i, t in enumerate(sources) if t is tensor]
+            if known:  # a cached measurement itself
+                outputs.append(np.asarray(inputs[known[0]]))
+                continue
+            outputs.append(np.asarray(
+                keras.Model(sources, tensor).predict(inputs, batch_size=batch, verbose=0)
+            ))  # fmt: skip
+        values = outputs if isinstance(layer.input, (list, tuple)) else outputs[0]
+        if per_source:
+            assert sourced is not None
+            names_seen = layer.adapt(values, sourced[2])
+            record[name] = {"images": int(len(sourced[2])), "sources": names_seen}
+        else:
+            layer.adapt(np.asarray(values))
+            record[name] = {"images": int(len(layer_images))}
+        logger.info("adapted %s to %s", name, record[name])
+    return record
 
 
 def _monitor(name: str, has_val: bool) -> str:
@@ -396,7 +431,23 @@ def train(
         if cached:
             logger.info("computing %s once for the fit and validation images", ", ".join(cached))
         extras = precompute(model, cached, x_fit)
-        adapt_normalizers(model, adapted_layers(arch), x_fit, cached, extras)
+        validation = _targets(task, train_data, val_idx, size) if has_val else None
+        val_extras = (
+            precompute(model, cached, validation[0])
+            if validation is not None
+            else [e[:0] for e in extras]
+        )
+        to_adapt = adapted_layers(arch)
+        sourced = None
+        if any(getattr(model.get_layer(n), "adapts_to_sources", False) for n in to_adapt):
+            order = np.concatenate([fit_idx, val_idx])
+            x_val = validation[0] if validation is not None else x_fit[:0]
+            sourced = (
+                np.concatenate([x_fit, x_val]),
+                [np.concatenate([a, b]) for a, b in zip(extras, val_extras, strict=True)],
+                np.asarray(train_data.sources)[order],
+            )
+        adapted = adapt_layers(model, to_adapt, x_fit, cached, extras, sourced)
         sequence = BatchSequence(
             x_fit,
             y_fit,
@@ -408,10 +459,8 @@ def train(
             oversample_ratio=float((over or {}).get("ratio", 1.0)),
             extra_inputs=extras,
         )  # fmt: skip
-        validation = _targets(task, train_data, val_idx, size) if has_val else None
         if validation is not None and cached:
-            x_val = validation[0]
-            validation = ((x_val, *precompute(model, cached, x_val)), validation[1])
+            validation = ((validation[0], *val_extras), validation[1])
         callbacks, checkpoint = _callbacks(cfg, i, size, run_dir, rows, has_val)
         if budget is not None:
             callbacks.append(budget)
@@ -428,6 +477,7 @@ def train(
             {
                 **stage,
                 "optimizer_state": "continued" if carried else "fresh",
+                **({"adapted": adapted} if adapted else {}),
                 "epochs_run": len(rows) - before,
                 "seconds": round(time.time() - stage_started, 1),
             }
