@@ -102,8 +102,19 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.fixture
+def default_ctrl_c() -> Iterator[None]:
+    """Python's own SIGINT handler, as in a fresh ``spondyscan client`` process (an earlier test's
+    event loop or server may have left another one installed in this process)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_interrupted_batch_resumes_with_only_the_missing_uploads(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, default_ctrl_c: None
 ) -> None:
     folder = tmp_path / "scans"
     files = _folder(folder)
