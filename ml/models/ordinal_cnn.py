@@ -49,36 +49,20 @@ GRADCAM_LAYER = "conv4"
 NORMALIZER = "measurements_norm"
 
 
-def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
-    """Rule features + image statistics + appearance trunk -> score -> ordinal heads.
-
-    Args:
-        cfg: overrides of ``DEFAULTS`` (``input_size``, ``filters`` (trunk levels),
-            ``quantiles``, ``appearance_pool`` (input
-            downsampling of the trunk), ``appearance_units``, ``dense_units`` (MLP widths), ``dropout``).
-
-    Returns:
-        A ``keras.Model`` with softmax outputs ``[binary_output, stage_output]``.
-    """
-    c = merged(DEFAULTS, cfg)
-    size = int(c["input_size"])
-    inputs = keras.Input((size, size, 1), name="image")
+def _appearance(inputs, c: dict[str, Any]):
+    """The statistics CNN's trunk on a (by default 2x coarser) copy of the slice -> Dense."""
     pooled = inputs
     if int(c["appearance_pool"]) > 1:
         # The trunk only needs the appearance: a coarser copy of the slice is enough.
         pooled = layers.AveragePooling2D(int(c["appearance_pool"]), name="appearance_pool")(inputs)
     appearance = appearance_trunk(pooled, c["filters"])
-    appearance = layers.Dense(
-        int(c["appearance_units"]), activation="relu", name="appearance"
-    )(appearance)
-    measured = RuleFeatures(name="rule_features")(inputs)
-    stats = ImageStatistics(name="statistics")(inputs)
-    histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
-    x = layers.Concatenate(name="measurements")([measured, stats, histogram])
-    # Standardised with the training images' mean and variance (training adapts this layer);
-    # batch statistics of these few, very differently scaled numbers train far worse.
-    x = layers.Normalization(name=NORMALIZER)(x)
-    x = layers.Concatenate(name="features")([x, appearance])
+    return layers.Dense(int(c["appearance_units"]), activation="relu", name="appearance")(
+        appearance
+    )
+
+
+def _ordinal_outputs(x, c: dict[str, Any]):
+    """MLP -> one severity score -> cumulative-link heads -> [binary_output, stage_output]."""
     for i, units in enumerate(c["dense_units"], start=1):
         x = layers.Dense(int(units), activation="gelu", name=f"dense{i}")(x)
         if float(c["dropout"]) > 0:
@@ -87,7 +71,33 @@ def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
     status_logits, stage_logits = OrdinalHeads(name="ordinal")(score)
     binary = layers.Softmax(name="binary_output")(status_logits)
     stage = layers.Softmax(name="stage_output")(stage_logits)
-    return keras.Model(inputs, [binary, stage], name="ordinal_cnn")
+    return [binary, stage]
+
+
+def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
+    """Rule features + image statistics + appearance trunk -> score -> ordinal heads.
+
+    Args:
+        cfg: overrides of ``DEFAULTS`` (``input_size``, ``filters`` (trunk levels),
+            ``quantiles``, ``appearance_pool`` (input downsampling of the trunk),
+            ``appearance_units``, ``dense_units`` (MLP widths), ``dropout``).
+
+    Returns:
+        A ``keras.Model`` with softmax outputs ``[binary_output, stage_output]``.
+    """
+    c = merged(DEFAULTS, cfg)
+    size = int(c["input_size"])
+    inputs = keras.Input((size, size, 1), name="image")
+    appearance = _appearance(inputs, c)
+    measured = RuleFeatures(name="rule_features")(inputs)
+    stats = ImageStatistics(name="statistics")(inputs)
+    histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
+    x = layers.Concatenate(name="measurements")([measured, stats, histogram])
+    # Standardised with the training images' mean and variance (training adapts this layer);
+    # batch statistics of these few, very differently scaled numbers train far worse.
+    x = layers.Normalization(name=NORMALIZER)(x)
+    x = layers.Concatenate(name="features")([x, appearance])
+    return keras.Model(inputs, _ordinal_outputs(x, c), name="ordinal_cnn")
 
 
 HARMONIZED_DEFAULTS: dict[str, Any] = {
@@ -117,13 +127,7 @@ def build_harmonized_ordinal(cfg: dict[str, Any] | None = None):
     c = merged(HARMONIZED_DEFAULTS, cfg)
     size = int(c["input_size"])
     inputs = keras.Input((size, size, 1), name="image")
-    pooled = inputs
-    if int(c["appearance_pool"]) > 1:
-        pooled = layers.AveragePooling2D(int(c["appearance_pool"]), name="appearance_pool")(inputs)
-    appearance = appearance_trunk(pooled, c["filters"])
-    appearance = layers.Dense(
-        int(c["appearance_units"]), activation="relu", name="appearance"
-    )(appearance)
+    appearance = _appearance(inputs, c)
     measured = RuleFeatures(name="rule_features")(inputs)
     histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
     fingerprint = ScannerFingerprint(name="fingerprint")(inputs)
@@ -135,12 +139,4 @@ def build_harmonized_ordinal(cfg: dict[str, Any] | None = None):
         [measured, sources]
     )
     x = layers.Concatenate(name="features")([ranks, sources, appearance])
-    for i, units in enumerate(c["dense_units"], start=1):
-        x = layers.Dense(int(units), activation="gelu", name=f"dense{i}")(x)
-        if float(c["dropout"]) > 0:
-            x = layers.Dropout(float(c["dropout"]), name=f"dropout{i}")(x)
-    score = layers.Dense(1, name="severity_score")(x)
-    status_logits, stage_logits = OrdinalHeads(name="ordinal")(score)
-    binary = layers.Softmax(name="binary_output")(status_logits)
-    stage = layers.Softmax(name="stage_output")(stage_logits)
-    return keras.Model(inputs, [binary, stage], name="harmonized_ordinal")
+    return keras.Model(inputs, _ordinal_outputs(x, c), name="harmonized_ordinal")
