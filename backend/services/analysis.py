@@ -425,6 +425,10 @@ async def _store(
         # Files without a row: left by a crash between the rename and the commit (a job item
         # being retried). They are ours to replace.
         await asyncio.to_thread(ctx.store.delete, analysis_id)
+    if job_id is not None:
+        # A job item's id is fixed and claimed by one worker at a time: staging folders under it
+        # are an earlier attempt's, whose worker died before its rename.
+        await asyncio.to_thread(ctx.store.discard_staged, analysis_id)
     staged = ctx.store.stage(analysis_id)
     committed = False
     try:

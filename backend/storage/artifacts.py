@@ -147,6 +147,17 @@ class ArtifactStore:
         """Committed analysis folders (tests check nothing stray is left)."""
         return sum(1 for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def discard_staged(self, analysis_id: uuid.UUID) -> int:
+        """Remove staging folders of ``analysis_id`` (a job item's earlier attempt, whose worker
+        died mid-write); returns how many. Only for ids that one claimant owns at a time."""
+        removed = 0
+        for child in self.staging_dir.glob(f"{analysis_id}.*"):
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+        if removed:
+            log.info("removed %d staging folders of an earlier attempt at %s", removed, analysis_id)
+        return removed
+
     def leftovers(self) -> list[Path]:
         """Anything in staging or trash (should be empty between requests)."""
         return [*self.staging_dir.iterdir(), *self.trash_dir.iterdir()]

@@ -55,3 +55,20 @@ async def test_start_up_keeps_in_flight_entries_and_removes_abandoned_ones(tmp_p
         assert runtime.store.leftovers() == []
     finally:
         await runtime.close()
+
+
+def test_a_retried_job_item_discards_its_dead_attempts_staging_only(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    item = uuid.uuid4()
+    dead = store.stage(item)  # a worker killed mid-write: never committed, never discarded
+    dead.add("input.png", b"half")
+    other = store.stage(uuid.uuid4())  # someone else's upload in flight
+    other.add("input.png", b"png")
+    assert store.discard_staged(item) == 1
+    assert not dead.dir.exists() and other.dir.is_dir()
+    retry = store.stage(item)  # the next attempt stages and commits as usual
+    retry.add("input.png", b"png")
+    retry.commit()
+    assert store.names(item) == ["input.png"]
+    assert store.leftovers() == [other.dir]
+    assert store.discard_staged(item) == 0
