@@ -30,6 +30,14 @@ logger = logging.getLogger(__name__)
 UNUSED_LOGIT = -1.0e4  # an unused source slot's bias: softmax gives it no weight
 
 
+def _source_names(sources: Sequence[str], slots: int) -> list[str]:
+    """The sorted distinct source names: slot i belongs to names[i]."""
+    names = sorted({str(s) for s in sources})
+    if len(names) > slots:
+        raise ValueError(f"{len(names)} sources exceed the layer's {slots} slots")
+    return names
+
+
 def _image(inputs):
     x = ops.cast(inputs, "float32")
     return x[..., 0] if len(x.shape) == 4 else x
@@ -108,9 +116,7 @@ class SourceRecognizer(layers.Layer):
         from sklearn.linear_model import LogisticRegression
 
         x = np.asarray(values, np.float64)
-        names = sorted({str(s) for s in sources})
-        if len(names) > self.max_sources:
-            raise ValueError(f"{len(names)} sources exceed the layer's {self.max_sources} slots")
+        names = _source_names(sources, self.max_sources)
         if not self.built:
             self.build(x.shape)
         mean, scale = x.mean(axis=0), x.std(axis=0)
@@ -190,9 +196,7 @@ class SiteRanks(layers.Layer):
 
     def adapt(self, values, sources: Sequence[str]) -> list[str]:
         x = np.asarray(values[0] if isinstance(values, (list, tuple)) else values, np.float64)
-        names = sorted({str(s) for s in sources})
-        if len(names) > self.max_sources:
-            raise ValueError(f"{len(names)} sources exceed the layer's {self.max_sources} slots")
+        names = _source_names(sources, self.max_sources)
         if not self.built:
             self.build([x.shape, (None, self.max_sources)])
         src = np.array([str(s) for s in sources])
