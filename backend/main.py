@@ -1,22 +1,27 @@
-"""The FastAPI application: create_app() wires settings, lifespan, routers, errors and the SPA."""
+"""The FastAPI application: create_app() wires settings, lifespan, routers, errors and the SPA.
+
+The API owns the root (``/segment``, ``/analyses``, ``/jobs``, ...); the web app lives under
+``/app/`` (:mod:`backend.api.spa`).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
 
-from backend.api.errors import error_body, install_error_handlers
+from backend.api.errors import install_error_handlers
 from backend.api.routes import artifacts, auth, health, history, inference, jobs, models
+from backend.api.spa import install_spa
 from backend.core.config import Settings, get_settings
+from backend.runtime import start_runtime
 from backend.schemas.common import RESEARCH_NOTICE
-from backend.services.runtime import start_runtime
+from backend.worker.executors import running_executor
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +42,8 @@ TAGS = [
     {"name": "artifacts", "description": "Images of your results (owner only)."},
     {"name": "models", "description": "The installed model bundles and their cards."},
     {"name": "jobs", "description": "Batch jobs: many images or a zip, progress, results."},
-    {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "health", "description": "Liveness and readiness probes, and the service's limits."},
 ]
-
-# First path segments that belong to the API; everything else may be a client-side route.
-API_PREFIXES = {
-    "auth",
-    "segment",
-    "classify",
-    "explain",
-    "analyses",
-    "history",
-    "models",
-    "artifacts",
-    "health",
-    "jobs",
-    "docs",
-    "redoc",
-    "openapi.json",
-}
 
 
 def operation_id(route: APIRoute) -> str:
@@ -64,58 +52,25 @@ def operation_id(route: APIRoute) -> str:
     return f"{tag}-{route.name}"
 
 
-def _spa_middleware(
-    spa_dir: Path,
-) -> Callable[[Request, Callable[..., Awaitable[Response]]], Awaitable[Response]]:
-    index = spa_dir / "index.html"
-    # index.html answers many URLs that also name API resources: it must never be reused from a
-    # cache for a data request to the same address.
-    index_headers = {"Cache-Control": "no-cache", "Vary": "Accept, Authorization, X-API-Key"}
-
-    def app_page() -> Response:
-        return FileResponse(index, headers=index_headers)
-
-    async def middleware(
-        request: Request, call_next: Callable[..., Awaitable[Response]]
-    ) -> Response:
-        if request.method in ("GET", "HEAD") and index.is_file():
-            path = request.url.path
-            first = path.strip("/").split("/", 1)[0]
-            accepts_html = "text/html" in request.headers.get("accept", "")
-            authed = "authorization" in request.headers or "x-api-key" in request.headers
-            if first and first not in API_PREFIXES:
-                asset = (spa_dir / path.lstrip("/")).resolve()
-                if asset.is_file() and spa_dir.resolve() in asset.parents:
-                    return FileResponse(asset)
-                if accepts_html:
-                    return app_page()
-            elif not first:
-                return app_page()
-            elif accepts_html and not authed and first in ("history", "models", "analyses"):
-                # A browser navigating to a client-side route that shares a prefix with the API
-                # (/history/123) gets the app; API calls send credentials and JSON accept headers.
-                return app_page()
-        return await call_next(request)
-
-    return middleware
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Start-up (lifespan) migrates the database, loads and warms the models."""
+    """Build the app. Start-up (lifespan) migrates the database, warms the models, starts jobs."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await start_runtime(settings)
         app.state.runtime = runtime
-        log.info(
-            "spondyscan ready at %s (start-up %.1fs)",
-            settings.base_url,
-            runtime.timings.get("startup_s", 0.0),
-        )
         try:
-            yield
+            async with running_executor(runtime) as executor:
+                app.state.job_executor = executor
+                log.info(
+                    "spondyscan ready at %s (start-up %.1fs)",
+                    settings.base_url,
+                    runtime.timings.get("startup_s", 0.0),
+                )
+                yield
         finally:
+            app.state.job_executor = None
             app.state.runtime = None
             await runtime.close()
 
@@ -126,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=(
             f"**{RESEARCH_NOTICE}**\n\n"
             "Authenticate with a bearer token from `POST /auth/token` or an `X-API-Key` header. "
-            "Errors are JSON `{code, message}`."
+            "Errors are JSON `{code, message}`. The web app is served under `/app/`."
         ),
         openapi_tags=TAGS,
         generate_unique_id_function=operation_id,
@@ -134,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.runtime = None
+    app.state.job_executor = None
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -145,18 +101,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     for module in (auth, inference, history, artifacts, models, jobs, health):
         app.include_router(module.router)
-    spa_dir = Path(settings.spa_dir)
-    if (spa_dir / "index.html").is_file():
-        app.middleware("http")(_spa_middleware(spa_dir))
-
-    @app.get("/", include_in_schema=False, response_model=None)
-    async def root() -> Response:
-        """The web app when built, else a pointer to the API docs."""
-        from fastapi.responses import JSONResponse
-
-        return JSONResponse(
-            error_body("no_web_app", "The web app is not built; the API docs are at /docs."),
-            status_code=404,
-        )
-
+    install_spa(app, Path(settings.spa_dir))
     return app

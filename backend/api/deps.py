@@ -10,10 +10,10 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
-from backend.core.errors import AppError, BadInput, Forbidden, NotReady
+from backend.core.errors import AppError, BadInput, NotReady
+from backend.runtime import Runtime
 from backend.services.analysis import AnalysisContext, Upload
 from backend.services.auth import Principal, authenticate
-from backend.services.runtime import Runtime
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/auth/token", auto_error=False, scheme_name="OAuth2Password"
@@ -62,15 +62,6 @@ async def get_principal(
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
-
-
-def require_admin(principal: CurrentUser) -> Principal:
-    if not principal.is_admin:
-        raise Forbidden("This needs an administrator account.", code="admin_only")
-    return principal
-
-
-AdminUser = Annotated[Principal, Depends(require_admin)]
 
 
 def get_analysis_context(runtime: RuntimeDep, session: SessionDep) -> AnalysisContext:

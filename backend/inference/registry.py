@@ -79,6 +79,10 @@ class ModelEntry:
         return float(mask.get("threshold", 0.5))
 
     @property
+    def attention_layers(self) -> list[str]:
+        return list(self.manifest.get("attention_layers") or [])
+
+    @property
     def gradcam_layer(self) -> str | None:
         return self.manifest.get("gradcam_layer")
 

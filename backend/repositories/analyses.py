@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,15 +85,13 @@ async def delete_analysis(session: AsyncSession, analysis: Analysis) -> None:
     await session.flush()
 
 
-async def model_results_for(session: AsyncSession, analysis_id: uuid.UUID) -> list[ModelResult]:
-    rows = await session.scalars(
-        select(ModelResult).where(ModelResult.analysis_id == analysis_id).order_by(ModelResult.id)
+async def results_by_ids(
+    session: AsyncSession, analysis_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The stored result body of each of these analyses that exists."""
+    if not analysis_ids:
+        return {}
+    rows = await session.execute(
+        select(Analysis.id, Analysis.result).where(Analysis.id.in_(analysis_ids))
     )
-    return list(rows)
-
-
-async def count_analyses(session: AsyncSession, user_id: uuid.UUID | None = None) -> int:
-    query = select(func.count(Analysis.id))
-    if user_id is not None:
-        query = query.where(Analysis.user_id == user_id)
-    return int(await session.scalar(query) or 0)
+    return {r[0]: r[1] for r in rows}

@@ -242,3 +242,8 @@ async def expire_leases(session: AsyncSession, backend: str, now: datetime) -> i
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_job(session: AsyncSession, job: Job) -> None:
+    await session.delete(job)
+    await session.flush()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from backend.runtime import Runtime
 from backend.schemas.health import InferenceStats, Readiness
-from backend.services.runtime import Runtime
 
 
 async def readiness(runtime: Runtime | None) -> Readiness:

@@ -18,13 +18,10 @@ from backend.repositories import analyses as analyses_repo
 from backend.repositories import audit
 from backend.schemas.results import AnyResult, HistoryFilter, HistoryItem, HistoryPage
 from backend.services.auth import Principal
+from backend.services.rendering import artifact_url
 from backend.storage.artifacts import ArtifactStore
 
 _RESULT = TypeAdapter(AnyResult)
-
-
-def artifact_url(analysis_id: uuid.UUID, name: str) -> str:
-    return f"/artifacts/{analysis_id}/{name}"
 
 
 def _item(row: Analysis) -> HistoryItem:

@@ -20,9 +20,12 @@ import logging
 import threading
 import uuid
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backend.core.config import Settings
+
+if TYPE_CHECKING:
+    from backend.runtime import Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,7 +82,7 @@ class WorkerState:
             target=self.loop.run_forever, name="spondyscan-loop", daemon=True
         )
         self.thread.start()
-        self.runtime: Any = None
+        self.runtime: Runtime | None = None
 
     @classmethod
     def start(cls, settings: Settings, worker_id: str, *, migrate: bool = False) -> WorkerState:
@@ -105,31 +108,11 @@ class WorkerState:
         self.thread.join(timeout=10)
 
 
-async def build_worker_runtime(settings: Settings, *, migrate: bool = False) -> Any:
-    """The API's runtime parts, without its start-up sweep of the shared artifact folder.
+async def build_worker_runtime(settings: Settings, *, migrate: bool = False) -> Runtime:
+    """The API's runtime (:func:`backend.runtime.start_runtime`) without its store sweep."""
+    from backend.runtime import start_runtime
 
-    (The API already removes abandoned staging folders; workers starting by the dozen need not.)
-    """
-    from backend.db import migrate as migrations
-    from backend.db.session import make_engine, make_sessionmaker
-    from backend.services.runtime import Runtime, load_models_into
-    from backend.storage.artifacts import ArtifactStore
-
-    url = settings.resolved_database_url
-    if migrate:
-        await asyncio.to_thread(migrations.upgrade, url)
-    engine = make_engine(url)
-    runtime = Runtime(
-        settings=settings,
-        engine=engine,
-        sessionmaker=make_sessionmaker(engine),
-        store=ArtifactStore(settings.artifacts_dir),
-    )
-    try:
-        await load_models_into(runtime)
-    except BaseException:
-        await engine.dispose()
-        raise
+    runtime = await start_runtime(settings, migrate_db=migrate, sweep=False)
     if not runtime.models_ready:
         log.warning("no models loaded from %s: items will fail", settings.models_dir)
     return runtime
@@ -144,15 +127,14 @@ def set_worker_state(state: WorkerState | None) -> None:
 
 
 def _process_item(task: Any, job_id: str, index: int) -> str:
-    from backend.services.jobs import process_item
+    from backend.services.job_processing import process_item
 
     state = _state
-    if state is None:
+    if state is None or state.runtime is None:
         raise RuntimeError("no spondyscan runtime here; start workers with `spondyscan worker`")
+    runtime = state.runtime
     try:
-        outcome = state.run(
-            process_item(state.runtime, uuid.UUID(job_id), int(index), state.worker_id)
-        )
+        outcome = state.run(process_item(runtime, uuid.UUID(job_id), int(index), state.worker_id))
     except Exception as exc:
         # The database or the artifact folder is away: keep the item and try again later.
         countdown = min(MAX_BACKOFF_S, 2.0 ** min(task.request.retries, 5))

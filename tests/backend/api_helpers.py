@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Uuid, func, select
 
 from backend.core.config import Settings
-from backend.services.runtime import Runtime
+from backend.runtime import Runtime
 
 PG_ADMIN_URL = os.environ.get(
     "SPONDYSCAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

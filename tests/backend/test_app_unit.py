@@ -82,7 +82,9 @@ def test_registry_defaults_without_flags(models_dir: Path, tmp_path: Path) -> No
     assert load_registry(tmp_path / "missing").models == {}
 
 
-async def test_spa_is_served_for_client_routes(tmp_path: Path) -> None:
+async def test_url_space_app_under_its_prefix_api_at_the_root(tmp_path: Path) -> None:
+    """The web app owns /app/ (deep links included); every other path is the API's, JSON
+    whatever the Accept header says; / redirects to the app."""
     from backend.main import create_app
 
     dist = tmp_path / "dist"
@@ -93,21 +95,43 @@ async def test_spa_is_served_for_client_routes(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=app)  # no lifespan: only static routes are exercised
     html = {"Accept": "text/html,application/xhtml+xml"}
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        assert "root" in (await client.get("/", headers=html)).text
-        assert "root" in (await client.get("/analyze", headers=html)).text
-        page = await client.get("/history/123", headers=html)
-        assert "root" in page.text
-        # Never cached for a later data request to the same address.
-        assert page.headers["cache-control"] == "no-cache"
-        assert "Accept" in page.headers["vary"]
-        assert (await client.get("/assets/app.js")).text == "console.log(1)"
-        assert (await client.get("/assets/../../etc/passwd")).status_code == 404
-        # API paths stay JSON for API clients.
-        r = await client.get("/history/123", headers={"Accept": "application/json"})
-        assert r.status_code == 503 and r.json()["code"] == "not_ready"
-        assert (await client.get("/health/live")).json() == {"status": "ok"}
+        root = await client.get("/", headers=html)
+        assert root.status_code == 307 and root.headers["location"] == "/app/"
+        assert (await client.get("/app")).headers["location"] == "/app/"
+        for deep in ("/app/", "/app/analyze", "/app/history/123", "/app/models/x/y"):
+            page = await client.get(deep, headers=html)
+            assert page.status_code == 200 and "root" in page.text, deep
+            assert page.headers["content-type"].startswith("text/html")
+            assert page.headers["cache-control"] == "no-cache"
+        asset = await client.get("/app/assets/app.js")
+        assert asset.text == "console.log(1)" and "immutable" in asset.headers["cache-control"]
+        missing = await client.get("/app/assets/gone-1234.js")
+        assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+        assert (await client.get("/app/../../etc/passwd")).status_code == 404
+        assert (await client.get("/app/%2e%2e/%2e%2e/etc/passwd")).text.find("root:") == -1
+        # API paths answer JSON even to a browser's Accept header, with or without credentials.
+        for path in ("/history/123", "/models", "/analyses", "/jobs", "/history"):
+            r = await client.get(path, headers=html)
+            assert r.headers["content-type"].startswith("application/json"), path
+            assert r.json()["code"] in ("not_ready", "method_not_allowed"), path
+        # The old client routes at the root are no longer pages.
+        r = await client.get("/analyze", headers=html)
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+        assert (await client.get("/health/live", headers=html)).json() == {"status": "ok"}
         r = await client.get("/openapi.json", headers=html)
         assert r.json()["info"]["title"] == "spondyscan"
+        assert not any(p.startswith("/app") for p in r.json()["paths"])
+
+
+async def test_app_prefix_without_a_build_says_so(tmp_path: Path) -> None:
+    from backend.main import create_app
+
+    app = create_app(Settings(spa_dir=tmp_path / "nothing", data_dir=tmp_path))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        r = await client.get("/app/history")
+        assert r.status_code == 404 and r.json()["code"] == "no_web_app"
+        assert "make spa" in r.json()["message"]
 
 
 def test_openapi_operation_ids_are_clean() -> None:

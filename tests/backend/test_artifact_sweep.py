@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from backend.core.config import Settings
-from backend.services.runtime import start_runtime
+from backend.runtime import start_runtime
 from backend.storage.artifacts import SWEEP_AGE_S, ArtifactStore
 
 

@@ -20,8 +20,9 @@ from sqlalchemy import func, select, update
 
 from backend.core.config import Settings
 from backend.models import Analysis, AuditEvent, Job, JobItem
-from backend.services import jobs as jobs_service
-from backend.services.jobs import item_analysis_id, job_inputs
+from backend.services import job_processing
+from backend.services.job_intake import job_inputs
+from backend.services.jobs import item_analysis_id
 
 
 @dataclass
@@ -274,7 +275,7 @@ async def test_redelivered_item_runs_once(jenv: JobEnv) -> None:
     aid = item_analysis_id(job_id, 0)
 
     # A late duplicate of a finished item does nothing.
-    out = await jobs_service.process_item(runtime, job_id, 0, "dup-worker")
+    out = await job_processing.process_item(runtime, job_id, 0, "dup-worker")
     assert out.status == "skipped"
 
     # A worker died after storing the analysis but before recording the item: the next
@@ -287,7 +288,7 @@ async def test_redelivered_item_runs_once(jenv: JobEnv) -> None:
         )
         await session.execute(update(Job).where(Job.id == job_id).values(finished_at=None))
         await session.commit()
-    out = await jobs_service.process_item(runtime, job_id, 0, "second-worker")
+    out = await job_processing.process_item(runtime, job_id, 0, "second-worker")
     assert out.status == "done"
     assert await _analyses_of(jenv, str(job_id)) == 2
     job = (await jenv.client.get(f"/jobs/{job_id}", headers=jenv.alice)).json()
@@ -303,7 +304,7 @@ async def test_redelivered_item_runs_once(jenv: JobEnv) -> None:
             .values(status="running", worker="alive", lease_until=utcnow().replace(year=2999))
         )
         await session.commit()
-    out = await jobs_service.process_item(runtime, job_id, 1, "third-worker")
+    out = await job_processing.process_item(runtime, job_id, 1, "third-worker")
     assert out.status == "retry" and out.retry_in >= 1
 
 

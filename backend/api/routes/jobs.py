@@ -10,16 +10,17 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from backend.api.deps import CurrentUser, RuntimeDep, SessionDep
 from backend.core.errors import NotReady
 from backend.schemas.common import error_responses
-from backend.schemas.jobs import JobPage, JobPublic, JobResults, JobStatus
+from backend.schemas.jobs import JobOptions, JobPage, JobPublic, JobResults, JobStatus
+from backend.services import job_export
 from backend.services import jobs as jobs_service
-from backend.services.jobs import IncomingFile, JobExecutor, job_executor_lifespan
+from backend.services.job_intake import IncomingFile
+from backend.services.jobs import JobExecutor
 
 # The job's own limit (settings.job_max_items) applies; the form parser's default of 1000
 # files would otherwise answer first with a less helpful error.
 router = APIRouter(
     prefix="/jobs",
     tags=["jobs"],
-    lifespan=job_executor_lifespan,
     form_limits={"max_files": 100_000},
 )
 
@@ -61,18 +62,15 @@ async def create_job(
     faithfulness: Annotated[bool, Form()] = True,
 ) -> JobPublic:
     """Queue a batch analysis of many images; returns the job id at once (202)."""
-    job = await jobs_service.create_job(
-        session,
-        runtime,
-        executor,
-        principal,
-        [IncomingFile(f.filename, f.file) for f in files],
-        models=models,
+    options = JobOptions(
+        models=models or [],
         segmentation_model=segmentation_model,
         explain=explain,
         method=method,
         faithfulness=faithfulness,
     )
+    incoming = [IncomingFile(f.filename, f.file) for f in files]
+    job = await jobs_service.create_job(session, runtime, executor, principal, incoming, options)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
@@ -102,7 +100,7 @@ async def cancel_job(
     job_id: uuid.UUID, session: SessionDep, principal: CurrentUser, runtime: RuntimeDep
 ) -> JobPublic:
     """Cancel the items not started yet; items already running finish."""
-    return await jobs_service.cancel_job(session, runtime.settings, principal, job_id)
+    return await jobs_service.cancel_job(session, runtime, principal, job_id)
 
 
 @router.get(
@@ -117,7 +115,7 @@ async def job_results_csv(
     job_id: uuid.UUID, session: SessionDep, principal: CurrentUser
 ) -> Response:
     """The results as CSV: one row per item, per-model AS status and stage, error codes."""
-    body = await jobs_service.results_csv(session, principal, job_id)
+    body = await job_export.results_csv(session, principal, job_id)
     return Response(
         body,
         media_type="text/csv; charset=utf-8",
@@ -132,4 +130,4 @@ async def job_results_json(
     job_id: uuid.UUID, session: SessionDep, principal: CurrentUser
 ) -> JobResults:
     """The results as JSON: each item's full stored analysis, or its error."""
-    return await jobs_service.results_json(session, principal, job_id)
+    return await job_export.results_json(session, principal, job_id)

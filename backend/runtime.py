@@ -1,8 +1,8 @@
 """The long-lived parts of a spondyscan process: database, artifact store, warm models.
 
-The API builds one at start-up; a batch-job worker builds its own the same way and passes it to
-the same use cases (``run_analysis`` and friends), so a job item is processed exactly like an
-upload.
+:func:`start_runtime` is the one start-up path: the API's lifespan calls it, and so does a
+Celery worker (``sweep=False``: the API already cleans the shared store). Both then pass the
+same :class:`Runtime` to the same use cases, so a job item is processed exactly like an upload.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,17 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from backend.core.config import Settings
 from backend.db import migrate
 from backend.db.session import make_engine, make_sessionmaker
+from backend.inference.registry import ModelRegistry, load_registry
+from backend.inference.runner import InferenceRunner
 from backend.storage.artifacts import ArtifactStore
-
-if TYPE_CHECKING:
-    from backend.inference.registry import ModelRegistry
-    from backend.inference.runner import InferenceRunner
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
+    """What every request and job item shares: settings, database, files and warm models."""
+
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -57,19 +56,34 @@ class Runtime:
         await self.engine.dispose()
 
 
-async def start_runtime(settings: Settings, *, load_models: bool = True) -> Runtime:
-    """Migrate the database, open the store, load and warm the models."""
+async def start_runtime(
+    settings: Settings,
+    *,
+    load_models: bool = True,
+    migrate_db: bool | None = None,
+    sweep: bool = True,
+) -> Runtime:
+    """Migrate the database, open the store, load and warm the models.
+
+    Args:
+        settings: the process' settings.
+        load_models: load and warm the bundles (tests of the store alone skip it).
+        migrate_db: apply migrations first; default ``settings.apply_migrations``.
+        sweep: remove abandoned staging folders of the store (the API does; workers
+            starting by the dozen need not).
+    """
     t0 = time.perf_counter()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
-    if settings.apply_migrations:
+    if settings.apply_migrations if migrate_db is None else migrate_db:
         # Alembic's async env runs its own event loop: give it a thread.
         await asyncio.to_thread(migrate.upgrade, url)
     timings = {"migrations_s": time.perf_counter() - t0}
     engine = make_engine(url)
     store = ArtifactStore(settings.artifacts_dir)
-    # Only abandoned (old) entries: replicas sharing the store have uploads in flight.
-    await asyncio.to_thread(store.sweep)
+    if sweep:
+        # Only abandoned (old) entries: replicas sharing the store have uploads in flight.
+        await asyncio.to_thread(store.sweep)
     runtime = Runtime(
         settings=settings,
         engine=engine,
@@ -78,16 +92,17 @@ async def start_runtime(settings: Settings, *, load_models: bool = True) -> Runt
         timings=timings,
     )
     if load_models:
-        await load_models_into(runtime)
+        try:
+            await _load_models(runtime)
+        except BaseException:
+            await engine.dispose()
+            raise
     runtime.timings["startup_s"] = time.perf_counter() - t0
     return runtime
 
 
-async def load_models_into(runtime: Runtime) -> None:
+async def _load_models(runtime: Runtime) -> None:
     """Load the registry from settings.models_dir and start a warm runner for it."""
-    from backend.inference.registry import load_registry
-    from backend.inference.runner import InferenceRunner
-
     s = runtime.settings
     t0 = time.perf_counter()
     registry = await asyncio.to_thread(load_registry, s.models_dir, verify=s.verify_model_hashes)
@@ -104,6 +119,8 @@ async def load_models_into(runtime: Runtime) -> None:
         await runner.warm()
         runtime.timings["warm_s"] = runner.warm_seconds
     runtime.registry, runtime.runner = registry, runner
+    if not registry.models:
+        log.warning("no models loaded from %s: inference requests will answer 503", s.models_dir)
     log.info(
         "models ready: %s (%d failed) in %.1fs",
         ", ".join(registry.keys()) or "none",

@@ -6,7 +6,7 @@
   processes that hold their own warm models and share the database and artifact directory.
 
 ``SPONDYSCAN_JOB_BACKEND`` picks one. Both run an item through
-:func:`backend.services.jobs.process_item`, so results are the same either way.
+:func:`backend.services.job_processing.process_item`, so results are the same either way.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from backend.core.config import Settings
 from backend.db.base import utcnow
 from backend.repositories import jobs as jobs_repo
-from backend.services.jobs import ItemOutcome, job_inputs, process_item
+from backend.runtime import Runtime
+from backend.services.job_intake import job_inputs
+from backend.services.job_processing import ItemOutcome, process_item
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class EmbeddedExecutor:
 
     name = "embedded"
 
-    def __init__(self, runtime: Any, concurrency: int = 2) -> None:
+    def __init__(self, runtime: Runtime, concurrency: int = 2) -> None:
         self.runtime = runtime
         self.concurrency = max(1, int(concurrency))
         self.worker_id = process_name("embedded")
@@ -141,7 +142,7 @@ class CeleryExecutor:
         await asyncio.to_thread(self.app.close)
 
 
-async def start_executor(runtime: Any) -> EmbeddedExecutor | CeleryExecutor:
+async def start_executor(runtime: Runtime) -> EmbeddedExecutor | CeleryExecutor:
     """The executor the settings ask for, started."""
     settings: Settings = runtime.settings
     executor: EmbeddedExecutor | CeleryExecutor
@@ -155,17 +156,10 @@ async def start_executor(runtime: Any) -> EmbeddedExecutor | CeleryExecutor:
 
 
 @asynccontextmanager
-async def job_executor_lifespan(app: Any) -> AsyncIterator[None]:
-    """Start the executor after the API's runtime, stop it before the runtime closes."""
-    runtime = getattr(app.state, "runtime", None)
-    if runtime is None:  # the API's own lifespan did not build a runtime (should not happen)
-        app.state.job_executor = None
-        yield
-        return
+async def running_executor(runtime: Runtime) -> AsyncIterator[EmbeddedExecutor | CeleryExecutor]:
+    """The configured executor, started for the life of the block and closed after it."""
     executor = await start_executor(runtime)
-    app.state.job_executor = executor
     try:
-        yield
+        yield executor
     finally:
-        app.state.job_executor = None
         await executor.close()

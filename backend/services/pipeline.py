@@ -1,0 +1,222 @@
+"""The steps every inference use case is built from: decode an upload, segment, classify, CAM.
+
+Model calls go through the batched runner (never on the event loop); turning their outputs into
+images lives in :mod:`backend.services.rendering`, storing them in
+:mod:`backend.services.result_store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.core.config import Settings
+from backend.core.errors import IMAGE_ERROR_STATUS, AppError, BadInput
+from backend.inference import mappers
+from backend.inference.registry import ModelEntry
+from backend.inference.runner import CamOutput, InferenceRunner
+from backend.schemas.results import ClassificationOutput, ImageInfo
+
+HEAD_OUTPUTS = {"binary": "binary_output", "stage": "stage_output"}
+
+
+@dataclass
+class Upload:
+    """An uploaded file's bytes and what the client said about it (never trusted for format)."""
+
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+
+@dataclass
+class Decoded:
+    """A decoded upload: raw pixels, their 256x256 display version, model inputs per size."""
+
+    pixels: np.ndarray
+    format: str
+    meta: dict[str, Any]
+    sha256: str
+    display: np.ndarray
+    _inputs: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def input_for(self, size: int) -> np.ndarray:
+        if size == self.display.shape[0]:
+            return self.display
+        if size not in self._inputs:
+            from ml.preprocessing import preprocess
+
+            self._inputs[size] = preprocess(self.pixels, size)
+        return self._inputs[size]
+
+    def image_info(self, upload: Upload) -> ImageInfo:
+        h, w = self.pixels.shape[:2]
+        meta = self.meta
+        frame = meta.get("frame", meta.get("slice_index", meta.get("sagittal_index")))
+        return ImageInfo(
+            format=self.format,
+            width=int(w),
+            height=int(h),
+            sha256=self.sha256,
+            filename=(upload.filename or None) and str(upload.filename)[:255],
+            frame=int(frame) if frame is not None else None,
+        )
+
+
+class Timer:
+    """Milliseconds per named step, and the total."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.marks[name] = round((now - self.last) * 1000.0, 2)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.marks, "total": round((time.perf_counter() - self.t0) * 1000.0, 2)}
+
+
+def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
+    from ml.io import ImageError, read_image, require_content
+    from ml.preprocessing import IMAGE_SIZE, preprocess
+
+    try:
+        loaded = read_image(
+            data, frame=frame, max_pixels=settings.max_pixels, max_frames=settings.max_frames
+        )
+        require_content(loaded.pixels)
+        display = preprocess(loaded.pixels, IMAGE_SIZE)
+    except ImageError as exc:
+        raise BadInput(
+            exc.message, code=exc.code, status_code=IMAGE_ERROR_STATUS.get(exc.code, 400)
+        ) from exc
+    except (ValueError, TypeError, MemoryError) as exc:
+        raise BadInput(
+            f"The image could not be turned into a grayscale slice ({exc}).",
+            code="unsupported_format",
+            status_code=415,
+        ) from exc
+    return Decoded(
+        pixels=loaded.pixels,
+        format=loaded.format,
+        meta=dict(loaded.meta),
+        sha256=hashlib.sha256(data).hexdigest(),
+        display=display,
+    )
+
+
+async def decode_upload(settings: Settings, upload: Upload, frame: int | None) -> Decoded:
+    """Decode off the event loop; bad input becomes a BadInput with the reader's code."""
+    if len(upload.data) > settings.max_upload_bytes:
+        raise AppError("The upload is larger than the limit.", code="too_large", status_code=413)
+    if frame is not None and frame < 0:
+        raise BadInput("The frame index must be 0 or more.", code="bad_frame")
+    return await asyncio.to_thread(_decode_sync, upload.data, frame, settings)
+
+
+@dataclass
+class Segmentation:
+    """One segmentation at display size: probabilities, mask, ROI box and ROI mask."""
+
+    entry: ModelEntry
+    prob: np.ndarray
+    mask: np.ndarray  # uint8 0/1
+    bbox: Any
+    roi_mask: np.ndarray | None
+
+
+async def segment(runner: InferenceRunner, entry: ModelEntry, decoded: Decoded) -> Segmentation:
+    """Run the segmenter; threshold and find the lumbosacral ROI off the event loop."""
+    prob = await runner.segment(entry, decoded.input_for(entry.input_size))
+
+    def post() -> Segmentation:
+        from ml.predict import roi_from_mask
+
+        prob_d = mappers.to_display(prob)
+        mask = (prob_d >= entry.mask_threshold).astype(np.uint8)
+        bbox, roi_mask = roi_from_mask(mask)
+        return Segmentation(entry, prob_d, mask, bbox, roi_mask if bbox is not None else None)
+
+    return await asyncio.to_thread(post)
+
+
+async def classify_all(
+    runner: InferenceRunner, entries: list[ModelEntry], decoded: Decoded
+) -> list[ClassificationOutput]:
+    """Every classifier on the same image, side by side (batched with other requests)."""
+    outs = await asyncio.gather(
+        *(runner.classify(e, decoded.input_for(e.input_size)) for e in entries)
+    )
+    return [
+        mappers.classification(e, o.p_status, o.p_stage) for e, o in zip(entries, outs, strict=True)
+    ]
+
+
+def check_explain(entry: ModelEntry, head: str, method: str, class_index: int | None) -> None:
+    """Refuse impossible explanation requests before any work is done."""
+    if method == "attention" and not entry.attention_layers:
+        raise BadInput(
+            f"Model {entry.key!r} has no attention layers; use gradcam, gradcam++ or eigencam.",
+            code="unsupported_method",
+        )
+    n_classes = len(entry.stage_names if head == "stage" else entry.status_names)
+    if class_index is not None and not 0 <= class_index < n_classes:
+        raise BadInput(
+            f"class_index must be between 0 and {n_classes - 1} for the {head} head.",
+            code="bad_class_index",
+        )
+
+
+@dataclass
+class Explanation:
+    """A class activation map and, when asked for, its deletion/insertion scores."""
+
+    entry: ModelEntry
+    head: str
+    method: str
+    cam: CamOutput
+    faithfulness: dict[str, Any] | None
+
+
+async def explain(
+    runner: InferenceRunner,
+    settings: Settings,
+    entry: ModelEntry,
+    decoded: Decoded,
+    *,
+    head: str,
+    method: str,
+    class_index: int | None,
+    faithfulness: bool,
+) -> Explanation:
+    """A CAM of one classifier head, with its faithfulness score when asked for."""
+    image = decoded.input_for(entry.input_size)
+    output = HEAD_OUTPUTS[head]
+    cam = await runner.cam(entry, image, head=output, method=method, class_index=class_index)
+    faith = None
+    if faithfulness:
+        from ml.explain.faithfulness import deletion_insertion
+
+        names = entry.stage_names if head == "stage" else entry.status_names
+        faith = await runner.call(
+            entry,
+            deletion_insertion,
+            entry.model,
+            image,
+            cam.heatmap,
+            output,
+            cam.class_index,
+            steps=settings.faithfulness_steps,
+            n_random=1,
+            class_names=names,
+        )
+    return Explanation(entry, head, method, cam, faith)
