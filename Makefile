@@ -31,18 +31,18 @@ spa: ## build the web app into frontend/dist (when the frontend exists)
 run: setup spa ## install what is missing, build the SPA, serve the API with SQLite and the bundled models
 	$(BIN)/spondyscan serve
 
-test: setup ## lint and run the test suite (what CI runs)
-	$(BIN)/ruff check ml backend tests bench
+test: setup lint ## lint, type-check, check the layers, run the test suite (what CI runs)
 	$(BIN)/pytest -m "not slow" --cov --cov-report=term:skip-covered
 	@if [ -f frontend/package.json ]; then $(MAKE) frontend-test; fi
 
 test-slow: setup ## the slow tests: real bundles, real training
 	$(BIN)/pytest -m slow
 
-lint: setup ## ruff + mypy
+lint: setup ## ruff (lint + format check), mypy, import contracts (the layers)
 	$(BIN)/ruff check ml backend tests bench
 	$(BIN)/ruff format --check ml backend tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: setup ## apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix ml backend tests bench

@@ -52,7 +52,7 @@ async def change_role(settings: Settings, email: str, role: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from backend.core.config import load_settings
     from backend.core.errors import NotFound
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     try:
         settings = load_settings(database_url=args.database_url, data_dir=args.data_dir)

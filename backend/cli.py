@@ -28,12 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ml_cli.add_commands(sub)
     for name, (module, help_text) in SERVICE_COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("backend"):
-                continue  # that part of the service is not built in this checkout
-            raise
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         mod.add_arguments(p)

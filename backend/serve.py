@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from backend.core.config import load_settings
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     try:
         settings = load_settings(

@@ -68,7 +68,7 @@ class DesignApp:
         self.defaults = {}
         for task in ("segmentation", "classification"):
             keys = sorted(k for k, b in self.bundles.items() if b.task == task)
-            flagged = [k for k in keys if self.bundles[k].manifest.get("default")]
+            flagged = [k for k in keys if self.bundles[k].manifest.default]
             if keys:
                 self.defaults[task] = (flagged or keys)[0]
         self.results = data_dir / "static" / "results"
@@ -156,7 +156,7 @@ class DesignApp:
             result["explanations"] = []
             for key in explain_keys:
                 b = self.bundles[key]
-                heat = self._gradcam(b.model, x, b.manifest["gradcam_layer"])
+                heat = self._gradcam(b.model, x, b.manifest.gradcam_layer)
                 self._overlay(image, heat, folder / f"gradcam_{key}.png")
                 result["explanations"].append({"model": key})
         self.db.execute(

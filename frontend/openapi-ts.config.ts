@@ -4,5 +4,7 @@ import { defineConfig } from '@hey-api/openapi-ts';
 export default defineConfig({
   input: './openapi.json',
   output: { path: './src/client' },
-  plugins: ['@hey-api/client-fetch', '@hey-api/typescript', '@hey-api/sdk'],
+  // Enums (stages, AS status, CAM methods, focus) become runtime constants: the web app reads
+  // the shared vocabulary from the API's schema instead of copying it.
+  plugins: ['@hey-api/client-fetch', { name: '@hey-api/typescript', enums: 'javascript' }, '@hey-api/sdk'],
 });

@@ -2,36 +2,17 @@
 import react from '@vitejs/plugin-react';
 import { defineConfig } from 'vite';
 
-// API prefixes proxied to the backend during `npm run dev`; in production the API serves the SPA itself.
-const API_PREFIXES = [
-  '/auth',
-  '/analyses',
-  '/segment',
-  '/classify',
-  '/explain',
-  '/history',
-  '/models',
-  '/artifacts',
-  '/health',
-  '/jobs',
-  '/api-keys',
-];
+// The web app lives under /app/ (as the API serves it); during `npm run dev` every other path
+// is the API's and is proxied to it.
 const backend = process.env.SPONDYSCAN_API ?? 'http://127.0.0.1:8000';
 
 export default defineConfig({
   plugins: [react()],
+  base: '/app/',
   server: {
-    proxy: Object.fromEntries(
-      API_PREFIXES.map((prefix) => [
-        prefix,
-        {
-          target: backend,
-          // Let the SPA own browser navigations to the same paths (e.g. /history/<id>).
-          bypass: (req: { headers: Record<string, string | string[] | undefined> }) =>
-            String(req.headers.accept ?? '').includes('text/html') ? '/index.html' : undefined,
-        },
-      ]),
-    ),
+    proxy: {
+      '^/(?!app(/|$)).*': { target: backend },
+    },
   },
   build: {
     outDir: 'dist',

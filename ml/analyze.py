@@ -15,6 +15,7 @@ from typing import Any
 
 from ml.explain.cli import HEADS, explain_file
 from ml.fsutil import write_atomic
+from ml.vocab import GRADCAM_METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seg-model", help="segmentation bundle key (default: the default one)")
     parser.add_argument("--models-dir", default="models", help="folder of model bundles")
     parser.add_argument("--head", choices=[*HEADS], default="binary", help="head to explain")
-    parser.add_argument("--method", choices=["gradcam", "gradcam++", "eigencam"], default="gradcam")
+    parser.add_argument("--method", choices=GRADCAM_METHODS, default="gradcam")
     parser.add_argument("--frame", type=int, help="frame of a multi-frame image")
     parser.add_argument("--no-faithfulness", action="store_true", help="skip faithfulness")
     parser.add_argument("--out", required=True, help="output folder")
@@ -43,15 +44,15 @@ def default_classifiers(models_dir: str) -> list[str]:
             manifest = read_manifest(path)
         except BundleError:
             continue
-        if manifest.get("task") == "classification":
-            found.append((bool(manifest.get("default")), path.name))
+        if manifest.task == "classification":
+            found.append((manifest.default, path.name))
     defaults = [name for is_default, name in found if is_default]
     return defaults or sorted(name for _, name in found)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; prints one line per model and the research-use notice."""
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     keys = [k for k in (args.models or "").split(",") if k] or default_classifiers(args.models_dir)
     if not keys:

@@ -8,7 +8,6 @@ against the manifest, so a truncated or swapped weights file fails with a clear
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import logging
@@ -20,57 +19,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
-from ml import RESEARCH_USE_NOTICE
 from ml.fsutil import write_atomic
+from ml.manifest import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    WEIGHTS,
+    Manifest,
+    ManifestError,
+    default_outputs,
+    label_provenance,
+    parse_manifest,
+    today,
+)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-WEIGHTS = "model.weights.h5"
 MODEL_CARD = "README.md"
 REPORT = "REPORT.md"
-REQUIRED_KEYS = (
-    "key",
-    "task",
-    "version",
-    "architecture",
-    "config",
-    "input",
-    "outputs",
+
+__all__ = [
+    "MANIFEST",
+    "WEIGHTS",
+    "Bundle",
+    "BundleError",
+    "Manifest",
+    "discover_bundles",
     "label_provenance",
-    "weights",
-)
-TASKS = ("segmentation", "classification")
-AS_STATUS_NAMES = ["negative", "positive"]
-STAGE_NAMES = ["Normal", "Early", "Moderate", "Advanced"]
-INTENDED_USE = (
-    "Research on explainable deep learning for ankylosing spondylitis on sagittal spine MRI. "
-    + RESEARCH_USE_NOTICE
-)
-LABEL_DESCRIPTIONS = {
-    "feature_rule_v2": (
-        "AS status and stage were assigned by a feature-based labelling rule (v2) fitted on four "
-        "image statistics, not by clinicians: the model learns that rule, not the disease."
-    ),
-    "feature_rule_v1": (
-        "AS status and stage were assigned by the design's global feature-rule thresholds (v1) "
-        "on image statistics, not by clinicians: the model learns that rule, not the disease."
-    ),
-    "clinical": (
-        "AS status and stage come from the data owner's CSV (clinical labels); their meaning and "
-        "quality are those of that source."
-    ),
-    "mixed": "Labels come from more than one source (see the dataset's label_source column).",
-}
-MASK_DESCRIPTIONS = {
-    "expert": "Target masks are expert manual segmentations (vertebral bodies or discs).",
-    "roi": "Target masks are lumbosacral region boxes derived from annotated level points.",
-    "mixed": (
-        "Target masks are expert manual segmentations where a slice has them, otherwise "
-        "lumbosacral region boxes derived from annotated level points."
-    ),
-}
+    "load_bundle",
+    "make_random_bundle",
+    "new_manifest",
+    "read_manifest",
+    "repack_bundle",
+    "update_manifest",
+    "write_bundle",
+]
 
 
 class BundleError(Exception):
@@ -79,13 +63,16 @@ class BundleError(Exception):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: its key, folder, manifest, Keras model and task."""
+    """A loaded bundle: its key, folder, typed manifest and Keras model."""
 
     key: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     model: Any
-    task: str
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
 
 
 # --------------------------------------------------------------------------- hashing / weights
@@ -165,25 +152,6 @@ def round_weights(model, storage_dtype: str = "float16") -> list[np.ndarray]:
 # --------------------------------------------------------------------------- manifest
 
 
-def label_provenance(
-    label_source: str,
-    rule_version: str | None = None,
-    mask_kind: str | None = None,
-) -> dict[str, Any]:
-    """The manifest's ``label_provenance`` block for a dataset's label source."""
-    description = LABEL_DESCRIPTIONS.get(label_source, f"Labels from source {label_source!r}.")
-    block: dict[str, Any] = {
-        "label_source": label_source,
-        "description": description,
-        "rule_version": rule_version,
-        "research_use_only": True,
-    }
-    if mask_kind:
-        block["mask_kind"] = mask_kind
-        block["mask_description"] = MASK_DESCRIPTIONS.get(mask_kind, mask_kind)
-    return block
-
-
 def new_manifest(
     *,
     key: str,
@@ -191,105 +159,71 @@ def new_manifest(
     cfg: dict[str, Any] | None = None,
     display_name: str | None = None,
     version: str = "1.0.0",
-    provenance: dict[str, Any] | None = None,
+    provenance: Any = None,
     default: bool = False,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A manifest skeleton for ``architecture`` with everything derivable from the code.
+    **fields: Any,
+) -> Manifest:
+    """A manifest for ``architecture`` with everything derivable from the code.
 
-    ``write_bundle`` fills ``parameters``, ``flops`` and ``weights.sha256``; training adds
-    ``training``, ``dataset`` and ``metrics`` (passed here as ``extra`` or set later).
+    ``write_bundle`` fills ``parameters``, ``flops``, the Grad-CAM layer and the weights' hash;
+    training passes ``training``, ``dataset``, ``metrics`` and ``description`` as ``fields``.
     """
-    from ml.models import attention_layers, task_of, weights_init
+    from ml.models import spec
     from ml.preprocessing import PREPROCESSING_SPEC
 
     cfg = dict(cfg or {})
-    task = task_of(architecture)
+    arch = spec(architecture)
     size = int(cfg.get("input_size", 256))
-    outputs: dict[str, Any]
-    if task == "classification":
-        outputs = {"binary_output": list(AS_STATUS_NAMES), "stage_output": list(STAGE_NAMES)}
-    else:
-        outputs = {"mask": {"threshold": 0.5}}
-    manifest: dict[str, Any] = {
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "key": key,
         "display_name": display_name or key,
-        "task": task,
+        "task": arch.task,
         "version": version,
         "architecture": architecture,
         "config": cfg,
-        "parameters": None,
-        "flops": None,
-        "input": {
-            "shape": [size, size, 1],
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-            "preprocessing": PREPROCESSING_SPEC,
-        },
-        "outputs": outputs,
+        "input": {"shape": [size, size, 1], "preprocessing": PREPROCESSING_SPEC},
+        "outputs": default_outputs(arch.task),
         "label_provenance": provenance or label_provenance("feature_rule_v2"),
-        "training": None,
-        "dataset": None,
-        "metrics": {},
-        "gradcam_layer": None,
-        "attention_layers": attention_layers(architecture, cfg),
-        "intended_use": INTENDED_USE,
-        "weights": {"file": WEIGHTS, **weights_init(architecture, cfg)},
+        "attention_layers": arch.attention_layers_for(cfg),
+        "weights": {"file": WEIGHTS, **arch.weights_init(cfg)},
         "default": bool(default),
-        "created": _dt.date.today().isoformat(),
+        "created": today(),
+        **fields,
     }
-    manifest.update(extra)
+    return check_manifest(data)
+
+
+def check_manifest(data: Any, where: str = "manifest") -> Manifest:
+    """Validate manifest data (any known schema version) against the architectures here.
+
+    Raises:
+        BundleError: invalid fields, a newer schema, an unknown architecture, or a task that
+            is not the architecture's.
+    """
+    from ml.models import ARCHITECTURES, spec
+
+    try:
+        manifest = data if isinstance(data, Manifest) else parse_manifest(data, where)
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from exc
+    if manifest.architecture not in ARCHITECTURES:
+        raise BundleError(f"{where}: unknown architecture {manifest.architecture!r}")
+    if spec(manifest.architecture).task != manifest.task:
+        raise BundleError(f"{where}: architecture {manifest.architecture} is not {manifest.task}")
     return manifest
 
 
-def validate_manifest(manifest: Any, where: str = "manifest") -> dict[str, Any]:
-    """Check the keys every consumer relies on; raise :class:`BundleError` naming what is wrong."""
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{where}: not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{where}: missing keys {', '.join(missing)}")
-    if manifest["task"] not in TASKS:
-        raise BundleError(f"{where}: task must be one of {TASKS}, got {manifest['task']!r}")
-    weights = manifest["weights"]
-    if not isinstance(weights, dict) or not weights.get("file"):
-        raise BundleError(f"{where}: weights.file is missing")
-    from ml.models import ARCHITECTURES, task_of
-
-    if manifest["architecture"] not in ARCHITECTURES:
-        raise BundleError(f"{where}: unknown architecture {manifest['architecture']!r}")
-    if task_of(manifest["architecture"]) != manifest["task"]:
-        raise BundleError(
-            f"{where}: architecture {manifest['architecture']} is not {manifest['task']}"
-        )
-    return manifest
-
-
-def read_manifest(bundle_dir: str | Path) -> dict[str, Any]:
+def read_manifest(bundle_dir: str | Path) -> Manifest:
     """Read and validate ``bundle_dir/manifest.json`` (no model is built)."""
     path = Path(bundle_dir) / MANIFEST
     if not path.is_file():
         raise BundleError(f"{bundle_dir}: no {MANIFEST} (not a model bundle)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path}: unreadable manifest ({exc})") from exc
-    return validate_manifest(manifest, str(path))
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def dumps_manifest(manifest: dict[str, Any]) -> str:
-    """Stable, human-readable JSON for a manifest."""
-    return json.dumps(manifest, indent=2, default=_json_default, allow_nan=False) + "\n"
+    return check_manifest(data, str(path))
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -297,27 +231,63 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def update_manifest(bundle_dir: str | Path, updates: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``updates`` into a bundle's manifest (top-level keys) and rewrite it atomically.
+def update_manifest(bundle_dir: str | Path, updates: dict[str, Any]) -> Manifest:
+    """Replace top-level fields of a bundle's manifest and rewrite it atomically.
 
     The weights file is untouched, and its hash is re-checked so the result stays loadable.
     """
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     _verify_weights(bundle_dir, manifest)
-    manifest.update(updates)
-    validate_manifest(manifest)
-    write_text_atomic(bundle_dir / MANIFEST, dumps_manifest(manifest))
-    return manifest
+    data = {**manifest.model_dump(mode="json"), **updates}
+    updated = check_manifest(json.loads(json.dumps(data, default=_json_default)))
+    write_text_atomic(bundle_dir / MANIFEST, updated.to_json())
+    return updated
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------- write / load
 
 
+def _finished_manifest(model, manifest: Manifest) -> Manifest:
+    """Fill what only the built model knows: parameters, FLOPs, the Grad-CAM layer."""
+    from ml.models import count_flops, spec
+
+    updates: dict[str, Any] = {"parameters": int(model.count_params())}
+    if not manifest.flops:
+        updates["flops"] = count_flops(model)
+    if manifest.task == "classification" and not manifest.gradcam_layer:
+        updates["gradcam_layer"] = spec(manifest.architecture).gradcam_layer_for(manifest.config)
+    if not manifest.created:
+        updates["created"] = today()
+    return manifest.model_copy(update=updates, deep=True)
+
+
+def _write_files(folder: Path, files: dict[str, str | Path | bytes]) -> None:
+    for name, source in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            shutil.copyfile(source, target)
+
+
 def write_bundle(
     model,
     out_dir: str | Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     storage_dtype: str = "float16",
     files: dict[str, str | Path | bytes] | None = None,
 ) -> Path:
@@ -326,53 +296,38 @@ def write_bundle(
     Args:
         model: the trained Keras model.
         out_dir: the bundle folder (``models/<key>``); replaced whole if it exists.
-        manifest: manifest dict (see :func:`new_manifest`); ``parameters``, ``flops``,
-            ``gradcam_layer`` (classifiers) and ``weights`` (file, sha256, storage_dtype) are
-            filled here.
+        manifest: see :func:`new_manifest`; ``parameters``, ``flops``, ``gradcam_layer``
+            (classifiers) and ``weights`` (file, sha256, storage_dtype) are filled here.
         storage_dtype: ``float16`` (compact) or ``float32``.
         files: extra files to include, relative name -> source path or bytes
             (e.g. ``plots/curves.png``); README.md (model card) and REPORT.md (when the manifest
             has metrics) are rendered from the final manifest unless given here.
     """
-    from ml.models import count_flops, gradcam_layer
+    from ml.model_card import render_model_card, render_report
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads(dumps_manifest(manifest))  # a deep, JSON-clean copy
-    manifest["parameters"] = int(model.count_params())
-    if not manifest.get("flops"):
-        manifest["flops"] = count_flops(model)
-    if manifest.get("task") == "classification" and not manifest.get("gradcam_layer"):
-        manifest["gradcam_layer"] = gradcam_layer(manifest["architecture"], model)
-    manifest.setdefault("created", _dt.date.today().isoformat())
+    manifest = _finished_manifest(model, check_manifest(manifest))
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         weights_path = tmp / WEIGHTS
         save_weights(model, weights_path, storage_dtype)
-        weights = dict(manifest.get("weights") or {})
-        weights.update(
-            file=WEIGHTS,
-            sha256=sha256_file(weights_path),
-            storage_dtype=storage_dtype,
-            bytes=weights_path.stat().st_size,
+        weights = manifest.weights.model_copy(
+            update={
+                "file": WEIGHTS,
+                "sha256": sha256_file(weights_path),
+                "storage_dtype": storage_dtype,
+                "bytes": weights_path.stat().st_size,
+            }
         )
-        manifest["weights"] = weights
-        validate_manifest(manifest)
+        manifest = check_manifest(manifest.model_copy(update={"weights": weights}))
         files = dict(files or {})
         # The model card (and the report, once there are metrics) describe the final manifest.
-        from ml.evaluation.report import render_model_card, render_report
-
         files.setdefault(MODEL_CARD, render_model_card(manifest).encode())
-        if manifest.get("metrics"):
+        if manifest.metrics.model_dump(exclude_none=True, exclude_defaults=True):
             files.setdefault(REPORT, render_report(manifest).encode())
-        for name, source in files.items():
-            target = tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(source, bytes):
-                target.write_bytes(source)
-            else:
-                shutil.copyfile(source, target)
-        (tmp / MANIFEST).write_text(dumps_manifest(manifest), encoding="utf-8")
+        _write_files(tmp, files)
+        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -381,7 +336,7 @@ def write_bundle(
         "wrote bundle %s (%s weights, %d parameters)",
         out_dir,
         storage_dtype,
-        manifest["parameters"],
+        manifest.parameters,
     )
     return out_dir
 
@@ -402,33 +357,33 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _verify_weights(bundle_dir: Path, manifest: dict[str, Any]) -> Path:
-    weights = manifest["weights"]
-    path = bundle_dir / weights["file"]
+def _verify_weights(bundle_dir: Path, manifest: Manifest) -> Path:
+    weights = manifest.weights
+    path = bundle_dir / weights.file
     if not path.is_file():
-        raise BundleError(f"{bundle_dir}: weights file {weights['file']} is missing")
-    expected = weights.get("sha256")
+        raise BundleError(f"{bundle_dir}: weights file {weights.file} is missing")
+    expected = weights.sha256
     if not expected:
         raise BundleError(f"{bundle_dir}: manifest has no weights.sha256 to verify against")
     actual = sha256_file(path)
     if actual != expected:
         raise BundleError(
-            f"{bundle_dir}: weights file {weights['file']} does not match the manifest "
+            f"{bundle_dir}: weights file {weights.file} does not match the manifest "
             f"(sha256 {actual[:12]}... != expected {expected[:12]}...); the bundle is corrupt "
             "or was modified"
         )
     return path
 
 
-def build_for_manifest(manifest: dict[str, Any]):
+def build_for_manifest(manifest: Manifest):
     """Build the (randomly initialised) model a manifest describes."""
     from ml.models import build_model
 
-    cfg = dict(manifest.get("config") or {})
+    cfg = dict(manifest.config)
     if cfg.get("backbone_weights"):
         # The bundle's own weights replace any initialisation; the file may not exist here.
         cfg["backbone_weights"] = None
-    return build_model(manifest["architecture"], cfg)
+    return build_model(manifest.architecture, cfg)
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
@@ -439,18 +394,16 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """
     path = Path(path)
     manifest = read_manifest(path)
-    weights_path = _verify_weights(path, manifest) if verify else path / manifest["weights"]["file"]
+    weights_path = _verify_weights(path, manifest) if verify else path / manifest.weights.file
     try:
         model = build_for_manifest(manifest)
     except (ValueError, TypeError, KeyError) as exc:
-        raise BundleError(f"{path}: cannot build {manifest['architecture']}: {exc}") from exc
+        raise BundleError(f"{path}: cannot build {manifest.architecture}: {exc}") from exc
     try:
         model.load_weights(weights_path)
     except Exception as exc:  # h5py/Keras raise many types for a bad file
         raise BundleError(f"{path}: weights do not load into the model: {exc}") from exc
-    return Bundle(
-        key=manifest["key"], path=path, manifest=manifest, model=model, task=manifest["task"]
-    )
+    return Bundle(key=manifest.key, path=path, manifest=manifest, model=model)
 
 
 def discover_bundles(models_dir: str | Path) -> list[Path]:
@@ -466,51 +419,6 @@ def discover_bundles(models_dir: str | Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- test bundles
-
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "attention_unet": {"input_size": 64, "base_filters": 4},
-    "attention_unet_lite": {"input_size": 64, "base_filters": 4},
-    "simple_cnn": {"input_size": 64, "filters": [4, 8, 8], "dense_units": 8},
-    "stats_cnn": {"input_size": 64, "filters": [4, 4, 8, 8], "dense_units": 8},
-    "ordinal_cnn": {
-        "input_size": 64,
-        "filters": [4, 4, 8, 8],
-        "appearance_units": 4,
-        "dense_units": [8],
-    },
-    "harmonized_ordinal": {
-        "input_size": 64,
-        "filters": [4, 4, 8, 8],
-        "appearance_units": 4,
-        "dense_units": [8],
-        "max_refs": 32,
-    },
-    "hybrid_v1": {
-        "input_size": 64,
-        "backbone": "tiny",
-        "tiny_filters": [4, 8, 16],
-        "sequence": [2, 8],
-        "key_dim": 4,
-        "ff_dim": 8,
-        "dense_units": 8,
-    },
-    "hybrid_v2": {
-        "input_size": 64,
-        "backbone": "tiny",
-        "tiny_filters": [4, 8, 16],
-        "dense_units": [16, 8],
-        "dropouts": [0.1, 0.1],
-    },
-    "hybrid_v3": {
-        "input_size": 64,
-        "backbone": "tiny",
-        "tiny_filters": [4, 8, 16],
-        "token_dim": 8,
-        "key_dim": 4,
-        "ff_dim": 8,
-        "dense_units": 8,
-    },
-}
 
 
 def make_random_bundle(
@@ -530,7 +438,7 @@ def make_random_bundle(
             when its name already is ``key``.
         key: registry key.
         architecture: one of ``ml.models.ARCHITECTURES``.
-        cfg: builder config; ``None`` picks a tiny one (64x64 input) from :data:`TINY_CONFIGS`.
+        cfg: builder config; ``None`` picks the architecture's tiny one (64x64 input).
         task: checked against the architecture's task when given.
         default: mark as the registry default for its task.
         label_source: label provenance to record (``clinical`` for provenance tests).
@@ -541,11 +449,12 @@ def make_random_bundle(
     """
     import keras
 
-    from ml.models import build_model, task_of
+    from ml.models import build_model, spec
 
-    if task is not None and task != task_of(architecture):
-        raise ValueError(f"{architecture} is a {task_of(architecture)} model, not {task}")
-    cfg = dict(TINY_CONFIGS[architecture] if cfg is None else cfg)
+    arch = spec(architecture)
+    if task is not None and task != arch.task:
+        raise ValueError(f"{architecture} is a {arch.task} model, not {task}")
+    cfg = dict(arch.tiny if cfg is None else cfg)
     keras.utils.set_random_seed(seed)
     model = build_model(architecture, cfg)
     out_dir = Path(out_dir)
@@ -559,12 +468,10 @@ def make_random_bundle(
         provenance=label_provenance(
             label_source,
             rule_version="v2" if label_source == "feature_rule_v2" else None,
-            mask_kind="expert" if task_of(architecture) == "segmentation" else None,
+            mask_kind="expert" if arch.task == "segmentation" else None,
         ),
         default=default,
         training={"note": "random weights for tests; never trained", "epochs_run": 0},
-        dataset=None,
-        metrics={},
     )
     return write_bundle(model, bundle_dir, manifest, storage_dtype="float16")
 
@@ -578,12 +485,12 @@ def repack_bundle(path: str | Path) -> Path:
     """
     path = Path(path)
     bundle = load_bundle(path)
-    manifest = dict(bundle.manifest)
-    storage = manifest["weights"].get("storage_dtype", "float16")
+    manifest = bundle.manifest
+    storage = manifest.weights.storage_dtype or "float16"
     keep: dict[str, str | Path | bytes] = {
         str(p.relative_to(path)): p.read_bytes()
         for p in sorted(path.rglob("*"))
         # README.md and REPORT.md are rendered again from the manifest.
-        if p.is_file() and p.name not in (MANIFEST, manifest["weights"]["file"], MODEL_CARD, REPORT)
+        if p.is_file() and p.name not in (MANIFEST, manifest.weights.file, MODEL_CARD, REPORT)
     }
     return write_bundle(bundle.model, path, manifest, storage_dtype=storage, files=keep)

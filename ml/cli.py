@@ -11,6 +11,10 @@ import importlib
 import logging
 import sys
 
+from ml.clierror import CliError
+
+__all__ = ["CliError", "add_commands", "build_parser", "main", "run_command"]
+
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("ml.data.prepare", "build a labelled, subject-disjoint dataset from raw sources"),
@@ -21,19 +25,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one sentence, exit status 2, no traceback."""
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the science commands on a subparsers object (also used by the service CLI)."""
     for name, (module, help_text) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("ml."):
-                continue  # that command is not part of this checkout
-            raise
+        # A command whose module fails to import is a broken checkout: say so, loudly.
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         mod.add_arguments(p)

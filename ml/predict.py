@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ml import RESEARCH_USE_NOTICE
+
+if TYPE_CHECKING:
+    from ml.bundle import Bundle
 
 
 def _as_batch(batch) -> np.ndarray:
@@ -65,7 +68,7 @@ def roi_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int, int] | None, n
         ``(bbox (x1, y1, x2, y2) or None, roi_mask uint8 (H, W))``; an empty mask gives
         ``(None, zeros)``.
     """
-    from ml.explain.focus import roi_from_segmentation
+    from ml.roi import roi_from_segmentation
 
     bbox, roi_mask = roi_from_segmentation(mask)
     if roi_mask is None:
@@ -73,7 +76,7 @@ def roi_from_mask(mask: np.ndarray) -> tuple[tuple[int, int, int, int] | None, n
     return bbox, roi_mask
 
 
-def predict_bundle(bundle, batch, threshold: float | None = None) -> dict[str, Any]:
+def predict_bundle(bundle: Bundle, batch, threshold: float | None = None) -> dict[str, Any]:
     """Run a loaded bundle and return its outputs with the bundle's label provenance.
 
     Every result carries ``label_provenance`` and the research-use notice, so whoever shows a
@@ -81,29 +84,28 @@ def predict_bundle(bundle, batch, threshold: float | None = None) -> dict[str, A
     """
     manifest = bundle.manifest
     result: dict[str, Any] = {
-        "model": manifest["key"],
-        "version": manifest.get("version"),
+        "model": manifest.key,
+        "version": manifest.version,
         "task": bundle.task,
-        "label_provenance": manifest["label_provenance"],
+        "label_provenance": manifest.label_provenance.model_dump(),
         "notice": RESEARCH_USE_NOTICE,
     }
     if bundle.task == "classification":
         p_status, p_stage = classify(bundle.model, batch)
-        names_status = manifest["outputs"]["binary_output"]
-        names_stage = manifest["outputs"]["stage_output"]
+        names_status, names_stage = manifest.status_names, manifest.stage_names
         result["predictions"] = [
             {
                 "as_status": names_status[int(np.argmax(ps))],
                 "as_status_probabilities": dict(zip(names_status, map(float, ps), strict=True)),
                 "stage": names_stage[int(np.argmax(pg))],
                 "stage_probabilities": dict(zip(names_stage, map(float, pg), strict=True)),
-                "label_source": manifest["label_provenance"]["label_source"],
+                "label_source": manifest.label_provenance.label_source,
             }
             for ps, pg in zip(p_status, p_stage, strict=True)
         ]
         result["p_status"], result["p_stage"] = p_status, p_stage
     else:
-        thr = manifest["outputs"]["mask"].get("threshold", 0.5) if threshold is None else threshold
+        thr = manifest.mask_threshold if threshold is None else threshold
         prob = segment(bundle.model, batch)
         result["prob"] = prob
         result["mask"] = (prob >= thr).astype(np.uint8)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -182,15 +183,6 @@ def bbox_to_mask(bbox: Box, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def scale_points(
-    points: Mapping[str, tuple[float, float]], from_shape: tuple[int, ...], to_size: int
-) -> dict[str, tuple[float, float]]:
-    """Rescale level points from an image of ``from_shape`` to a square ``to_size`` image."""
-    sy = to_size / float(from_shape[0])
-    sx = to_size / float(from_shape[1])
-    return {k: (float(v[0]) * sx, float(v[1]) * sy) for k, v in points.items()}
-
-
 def structure_mask_from_points(
     points: Mapping[str, tuple[float, float]], shape: tuple[int, ...], structure: str
 ) -> np.ndarray:
@@ -265,3 +257,22 @@ def structure_mask_from_points(
         )
         cv2.fillPoly(out, [np.round(poly * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
     return out
+
+
+def roi_from_segmentation(seg_mask: np.ndarray) -> tuple[tuple[int, int, int, int] | None, Any]:
+    """Lumbosacral ROI from a structure mask.
+
+    Args:
+        seg_mask: (H, W) binary or label mask of the segmented structures.
+
+    Returns:
+        (bbox (x1, y1, x2, y2) or None when the mask is empty, uint8 ROI mask or None).
+    """
+    mask2d = np.asarray(seg_mask)
+    if mask2d.ndim == 3:
+        mask2d = mask2d[..., 0]
+    bbox = bbox_from_mask(mask2d)
+    if bbox is None:
+        return None, None
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    return (x1, y1, x2, y2), bbox_to_mask((x1, y1, x2, y2), mask2d.shape)

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     if args.client_command != "analyze":  # pragma: no cover - argparse enforces the choices
         raise CliError(f"unknown client command {args.client_command!r}")

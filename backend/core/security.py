@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -116,7 +115,3 @@ def api_key_prefix(key: str) -> str | None:
     if not key.startswith(API_KEY_PREFIX) or len(key) < len(API_KEY_PREFIX) + 16:
         return None
     return key[: len(API_KEY_PREFIX) + 8]
-
-
-def api_key_matches(key: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_api_key(key), stored_hash)

@@ -31,7 +31,7 @@ def model_ref(entry: ModelEntry) -> ModelRef:
 
 
 def provenance(entry: ModelEntry) -> LabelProvenance:
-    return LabelProvenance(**entry.label_provenance)
+    return entry.label_provenance
 
 
 def slug(key: str) -> str:

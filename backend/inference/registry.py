@@ -14,86 +14,73 @@ from pathlib import Path
 from typing import Any
 
 from backend.core.errors import BadInput, NotFound
+from ml.manifest import LabelProvenance, Manifest
+from ml.vocab import TASKS
 
 log = logging.getLogger(__name__)
-
-TASKS = ("segmentation", "classification")
-DEFAULT_STAGE_NAMES = ["Normal", "Early", "Moderate", "Advanced"]
-DEFAULT_STATUS_NAMES = ["negative", "positive"]
 
 
 @dataclass
 class ModelEntry:
-    """A loaded bundle: its manifest, the Keras model, and what the service needs from both."""
+    """A loaded bundle: its typed manifest, the Keras model, and what the service needs."""
 
     key: str
-    task: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     model: Any
-    bundle: Any = None
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
 
     @property
     def version(self) -> str:
-        return str(self.manifest.get("version", "0.0.0"))
+        return self.manifest.version
 
     @property
     def display_name(self) -> str:
-        return str(self.manifest.get("display_name") or self.key)
+        return self.manifest.name
 
     @property
     def architecture(self) -> str:
-        return str(self.manifest.get("architecture", "unknown"))
+        return self.manifest.architecture
 
     @property
     def is_default(self) -> bool:
-        return bool(self.manifest.get("default", False))
+        return self.manifest.default
 
     @property
     def input_shape(self) -> list[int]:
-        shape = (self.manifest.get("input") or {}).get("shape")
-        if shape:
-            return [int(s) for s in shape]
-        dims = getattr(self.model, "input_shape", None) or (None, 256, 256, 1)
-        if isinstance(dims, list):
-            dims = dims[0]
-        return [int(d) for d in dims[1:]]
+        return [int(s) for s in self.manifest.input.shape]
 
     @property
     def input_size(self) -> int:
-        return int(self.input_shape[0])
+        return self.manifest.input.size
 
     @property
     def status_names(self) -> list[str]:
-        outputs = self.manifest.get("outputs") or {}
-        return list(outputs.get("binary_output") or DEFAULT_STATUS_NAMES)
+        return self.manifest.status_names
 
     @property
     def stage_names(self) -> list[str]:
-        outputs = self.manifest.get("outputs") or {}
-        return list(outputs.get("stage_output") or DEFAULT_STAGE_NAMES)
+        return self.manifest.stage_names
 
     @property
     def mask_threshold(self) -> float:
-        mask = (self.manifest.get("outputs") or {}).get("mask") or {}
-        return float(mask.get("threshold", 0.5))
+        return self.manifest.mask_threshold
 
     @property
     def attention_layers(self) -> list[str]:
-        return list(self.manifest.get("attention_layers") or [])
+        return list(self.manifest.attention_layers)
 
     @property
     def gradcam_layer(self) -> str | None:
-        return self.manifest.get("gradcam_layer")
+        return self.manifest.gradcam_layer
 
     @property
-    def label_provenance(self) -> dict[str, Any]:
-        prov = dict(self.manifest.get("label_provenance") or {})
-        prov.setdefault("label_source", "unknown")
-        prov.setdefault("description", "")
-        # Whatever the manifest says, the service only ever serves research use.
-        prov["research_use_only"] = True
-        return prov
+    def label_provenance(self) -> LabelProvenance:
+        # The manifest schema only admits research-use-only provenance.
+        return self.manifest.label_provenance
 
 
 @dataclass
@@ -205,21 +192,11 @@ def load_registry(models_dir: Path, *, verify: bool = True) -> ModelRegistry:
             registry.errors[Path(path).name] = f"{type(exc).__name__}: {exc}"
             log.exception("skipping bundle %s", path)
             continue
-        manifest = dict(bundle.manifest)
-        task = str(getattr(bundle, "task", None) or manifest.get("task"))
-        if task not in TASKS:
-            registry.errors[bundle.key] = f"unknown task {task!r}"
-            continue
         registry.add(
             ModelEntry(
-                key=bundle.key,
-                task=task,
-                path=Path(bundle.path),
-                manifest=manifest,
-                model=bundle.model,
-                bundle=bundle,
+                key=bundle.key, path=Path(bundle.path), manifest=bundle.manifest, model=bundle.model
             )
         )
-        log.info("loaded model %s (%s, v%s)", bundle.key, task, manifest.get("version"))
+        log.info("loaded model %s (%s, v%s)", bundle.key, bundle.task, bundle.manifest.version)
     registry.load_seconds = time.perf_counter() - started
     return registry

@@ -277,14 +277,6 @@ class InferenceRunner:
             log.warning("could not warm explanations for %s", entry.key, exc_info=True)
         log.info("warmed explanations of %s in %.2fs", entry.key, time.perf_counter() - t0)
 
-    def warm_sync(self) -> None:
-        """Trace and run every compiled function once on a dummy batch, in this thread."""
-        started = time.perf_counter()
-        for entry in self.registry.models.values():
-            self._warm_forward(entry)
-            self._warm_explanations(entry)
-        self.warm_seconds = time.perf_counter() - started
-
     async def warm(self, *, explanations_in_background: bool = True) -> None:
         """Warm every model's forward pass (each on its own thread, side by side).
 
@@ -335,7 +327,7 @@ def _rollout(
     from ml.explain.attention import attention_rollout
     from ml.explain.faithfulness import predict_probabilities
 
-    maps = attention_rollout(entry.model, images, entry.manifest.get("attention_layers") or None)
+    maps = attention_rollout(entry.model, images, entry.attention_layers or None)
     probs = predict_probabilities(entry.model, images, head)
     out = []
     for i in range(len(images)):

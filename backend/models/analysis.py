@@ -38,10 +38,6 @@ class Analysis(Base):
     stage: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     stage_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    mask_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    gradcam_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    segmentation_overlay_path: Mapped[str | None] = mapped_column(String(255), nullable=True)
-
     models: Mapped[list[str]] = mapped_column(JSON, default=list)
     model_versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     label_provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

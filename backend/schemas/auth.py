@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+MIN_PASSWORD_LENGTH = 8
 
 
 class UserCreate(BaseModel):
@@ -21,7 +22,7 @@ class UserCreate(BaseModel):
     )
 
     email: str = Field(max_length=320, pattern=_EMAIL_PATTERN)
-    password: str = Field(min_length=8, max_length=256)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
 
     @field_validator("email")
     @classmethod

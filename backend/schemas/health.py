@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Liveness(BaseModel):
@@ -26,3 +26,16 @@ class Readiness(BaseModel):
     models_loaded: int
     models: list[str]
     inference: InferenceStats
+
+
+class Limits(BaseModel):
+    """What this server accepts, so clients can check before they upload (every limit is a
+    setting; crossing one answers 413 or 400 with its code)."""
+
+    max_upload_bytes: int = Field(description="one image upload")
+    max_pixels: int = Field(description="pixels of one decoded image (rows x columns)")
+    max_frames: int = Field(description="frames of one multi-frame DICOM or volume")
+    max_models_per_request: int
+    job_max_items: int = Field(description="files of one batch job")
+    job_max_bytes: int = Field(description="all files of one batch job together")
+    min_password_length: int

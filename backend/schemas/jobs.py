@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from backend.schemas.common import RESEARCH_NOTICE
+from ml.vocab import CamMethod
 
 JobStatus = Literal["queued", "running", "completed", "cancelled"]
 ItemStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -20,7 +21,7 @@ class JobOptions(BaseModel):
     models: list[str] = Field(description="classifier keys, resolved when the job was created")
     segmentation_model: str | None = None
     explain: bool = True
-    method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+    method: CamMethod = CamMethod.gradcam
     faithfulness: bool = True
 
 

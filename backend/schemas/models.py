@@ -1,31 +1,36 @@
-"""The model registry as clients see it."""
+"""The model registry as clients see it: parts of the bundle manifest, typed once in ml.
+
+The manifest's classes (:mod:`ml.manifest`) describe the models here too, so the API's schema
+and the bundles on disk cannot drift apart.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from pydantic import BaseModel, Field
 
+from ml.manifest import (
+    DatasetRecord,
+    LabelProvenance,
+    Metrics,
+    Outputs,
+    TrainingRecord,
+    WeightsInfo,
+)
+from ml.vocab import Task
 
-class LabelProvenance(BaseModel):
-    """Where a model's training labels came from; always research-use-only."""
-
-    label_source: str = Field(description="feature_rule_v2 | feature_rule_v1 | clinical | ...")
-    description: str = ""
-    rule_version: str | None = None
-    research_use_only: bool = True
+__all__ = ["LabelProvenance", "ModelCard", "ModelInfo", "PlotLink"]
 
 
 class ModelInfo(BaseModel):
     key: str
     display_name: str
-    task: Literal["segmentation", "classification"]
+    task: Task
     version: str
     architecture: str
     parameters: int
     flops: int = Field(description="floating-point operations per image forward pass")
     input_shape: list[int]
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=Metrics)
     label_provenance: LabelProvenance
     default: bool = Field(description="the registry default for its task")
     intended_use: str = ""
@@ -39,12 +44,12 @@ class PlotLink(BaseModel):
 class ModelCard(ModelInfo):
     """Everything in the bundle's manifest plus its model card text and plot links."""
 
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    dataset: dict[str, Any] = Field(default_factory=dict)
+    outputs: Outputs
+    training: TrainingRecord | None = None
+    dataset: DatasetRecord | None = None
     gradcam_layer: str | None = None
     attention_layers: list[str] = Field(default_factory=list)
-    weights: dict[str, Any] = Field(default_factory=dict)
+    weights: WeightsInfo
     created: str | None = None
     readme: str | None = Field(default=None, description="the bundle's README.md (markdown)")
     plots: list[PlotLink] = Field(default_factory=list)

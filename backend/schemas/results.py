@@ -11,14 +11,12 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from backend.schemas.common import RESEARCH_NOTICE
 from backend.schemas.models import LabelProvenance
+from ml.vocab import AsStatus, CamMethod, Focus, Head, Stage
 
-Head = Literal["binary", "stage"]
-Method = Literal["gradcam", "gradcam++", "eigencam", "attention"]
-Focus = Literal["none", "box", "segmentation"]
 Kind = Literal["segment", "classify", "explain", "analysis"]
 
 
@@ -65,7 +63,7 @@ class SegmentationOutput(BaseModel):
 
 class ClassificationOutput(BaseModel):
     model: ModelRef
-    as_status: Literal["negative", "positive"]
+    as_status: AsStatus
     as_probability: float = Field(description="probability of the predicted AS status")
     as_probabilities: dict[str, float]
     stage: str
@@ -88,7 +86,7 @@ class Faithfulness(BaseModel):
 class ExplanationOutput(BaseModel):
     model: ModelRef
     head: Head
-    method: Method
+    method: CamMethod
     focus: Focus
     class_index: int
     class_label: str
@@ -169,9 +167,18 @@ class HistoryFilter(BaseModel):
 
     date_from: date | datetime | None = None
     date_to: date | datetime | None = None
-    as_status: Literal["negative", "positive"] | None = None
-    stage: str | None = None
+    as_status: AsStatus | None = None
+    stage: Stage | None = Field(default=None, description="any letter case")
     model: str | None = None
     kind: Kind | None = None
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage_any_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            by_lower = {s.value.lower(): s for s in Stage}
+            return by_lower.get(value.strip().lower(), value)
+        return value
+
     limit: int = Field(default=20, ge=1, le=100)
     offset: int = Field(default=0, ge=0)

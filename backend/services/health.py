@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from backend.core.config import Settings
 from backend.runtime import Runtime
-from backend.schemas.health import InferenceStats, Readiness
+from backend.schemas.auth import MIN_PASSWORD_LENGTH
+from backend.schemas.health import InferenceStats, Limits, Readiness
 
 
 async def readiness(runtime: Runtime | None) -> Readiness:
@@ -24,4 +26,17 @@ async def readiness(runtime: Runtime | None) -> Readiness:
             queued=stats.get("queued", 0),
             rejected=stats.get("rejected", 0),
         ),
+    )
+
+
+def limits(settings: Settings) -> Limits:
+    """The limits a client should know before it uploads."""
+    return Limits(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        max_frames=settings.max_frames,
+        max_models_per_request=settings.max_models_per_request,
+        job_max_items=settings.job_max_items,
+        job_max_bytes=settings.job_max_bytes,
+        min_password_length=MIN_PASSWORD_LENGTH,
     )

@@ -42,6 +42,7 @@ from backend.schemas.jobs import (
 from backend.services.analysis import split_keys
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, StagedItem, job_inputs, stage_files
+from backend.services.pipeline import check_explain
 from backend.storage.job_inputs import JobInputStore
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,9 @@ def _job_options(runtime: Runtime, request: JobOptions) -> JobOptions:
     classifiers = registry.resolve(
         split_keys(request.models), "classification", limit=runtime.settings.max_models_per_request
     )
+    if request.explain:
+        for entry in classifiers:
+            check_explain(entry, "binary", request.method, None)
     seg = (
         registry.resolve([request.segmentation_model], "segmentation")[0]
         if request.segmentation_model

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from backend.core.errors import NotFound, NotReady
 from backend.inference.registry import ModelEntry, ModelRegistry
-from backend.schemas.models import LabelProvenance, ModelCard, ModelInfo, PlotLink
+from backend.schemas.models import ModelCard, ModelInfo, PlotLink
 from backend.storage.artifacts import valid_name
 
 
@@ -22,16 +21,16 @@ def model_info(entry: ModelEntry, registry: ModelRegistry) -> ModelInfo:
     return ModelInfo(
         key=entry.key,
         display_name=entry.display_name,
-        task=entry.task,  # type: ignore[arg-type]
+        task=m.task,
         version=entry.version,
         architecture=entry.architecture,
-        parameters=int(m.get("parameters") or 0),
-        flops=int(m.get("flops") or 0),
+        parameters=int(m.parameters or 0),
+        flops=int(m.flops or 0),
         input_shape=entry.input_shape,
-        metrics=dict(m.get("metrics") or {}),
-        label_provenance=LabelProvenance(**entry.label_provenance),
+        metrics=m.metrics,
+        label_provenance=m.label_provenance,
         default=registry.defaults.get(entry.task) == entry.key,
-        intended_use=str(m.get("intended_use") or ""),
+        intended_use=m.intended_use,
     )
 
 
@@ -53,18 +52,17 @@ def model_card(registry: ModelRegistry | None, key: str) -> ModelCard:
     """The manifest, the model card text and links to the bundle's plots."""
     reg = _require(registry)
     entry = reg.get(key)
-    m: dict[str, Any] = entry.manifest
+    m = entry.manifest
     readme = entry.path / "README.md"
-    weights = {k: v for k, v in dict(m.get("weights") or {}).items() if k != "file"}
     return ModelCard(
         **model_info(entry, reg).model_dump(),
-        outputs=dict(m.get("outputs") or {}),
-        training=dict(m.get("training") or {}),
-        dataset=dict(m.get("dataset") or {}),
-        gradcam_layer=m.get("gradcam_layer"),
-        attention_layers=list(m.get("attention_layers") or []),
-        weights=weights,
-        created=str(m["created"]) if m.get("created") else None,
+        outputs=m.outputs,
+        training=m.training,
+        dataset=m.dataset,
+        gradcam_layer=m.gradcam_layer,
+        attention_layers=list(m.attention_layers),
+        weights=m.weights,
+        created=m.created,
         readme=readme.read_text(encoding="utf-8") if readme.is_file() else None,
         plots=[PlotLink(name=p.name, url=f"/models/{key}/plots/{p.name}") for p in _plots(entry)],
     )

@@ -21,8 +21,7 @@ from backend.inference import mappers
 from backend.inference.registry import ModelEntry
 from backend.inference.runner import CamOutput, InferenceRunner
 from backend.schemas.results import ClassificationOutput, ImageInfo
-
-HEAD_OUTPUTS = {"binary": "binary_output", "stage": "stage_output"}
+from ml.vocab import HEAD_OUTPUTS
 
 
 @dataclass

@@ -103,7 +103,7 @@ def _row(
         original_filename=result.image.filename,
         models=[e.key for e in used],
         model_versions={e.key: e.version for e in used},
-        label_provenance={e.key: e.label_provenance for e in used},
+        label_provenance={e.key: e.label_provenance.model_dump(mode="json") for e in used},
         timings=result.timings_ms,
         result=result.model_dump(mode="json"),
         job_id=job_id,

@@ -16,8 +16,6 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from backend.storage.artifacts import write_atomic
-
 _CHUNK = 1024 * 1024
 
 
@@ -60,11 +58,6 @@ class StagedInputs:
             path.unlink(missing_ok=True)
             raise
         return name, digest.hexdigest(), size
-
-    def add_bytes(self, index: int, data: bytes) -> tuple[str, str, int]:
-        name = self.name_for(index)
-        write_atomic(self.dir / name, data)
-        return name, hashlib.sha256(data).hexdigest(), len(data)
 
     def commit(self) -> Path:
         """Flush the files and move the folder to its final place in one rename."""

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace):  # -> Settings (imported lazily)
     from backend.core.config import load_settings
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     try:
         return load_settings(
@@ -62,7 +62,7 @@ def _settings(args: argparse.Namespace):  # -> Settings (imported lazily)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     if args.concurrency < 1:
         raise CliError("--concurrency must be 1 or more.")

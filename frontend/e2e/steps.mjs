@@ -14,6 +14,8 @@ function assert(condition, message) {
 }
 
 export function makeSuite({ base, files, artifacts, log }) {
+  // The web app lives under /app/; the API owns every other path.
+  const app = `${base}/app`;
   const problems = [];
   let current = { name: 'setup', allow: [] };
   let resultId = null;
@@ -70,15 +72,23 @@ export function makeSuite({ base, files, artifacts, log }) {
   const steps = [
     {
       name: 'client routes load directly',
+      allow: [401],
       async run(page) {
-        await page.goto(`${base}/analyze`);
+        // The root redirects to the app, which sends a visitor without a session to log in.
+        await page.goto(`${base}/`);
+        await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
+        assert(page.url() === `${app}/login`, `expected ${app}/login, got ${page.url()}`);
+        // An API path answers JSON even to a browser navigation.
+        const api = await page.goto(`${base}/history`);
+        assert(api.headers()['content-type'].startsWith('application/json'), 'API paths stay JSON');
+        await page.goto(`${app}/analyze`);
         // No session yet: the guard sends the browser to log in.
         await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
         assert(page.url().endsWith('/login'), `expected /login, got ${page.url()}`);
-        await page.goto(`${base}/history/00000000-0000-0000-0000-000000000000`);
+        await page.goto(`${app}/history/00000000-0000-0000-0000-000000000000`);
         await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
         // The guard remembers the page asked for; make that the Analyze page again.
-        await page.goto(`${base}/analyze`);
+        await page.goto(`${app}/analyze`);
         await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
         await screenshot(page, 'login');
       },
@@ -111,7 +121,7 @@ export function makeSuite({ base, files, artifacts, log }) {
       async run(page, context) {
         const other = await context.newPage();
         watch(other);
-        await other.goto(`${base}/signup`);
+        await other.goto(`${app}/signup`);
         // A new tab has its own sessionStorage, so it starts logged out.
         await other.getByRole('heading', { name: 'Create an account' }).waitFor();
         await other.getByRole('textbox', { name: 'Email' }).fill(EMAIL);
@@ -280,7 +290,7 @@ export function makeSuite({ base, files, artifacts, log }) {
     {
       name: 'the result page loads directly (deep link) and at tablet width',
       async run(page) {
-        await page.goto(`${base}/history/${resultId}`);
+        await page.goto(`${app}/history/${resultId}`);
         await page.getByRole('heading', { name: /^Result: / }).waitFor();
         await page.locator('[data-testid=layer-gradcam] canvas[data-ready]').waitFor({ timeout: TIMEOUT });
         await page.setViewportSize({ width: 768, height: 1024 });
@@ -315,11 +325,11 @@ export function makeSuite({ base, files, artifacts, log }) {
         const day = (d) =>
           `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
         const today = day(new Date());
-        await page.goto(`${base}/history?from=${today}&to=${today}`);
+        await page.goto(`${app}/history?from=${today}&to=${today}`);
         await row.first().waitFor();
         const lastYear = new Date();
         lastYear.setFullYear(lastYear.getFullYear() - 1);
-        await page.goto(`${base}/history?from=${day(lastYear)}&to=${day(lastYear)}`);
+        await page.goto(`${app}/history?from=${day(lastYear)}&to=${day(lastYear)}`);
         await page.getByText('No results match these filters').waitFor();
         await page.getByRole('button', { name: 'Clear filters' }).first().click();
         await row.first().getByRole('link', { name: 'Open', exact: true }).click();
@@ -372,14 +382,14 @@ export function makeSuite({ base, files, artifacts, log }) {
     {
       name: 'unknown pages say so',
       async run(page) {
-        await page.goto(`${base}/no/such/page`);
+        await page.goto(`${app}/no/such/page`);
         await page.getByRole('heading', { name: 'Page not found' }).waitFor();
       },
     },
     {
       name: 'delete the result with confirmation',
       async run(page) {
-        await page.goto(`${base}/history`);
+        await page.goto(`${app}/history`);
         const row = page.getByTestId('history-row');
         await row.first().waitFor();
         await row.first().getByTestId('delete-row').click();
@@ -398,7 +408,7 @@ export function makeSuite({ base, files, artifacts, log }) {
       name: 'a deleted result is gone',
       allow: [404],
       async run(page) {
-        await page.goto(`${base}/history/${resultId}`);
+        await page.goto(`${app}/history/${resultId}`);
         await page.getByRole('heading', { name: 'Result not found' }).waitFor();
       },
     },
@@ -407,7 +417,7 @@ export function makeSuite({ base, files, artifacts, log }) {
       allow: [401],
       async run(page) {
         await page.evaluate(() => window.sessionStorage.setItem('spondyscan.token', 'not.a.valid.token'));
-        await page.goto(`${base}/history`);
+        await page.goto(`${app}/history`);
         await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor({ timeout: TIMEOUT });
         await page.getByText('Your session has ended').waitFor();
         await screenshot(page, 'login-session-ended');

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ml.cli import CliError
+from ml.clierror import CliError
 from ml.data.labels import STAGE_NAMES
 
 CT_SOURCES = frozenset({"tseg"})

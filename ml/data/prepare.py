@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ml import RESEARCH_USE_NOTICE
-from ml.cli import CliError
+from ml.clierror import CliError
 from ml.data import adapters
 from ml.data.labels import (
     AS_STATUS_NAMES,

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ml import RESEARCH_USE_NOTICE
     from ml.bundle import BundleError, read_manifest
-    from ml.cli import CliError
+    from ml.clierror import CliError
     from ml.evaluation.evaluate import evaluate_bundle, resolve_model, summary_line
 
     try:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.models_dir}"
         ) from exc
     try:
-        task = read_manifest(path)["task"]
+        task = read_manifest(path).task
         block = evaluate_bundle(
             path, args.dataset, split=args.split, models_dir=args.models_dir,
             write=not args.no_write,

@@ -11,6 +11,7 @@ from typing import Any
 
 from ml.evaluation.metrics import classification_metrics, segmentation_metrics
 from ml.evaluation.plots import confusion_matrix_png, curves_png
+from ml.manifest import Manifest, Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def evaluate_model(model, task: str, data, batch_size: int = 16) -> tuple[dict, 
         ``(metrics, artifacts)``: the metrics dict, and files to store with the bundle
         (relative name -> bytes: confusion matrices, per-image CSV).
     """
+    from ml.data.dataset import resize_images, resize_masks
     from ml.predict import classify, segment
-    from ml.training.data import resize_images, resize_masks
 
     size = model_input_size(model)
     images = resize_images(data.images, size)
@@ -131,11 +132,11 @@ def resolve_model(ref: str | Path, models_dir: str | Path = "models") -> Path:
     raise FileNotFoundError(2, "no bundle (manifest.json) at this path or key", str(ref))
 
 
-def write_docs(bundle_dir: Path, manifest: dict[str, Any], artifacts: dict[str, bytes]) -> None:
+def write_docs(bundle_dir: Path, manifest: Manifest, artifacts: dict[str, bytes]) -> None:
     """(Re)write README.md, REPORT.md and artifacts of a bundle, each file atomically."""
     from ml.bundle import write_text_atomic
-    from ml.evaluation.report import render_model_card, render_report
     from ml.fsutil import write_atomic
+    from ml.model_card import render_model_card, render_report
 
     for name, data in artifacts.items():
         write_atomic(bundle_dir / name, data)
@@ -172,17 +173,18 @@ def evaluate_bundle(
         manifest = update_manifest(bundle_dir, {"metrics": block})
         log = bundle_dir / "training_log.csv"
         if log.is_file():
-            artifacts.update(curves_artifact(history_rows(log), manifest["display_name"]))
+            artifacts.update(curves_artifact(history_rows(log), manifest.name))
         write_docs(bundle_dir, manifest, artifacts)
         logger.info("updated %s with %s metrics", bundle_dir, split)
     return block
 
 
-def summary_line(block: dict[str, Any], task: str) -> str:
+def summary_line(block: dict[str, Any] | Metrics, task: str) -> str:
     """One human line of headline metrics."""
+    values = block.model_dump() if isinstance(block, Metrics) else block
 
     def f(key: str) -> str:
-        value = block.get(key)
+        value = values.get(key)
         return "n/a" if value is None else f"{value:.4f}"
 
     if task == "classification":

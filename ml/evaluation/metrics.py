@@ -77,10 +77,10 @@ def classification_metrics(
     stage_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Both heads' reports plus headline numbers and per-source accuracy."""
-    from ml.bundle import AS_STATUS_NAMES, STAGE_NAMES
+    from ml.vocab import AS_STATUS_NAMES, STAGE_NAMES
 
-    binary = head_report(as_status, p_status, status_names or AS_STATUS_NAMES)
-    staged = head_report(stage, p_stage, stage_names or STAGE_NAMES)
+    binary = head_report(as_status, p_status, status_names or list(AS_STATUS_NAMES))
+    staged = head_report(stage, p_stage, stage_names or list(STAGE_NAMES))
     out: dict[str, Any] = {
         "n": int(len(as_status)),
         "binary_accuracy": binary["accuracy"],

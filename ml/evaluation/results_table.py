@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ml.manifest import Manifest
+
 # What the design reported for its models (image-level split: slices of one patient can sit in
 # both train and test). Quoted, not measured here.
 DESIGN_REPORTED: list[dict[str, Any]] = [
@@ -37,14 +39,14 @@ def _flops(v: Any) -> str:
     return "—" if not v else f"{float(v) / 1e9:.2f} G"
 
 
-def _training(manifest: dict[str, Any]) -> str:
-    t = manifest.get("training") or {}
-    if not t.get("epochs_run"):
+def _training(manifest: Manifest) -> str:
+    t = manifest.training
+    if t is None or not t.epochs_run:
         return "—"
-    minutes = float(t.get("seconds") or 0) / 60
-    accelerator = (t.get("machine") or {}).get("accelerator")
+    minutes = float(t.seconds or 0) / 60
+    accelerator = (t.machine or {}).get("accelerator")
     where = f", {str(accelerator).removeprefix('NVIDIA ')}" if accelerator else ", CPU"
-    return f"{t['epochs_run']} ep, {minutes:.0f} min{where}"
+    return f"{t.epochs_run} ep, {minutes:.0f} min{where}"
 
 
 def rows_from_manifests(models_dir: str | Path) -> list[dict[str, Any]]:
@@ -57,12 +59,12 @@ def rows_from_manifests(models_dir: str | Path) -> list[dict[str, Any]]:
             m = read_manifest(path)
         except BundleError:
             continue
-        metrics = m.get("metrics") or {}
+        metrics = m.metrics.model_dump()
         rows.append({
-            "key": m["key"], "name": m.get("display_name", m["key"]), "task": m["task"],
-            "parameters": m.get("parameters"), "flops": m.get("flops"),
-            "default": bool(m.get("default")), "metrics": metrics, "training": _training(m),
-            "split": metrics.get("split"), "labels": m["label_provenance"]["label_source"],
+            "key": m.key, "name": m.name, "task": m.task,
+            "parameters": m.parameters, "flops": m.flops,
+            "default": m.default, "metrics": metrics, "training": _training(m),
+            "split": m.metrics.split, "labels": m.label_provenance.label_source,
         })  # fmt: skip
     return sorted(rows, key=lambda r: (r["task"] != "segmentation", r["key"]))
 

@@ -12,14 +12,13 @@ from typing import Any
 import numpy as np
 
 from ml import RESEARCH_USE_NOTICE
-from ml.explain.focus import FOCUS_MODES, apply_focus, design_box, focus_heatmap
-from ml.explain.gradcam import METHODS, compute_cam, find_last_conv_layer, gradcam, resolve_head
+from ml.explain.focus import apply_focus, design_box, focus_heatmap
+from ml.explain.gradcam import compute_cam, find_last_conv_layer, gradcam, resolve_head
+from ml.manifest import Manifest
+from ml.vocab import AS_STATUS_NAMES, CAM_METHODS, FOCUS_MODES, STAGE_NAMES
 
-ALL_METHODS = (*METHODS, "attention")
-_DEFAULT_CLASS_NAMES = {
-    "binary_output": ["negative", "positive"],
-    "stage_output": ["Normal", "Early", "Moderate", "Advanced"],
-}
+ALL_METHODS = CAM_METHODS
+_DEFAULT_CLASS_NAMES = {"binary_output": list(AS_STATUS_NAMES), "stage_output": list(STAGE_NAMES)}
 
 __all__ = [
     "ALL_METHODS",
@@ -35,10 +34,10 @@ __all__ = [
 ]
 
 
-def _unpack(bundle_or_model: Any) -> tuple[Any, dict[str, Any]]:
+def _unpack(bundle_or_model: Any) -> tuple[Any, Manifest | None]:
     if hasattr(bundle_or_model, "model") and hasattr(bundle_or_model, "manifest"):
-        return bundle_or_model.model, dict(bundle_or_model.manifest or {})
-    return bundle_or_model, {}
+        return bundle_or_model.model, bundle_or_model.manifest
+    return bundle_or_model, None
 
 
 def _model_image(image2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -90,10 +89,10 @@ def _sized(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
     return m
 
 
-def _class_names(manifest: dict[str, Any], head: str, task: str, k: int) -> list[str]:
+def _class_names(manifest: Manifest | None, head: str, task: str, k: int) -> list[str]:
     if task == "segmentation":
         return ["background", "foreground"]
-    names = (manifest.get("outputs") or {}).get(head) or _DEFAULT_CLASS_NAMES.get(head)
+    names = manifest.class_names(head) if manifest else _DEFAULT_CLASS_NAMES.get(head)
     if isinstance(names, list) and len(names) == k:
         return [str(n) for n in names]
     return [f"class {i}" for i in range(k)]
@@ -154,14 +153,14 @@ def explain_image(
     _, head_name, task = resolve_head(model, head)
     timing: dict[str, float] = {}
 
-    cam_layer = layer or manifest.get("gradcam_layer") or find_last_conv_layer(model)
+    cam_layer = layer or (manifest and manifest.gradcam_layer) or find_last_conv_layer(model)
     batch = image[None, ..., None]
     output = None
     if method == "attention":
         from ml.explain.attention import attention_rollout
         from ml.explain.faithfulness import predict_probabilities
 
-        ro = attention_rollout(model, batch, manifest.get("attention_layers"))
+        ro = attention_rollout(model, batch, manifest.attention_layers if manifest else None)
         heatmap = ro.heatmaps[0]
         # Rollout carries no class: class and probability come from the explained head.
         probs = predict_probabilities(model, batch, head_name)[0]
@@ -184,7 +183,7 @@ def explain_image(
     if task == "segmentation" and output is not None:
         from ml.explain.segmentation import explain_segmentation
 
-        thr = float(((manifest.get("outputs") or {}).get("mask") or {}).get("threshold", 0.5))
+        thr = manifest.mask_threshold if manifest else 0.5
         seg = explain_segmentation(output, thr)
         arrays["mask"], arrays["probability"] = seg["mask"], seg["probability"]
         seg_summary = seg["summary"]
@@ -194,7 +193,7 @@ def explain_image(
     roi_mask, seg_mask = _sized(roi_mask, size), _sized(seg_mask, size)
     roi_bbox = None
     if roi_mask is None and seg_mask is not None and focus == "segmentation":
-        from ml.explain.focus import roi_from_segmentation
+        from ml.roi import roi_from_segmentation
 
         roi_bbox, roi_mask = roi_from_segmentation(seg_mask)
     fres = focus_heatmap(heatmap, focus, roi_mask)
@@ -214,9 +213,9 @@ def explain_image(
     timing["total_ms"] = (time.perf_counter() - t0) * 1000.0
 
     return {
-        "model": manifest.get("key"),
-        "version": manifest.get("version"),
-        "architecture": manifest.get("architecture"),
+        "model": manifest.key if manifest else None,
+        "version": manifest.version if manifest else None,
+        "architecture": manifest.architecture if manifest else None,
         "task": task,
         "head": head_name,
         "method": method,
@@ -234,7 +233,7 @@ def explain_image(
         "inside_fraction": fres.inside_fraction,
         "faithfulness": faith,
         "segmentation": seg_summary,
-        "label_provenance": manifest.get("label_provenance"),
+        "label_provenance": manifest.label_provenance.model_dump() if manifest else None,
         "notice": RESEARCH_USE_NOTICE,
         "timing_ms": {k: round(v, 1) for k, v in timing.items()},
         "arrays": arrays,

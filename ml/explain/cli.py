@@ -17,13 +17,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml.fsutil import write_atomic
+from ml.vocab import CAM_METHODS, FOCUS_MODES, HEAD_OUTPUTS
+
+if TYPE_CHECKING:
+    from ml.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
-HEADS = {"binary": "binary_output", "stage": "stage_output"}
+HEADS = HEAD_OUTPUTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier head to explain: AS status (binary) or stage",
     )  # fmt: skip
     parser.add_argument(
-        "--method", choices=["gradcam", "gradcam++", "eigencam", "attention"],
+        "--method", choices=CAM_METHODS,
         default="gradcam", help="heatmap method (attention: hybrid v3 attention rollout)",
     )  # fmt: skip
     parser.add_argument(
-        "--focus", choices=["none", "box", "segmentation"], default="none",
+        "--focus", choices=FOCUS_MODES, default="none",
         help="region focus: none, the design's fixed box, or the ROI from a segmentation model",
     )  # fmt: skip
     parser.add_argument(
@@ -56,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bundle_dir(ref: str, models_dir: str) -> Path:
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     path = Path(ref)
     if (path / "manifest.json").is_file():
@@ -69,7 +73,7 @@ def _bundle_dir(ref: str, models_dir: str) -> Path:
 
 def _default_segmenter(models_dir: str) -> Path:
     from ml.bundle import BundleError, discover_bundles, read_manifest
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     found = []
     for path in discover_bundles(models_dir):
@@ -77,8 +81,8 @@ def _default_segmenter(models_dir: str) -> Path:
             manifest = read_manifest(path)
         except BundleError:
             continue
-        if manifest.get("task") == "segmentation":
-            found.append((not manifest.get("default", False), path.name, path))
+        if manifest.task == "segmentation":
+            found.append((not manifest.default, path.name, path))
     if not found:
         raise CliError(
             f"--focus segmentation needs a segmentation model; none found in {models_dir} "
@@ -87,9 +91,9 @@ def _default_segmenter(models_dir: str) -> Path:
     return sorted(found)[0][2]
 
 
-def _load(path: Path):
+def _load(path: Path) -> Bundle:
     from ml.bundle import BundleError, load_bundle
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     try:
         return load_bundle(path)
@@ -101,7 +105,7 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
     """Do the work of ``run`` and return the JSON summary (also written to summary.json)."""
     import numpy as np
 
-    from ml.cli import CliError
+    from ml.clierror import CliError
     from ml.explain import explain_image, json_summary, overlay
     from ml.explain.segmentation import explain_segmentation
     from ml.io import ImageError, read_image, require_content
@@ -135,19 +139,19 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
             import cv2
 
             prob = cv2.resize(prob, (size, size), interpolation=cv2.INTER_LINEAR)
-        thr = float(seg_bundle.manifest["outputs"]["mask"].get("threshold", 0.5))
+        thr = seg_bundle.manifest.mask_threshold
         seg = explain_segmentation(prob, thr)
         seg_mask = seg["mask"]
         roi_bbox, roi_mask = roi_from_mask(seg_mask)
         if roi_bbox is None:
             roi_mask = None
         seg_info = {
-            "model": seg_bundle.manifest["key"],
-            "version": seg_bundle.manifest.get("version"),
+            "model": seg_bundle.manifest.key,
+            "version": seg_bundle.manifest.version,
             "summary": seg["summary"],
             "roi_bbox": list(roi_bbox) if roi_bbox else None,
         }
-    if args.method == "attention" and not bundle.manifest.get("attention_layers"):
+    if args.method == "attention" and not bundle.manifest.attention_layers:
         raise CliError(f"model {bundle.key} has no attention layers (attention needs hybrid_v3)")
     try:
         result = explain_image(
@@ -195,8 +199,8 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
             "format": loaded.format,
             "shape": list(loaded.pixels.shape),
         },
-        display_name=bundle.manifest.get("display_name"),
-        intended_use=bundle.manifest.get("intended_use"),
+        display_name=bundle.manifest.name,
+        intended_use=bundle.manifest.intended_use,
         segmentation_model=seg_info,
         files=sorted([*files, "summary.json"]),
     )

@@ -13,11 +13,11 @@ rows 128..229 and columns 76..178.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-FOCUS_MODES = ("none", "box", "segmentation")
+from ml.vocab import FOCUS_MODES
 
 # The design's box, in percent of the height (rows) and the width (columns).
 BOX_ROWS_PERCENT = (50, 90)
@@ -80,27 +80,6 @@ def _renormalize(masked: np.ndarray) -> np.ndarray:
     return np.clip(masked / peak, 0.0, 1.0).astype(np.float32)
 
 
-def roi_from_segmentation(seg_mask: np.ndarray) -> tuple[tuple[int, int, int, int] | None, Any]:
-    """Lumbosacral ROI from a structure mask, using the shared geometry in :mod:`ml.roi`.
-
-    Args:
-        seg_mask: (H, W) binary or label mask of the segmented structures.
-
-    Returns:
-        (bbox (x1, y1, x2, y2) or None when the mask is empty, uint8 ROI mask or None).
-    """
-    from ml import roi
-
-    mask2d = np.asarray(seg_mask)
-    if mask2d.ndim == 3:
-        mask2d = mask2d[..., 0]
-    bbox = roi.bbox_from_mask(mask2d)
-    if bbox is None:
-        return None, None
-    x1, y1, x2, y2 = (int(v) for v in bbox)
-    return (x1, y1, x2, y2), roi.bbox_to_mask((x1, y1, x2, y2), mask2d.shape)
-
-
 def _bbox_of(region: np.ndarray) -> tuple[int, int, int, int] | None:
     rows = np.flatnonzero(region.any(axis=1))
     cols = np.flatnonzero(region.any(axis=0))
@@ -121,7 +100,7 @@ def focus_heatmap(
         heatmap: (H, W) map in [0, 1].
         focus: "none", "box" or "segmentation".
         roi_mask: (H, W) ROI mask (non-zero = inside) for "segmentation", e.g. from
-            :func:`roi_from_segmentation`.
+            :func:`ml.roi.roi_from_segmentation`.
         fallback: focus used when "segmentation" has no usable ROI ("box", "none"), or
             "error" to raise instead.
 

@@ -34,9 +34,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ml.vocab import GRADCAM_METHODS
+
 log = logging.getLogger(__name__)
 
-METHODS = ("gradcam", "gradcam++", "eigencam")
+METHODS = GRADCAM_METHODS
 SEGMENTATION_HEAD_ALIASES = ("mask", "segmentation", "seg")
 _EPS = 1e-12
 

@@ -15,6 +15,7 @@ from keras import layers
 
 from ml.layers import AttentionGate
 from ml.models.common import merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -99,3 +100,12 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
     if scale > 1:
         outputs = layers.UpSampling2D(scale, interpolation="bilinear", name="upscale")(outputs)
     return keras.Model(inputs, outputs, name=name)
+
+
+SPEC = ModelSpec(
+    name="attention_unet",
+    task="segmentation",
+    build=build_attention_unet,
+    defaults=DEFAULTS,
+    tiny={"input_size": 64, "base_filters": 4},
+)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ml.models.attention_unet import build_attention_unet
 from ml.models.common import merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -25,3 +26,12 @@ DEFAULTS: dict[str, Any] = {
 def build_attention_unet_lite(cfg: dict[str, Any] | None = None):
     """Build the lite Attention U-Net (``cfg`` overrides ``DEFAULTS``)."""
     return build_attention_unet(merged(DEFAULTS, cfg), name="attention_unet_lite")
+
+
+SPEC = ModelSpec(
+    name="attention_unet_lite",
+    task="segmentation",
+    build=build_attention_unet_lite,
+    defaults=DEFAULTS,
+    tiny={"input_size": 64, "base_filters": 4},
+)

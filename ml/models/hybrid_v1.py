@@ -13,8 +13,14 @@ import keras
 from keras import layers
 
 from ml.layers import TransformerBlock
-from ml.models.backbone import BACKBONE_DEFAULTS, build_backbone, set_backbone_trainable
+from ml.models.backbone import (
+    BACKBONE_DEFAULTS,
+    FEATURE_LAYER,
+    build_backbone,
+    set_backbone_trainable,
+)
 from ml.models.common import classification_heads, merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -51,3 +57,22 @@ def build_hybrid_v1(cfg: dict[str, Any] | None = None):
     if not c["backbone_trainable"]:
         set_backbone_trainable(model, False)
     return model
+
+
+SPEC = ModelSpec(
+    name="hybrid_v1",
+    task="classification",
+    build=build_hybrid_v1,
+    defaults=DEFAULTS,
+    tiny={
+        "input_size": 64,
+        "backbone": "tiny",
+        "tiny_filters": [4, 8, 16],
+        "sequence": [2, 8],
+        "key_dim": 4,
+        "ff_dim": 8,
+        "dense_units": 8,
+    },
+    gradcam_layer=FEATURE_LAYER,
+    backbone=True,
+)

@@ -10,8 +10,14 @@ from typing import Any
 import keras
 from keras import layers
 
-from ml.models.backbone import BACKBONE_DEFAULTS, build_backbone, set_backbone_trainable
+from ml.models.backbone import (
+    BACKBONE_DEFAULTS,
+    FEATURE_LAYER,
+    build_backbone,
+    set_backbone_trainable,
+)
 from ml.models.common import classification_heads, merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -35,3 +41,20 @@ def build_hybrid_v2(cfg: dict[str, Any] | None = None):
     if not c["backbone_trainable"]:
         set_backbone_trainable(model, False)
     return model
+
+
+SPEC = ModelSpec(
+    name="hybrid_v2",
+    task="classification",
+    build=build_hybrid_v2,
+    defaults=DEFAULTS,
+    tiny={
+        "input_size": 64,
+        "backbone": "tiny",
+        "tiny_filters": [4, 8, 16],
+        "dense_units": [16, 8],
+        "dropouts": [0.1, 0.1],
+    },
+    gradcam_layer=FEATURE_LAYER,
+    backbone=True,
+)

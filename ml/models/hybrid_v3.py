@@ -15,8 +15,14 @@ import keras
 from keras import layers
 
 from ml.layers import ClassToken, PositionEmbedding, SelectToken, TransformerBlock
-from ml.models.backbone import BACKBONE_DEFAULTS, build_backbone, set_backbone_trainable
+from ml.models.backbone import (
+    BACKBONE_DEFAULTS,
+    FEATURE_LAYER,
+    build_backbone,
+    set_backbone_trainable,
+)
 from ml.models.common import classification_heads, merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -72,3 +78,23 @@ def attention_grid(model) -> tuple[int, int]:
     """The (rows, cols) of the spatial token grid of a built hybrid v3."""
     shape = model.get_layer("top_activation").output.shape
     return int(shape[1]), int(shape[2])
+
+
+SPEC = ModelSpec(
+    name="hybrid_v3",
+    task="classification",
+    build=build_hybrid_v3,
+    defaults=DEFAULTS,
+    tiny={
+        "input_size": 64,
+        "backbone": "tiny",
+        "tiny_filters": [4, 8, 16],
+        "token_dim": 8,
+        "key_dim": 4,
+        "ff_dim": 8,
+        "dense_units": 8,
+    },
+    gradcam_layer=FEATURE_LAYER,
+    attention_layers=attention_layer_names,
+    backbone=True,
+)

@@ -23,16 +23,9 @@ from typing import Any
 import keras
 from keras import layers
 
-from ml.layers import (
-    ImageStatistics,
-    IntensityQuantiles,
-    OrdinalHeads,
-    RuleFeatures,
-    ScannerFingerprint,
-    SiteRanks,
-    SourceRecognizer,
-)
+from ml.layers import ImageStatistics, IntensityQuantiles, OrdinalHeads, RuleFeatures
 from ml.models.common import merged
+from ml.models.spec import ModelSpec
 from ml.models.stats_cnn import appearance_trunk
 
 DEFAULTS: dict[str, Any] = {
@@ -45,11 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.0,
 }
 
-GRADCAM_LAYER = "conv4"
 NORMALIZER = "measurements_norm"
+# Layers fed by the input alone, with no weights: training computes them once per stage.
+MEASUREMENTS = ("rule_features", "statistics", "quantiles")
 
 
-def _appearance(inputs, c: dict[str, Any]):
+def appearance_branch(inputs, c: dict[str, Any]):
     """The statistics CNN's trunk on a (by default 2x coarser) copy of the slice -> Dense."""
     pooled = inputs
     if int(c["appearance_pool"]) > 1:
@@ -61,7 +55,7 @@ def _appearance(inputs, c: dict[str, Any]):
     )
 
 
-def _ordinal_outputs(x, c: dict[str, Any]):
+def ordinal_outputs(x, c: dict[str, Any]):
     """MLP -> one severity score -> cumulative-link heads -> [binary_output, stage_output]."""
     for i, units in enumerate(c["dense_units"], start=1):
         x = layers.Dense(int(units), activation="gelu", name=f"dense{i}")(x)
@@ -88,7 +82,7 @@ def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
     c = merged(DEFAULTS, cfg)
     size = int(c["input_size"])
     inputs = keras.Input((size, size, 1), name="image")
-    appearance = _appearance(inputs, c)
+    appearance = appearance_branch(inputs, c)
     measured = RuleFeatures(name="rule_features")(inputs)
     stats = ImageStatistics(name="statistics")(inputs)
     histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
@@ -97,46 +91,17 @@ def build_ordinal_cnn(cfg: dict[str, Any] | None = None):
     # batch statistics of these few, very differently scaled numbers train far worse.
     x = layers.Normalization(name=NORMALIZER)(x)
     x = layers.Concatenate(name="features")([x, appearance])
-    return keras.Model(inputs, _ordinal_outputs(x, c), name="ordinal_cnn")
+    return keras.Model(inputs, ordinal_outputs(x, c), name="ordinal_cnn")
 
 
-HARMONIZED_DEFAULTS: dict[str, Any] = {
-    **DEFAULTS,
-    "max_sources": 8,
-    "max_refs": 512,
-    "recognizer_regularization": 10.0,
-}
-RECOGNIZER = "source_recognizer"
-SITE_RANKS = "site_ranks"
-
-
-def build_harmonized_ordinal(cfg: dict[str, Any] | None = None):
-    """The ordinal CNN with site harmonisation: the rule features ranked within their source.
-
-    The slice's fingerprint (histogram quantiles, :class:`~ml.layers.ScannerFingerprint`, the
-    rule features) goes to a frozen :class:`~ml.layers.SourceRecognizer`; the rule features
-    are replaced by their :class:`~ml.layers.SiteRanks` among the recognised source's training
-    slices. The ranks, the source probabilities and the appearance trunk feed the MLP, the
-    severity score and the ordinal heads as in :func:`build_ordinal_cnn`. Training adapts the
-    recogniser and the ranks on the training split's images and source names (no labels).
-
-    Args:
-        cfg: overrides of ``HARMONIZED_DEFAULTS`` (those of ``build_ordinal_cnn`` plus
-            ``max_sources``, ``max_refs`` and ``recognizer_regularization``).
-    """
-    c = merged(HARMONIZED_DEFAULTS, cfg)
-    size = int(c["input_size"])
-    inputs = keras.Input((size, size, 1), name="image")
-    appearance = _appearance(inputs, c)
-    measured = RuleFeatures(name="rule_features")(inputs)
-    histogram = IntensityQuantiles(int(c["quantiles"]), name="quantiles")(inputs)
-    fingerprint = ScannerFingerprint(name="fingerprint")(inputs)
-    fingerprint = layers.Concatenate(name="source_evidence")([histogram, fingerprint, measured])
-    sources = SourceRecognizer(
-        int(c["max_sources"]), float(c["recognizer_regularization"]), name=RECOGNIZER
-    )(fingerprint)
-    ranks = SiteRanks(int(c["max_sources"]), int(c["max_refs"]), name=SITE_RANKS)(
-        [measured, sources]
-    )
-    x = layers.Concatenate(name="features")([ranks, sources, appearance])
-    return keras.Model(inputs, _ordinal_outputs(x, c), name="harmonized_ordinal")
+SPEC = ModelSpec(
+    name="ordinal_cnn",
+    task="classification",
+    build=build_ordinal_cnn,
+    defaults=DEFAULTS,
+    tiny={"input_size": 64, "filters": [4, 4, 8, 8], "appearance_units": 4, "dense_units": [8]},
+    # The appearance trunk's last convolution.
+    gradcam_layer=lambda c: f"conv{len(c['filters'])}",
+    adapted=(NORMALIZER,),
+    precomputable=MEASUREMENTS,
+)

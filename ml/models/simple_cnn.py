@@ -8,6 +8,7 @@ import keras
 from keras import layers
 
 from ml.models.common import classification_heads, merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -15,9 +16,6 @@ DEFAULTS: dict[str, Any] = {
     "dense_units": 128,
     "dropout": 0.5,
 }
-
-GRADCAM_LAYER = "conv3"
-
 
 def build_simple_cnn(cfg: dict[str, Any] | None = None):
     """Conv(32)-pool, Conv(64)-pool, Conv(128)-pool, Flatten, Dense(128), Dropout(0.5), 2 heads.
@@ -39,3 +37,14 @@ def build_simple_cnn(cfg: dict[str, Any] | None = None):
     x = layers.Dense(int(c["dense_units"]), activation="relu", name="dense")(x)
     x = layers.Dropout(float(c["dropout"]), name="dropout")(x)
     return keras.Model(inputs, classification_heads(x), name="simple_cnn")
+
+
+SPEC = ModelSpec(
+    name="simple_cnn",
+    task="classification",
+    build=build_simple_cnn,
+    defaults=DEFAULTS,
+    tiny={"input_size": 64, "filters": [4, 8, 8], "dense_units": 8},
+    # The last convolution: conv3 with the design's three levels.
+    gradcam_layer=lambda c: f"conv{len(c['filters'])}",
+)

@@ -16,6 +16,7 @@ from keras import layers
 
 from ml.layers import ImageStatistics
 from ml.models.common import classification_heads, merged
+from ml.models.spec import ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 256,
@@ -23,9 +24,6 @@ DEFAULTS: dict[str, Any] = {
     "dense_units": 64,
     "dropout": 0.3,
 }
-
-GRADCAM_LAYER = "conv4"
-
 
 def appearance_trunk(inputs, filters):
     """Conv(stride-2 stem)-BN-ReLU levels with max pooling between them, global-average-pooled.
@@ -66,3 +64,13 @@ def build_stats_cnn(cfg: dict[str, Any] | None = None):
     x = layers.Dense(int(c["dense_units"]), activation="relu", name="dense")(x)
     x = layers.Dropout(float(c["dropout"]), name="dropout")(x)
     return keras.Model(inputs, classification_heads(x), name="stats_cnn")
+
+
+SPEC = ModelSpec(
+    name="stats_cnn",
+    task="classification",
+    build=build_stats_cnn,
+    defaults=DEFAULTS,
+    tiny={"input_size": 64, "filters": [4, 4, 8, 8], "dense_units": 8},
+    gradcam_layer=lambda c: f"conv{len(c['filters'])}",
+)

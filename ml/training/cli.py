@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.cli import CliError
+    from ml.clierror import CliError
     from ml.training.config import ConfigError
 
     try:
@@ -62,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     from ml.evaluation.evaluate import summary_line
 
     m = result.manifest
-    print(f"wrote {result.bundle_dir} ({m['parameters']:,} parameters, "
-          f"{m['training']['epochs_run']} epochs, {result.seconds / 60:.1f} min)")  # fmt: skip
-    print(f"test: {summary_line(m['metrics'], m['task'])}")
+    epochs = m.training.epochs_run if m.training else 0
+    print(f"wrote {result.bundle_dir} ({m.parameters or 0:,} parameters, "
+          f"{epochs} epochs, {result.seconds / 60:.1f} min)")  # fmt: skip
+    print(f"test: {summary_line(m.metrics, m.task)}")
     for path in result.derived:
         print(f"wrote {path}")
     print(RESEARCH_USE_NOTICE)

@@ -99,7 +99,7 @@ def _merge(defaults: dict[str, Any], given: dict[str, Any], where: str) -> dict[
 
 def normalize_config(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Fill defaults and check a config dict; returns a new dict."""
-    from ml.models import ARCHITECTURES, task_of
+    from ml.models import ARCHITECTURES, spec
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config is a YAML mapping")
@@ -112,7 +112,7 @@ def normalize_config(raw: dict[str, Any], source: str = "config") -> dict[str, A
             f"got {cfg['architecture']!r}"
         )
     cfg["display_name"] = cfg["display_name"] or cfg["key"]
-    task = task_of(cfg["architecture"])
+    task = spec(cfg["architecture"]).task
     t = cfg["training"]
     if t["loss"] is None:
         t["loss"] = (

@@ -39,23 +39,6 @@ def validation_split(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, S, S, 1) float images -> (N, size, size, 1) (area when shrinking)."""
-    if images.shape[1] == size:
-        return images
-    from ml.preprocessing import resize
-
-    return np.stack([resize(img[..., 0], size) for img in images])[..., None].astype(np.float32)
-
-
-def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
-    """(N, S, S, 1) binary masks -> (N, size, size, 1) binary (area, then >= 0.5)."""
-    if masks.shape[1] == size:
-        return masks
-    out = resize_images(masks, size)
-    return (out >= 0.5).astype(np.float32)
-
-
 def augment_pair(
     image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, spec: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray | None]:

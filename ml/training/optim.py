@@ -52,7 +52,7 @@ def make_optimizer(model, spec: dict[str, Any], learning_rate: float, backbone_l
         raise ValueError(f"unsupported optimizer {spec.get('name')!r} (adam)")
     multipliers: dict[str, float] = {}
     if backbone_lr is not None and backbone_lr != learning_rate:
-        from ml.models import backbone_layers
+        from ml.models.backbone import backbone_layers
 
         ratio = backbone_lr / learning_rate
         for layer in backbone_layers(model):

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ml.manifest import Manifest
 from ml.training.cli import epoch_caps
 from ml.training.config import CONFIG_DIR, load_config
 
@@ -31,15 +32,15 @@ def plan(keys: list[str]) -> list[tuple[str, dict]]:
     return [(k, c) for k, c in configs.items() if k not in derived]
 
 
-def default_score(manifest: dict) -> float | None:
+def default_score(manifest: Manifest) -> float | None:
     """How a bundle ranks for its task's default: IoU, or the mean of AS-status accuracy and
     stage macro-F1 (so a model that ignores the rare stages does not win on accuracy alone)."""
-    m = manifest.get("metrics") or {}
-    if manifest["task"] == "segmentation":
-        return m.get("iou")
-    if m.get("binary_accuracy") is None or m.get("stage_macro_f1") is None:
+    m = manifest.metrics
+    if manifest.task == "segmentation":
+        return m.iou
+    if m.binary_accuracy is None or m.stage_macro_f1 is None:
         return None
-    return (float(m["binary_accuracy"]) + float(m["stage_macro_f1"])) / 2.0
+    return (float(m.binary_accuracy) + float(m.stage_macro_f1)) / 2.0
 
 
 def select_defaults(models_dir: str | Path) -> dict[str, str]:
@@ -51,14 +52,14 @@ def select_defaults(models_dir: str | Path) -> dict[str, str]:
     manifests = {p: read_manifest(p) for p in discover_bundles(models_dir)}
     for path, manifest in manifests.items():
         score = default_score(manifest)
-        if score is not None and score > best.get(manifest["task"], (-1.0, path))[0]:
-            best[manifest["task"]] = (score, path)
+        if score is not None and score > best.get(manifest.task, (-1.0, path))[0]:
+            best[manifest.task] = (score, path)
     chosen = {task: path for task, (_, path) in best.items()}
     for path, manifest in manifests.items():
-        is_default = chosen.get(manifest["task"]) == path
-        if bool(manifest.get("default")) != is_default:
+        is_default = chosen.get(manifest.task) == path
+        if manifest.default != is_default:
             update_manifest(path, {"default": is_default})
-    return {task: manifests[path]["key"] for task, path in chosen.items()}
+    return {task: manifests[path].key for task, path in chosen.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

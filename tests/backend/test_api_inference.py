@@ -232,3 +232,24 @@ async def test_run_analysis_is_reusable_by_jobs(env: Env, alice: dict) -> None:
     assert store.leftovers() == []
     r = await env.client.get(f"/history/{aid}", headers=alice)
     assert r.status_code == 200 and r.json()["id"] == str(aid)
+
+
+async def test_limits_are_the_settings_and_public(env: Env) -> None:
+    """The web app reads the upload limits from the server instead of copying them."""
+    r = await env.client.get("/health/limits")
+    assert r.status_code == 200
+    limits = r.json()
+    assert limits["max_upload_bytes"] == env.settings.max_upload_bytes
+    assert limits["max_models_per_request"] == env.settings.max_models_per_request
+    assert limits["job_max_items"] == env.settings.job_max_items
+    assert limits["min_password_length"] == 8
+
+
+async def test_vocabulary_reaches_the_schema_as_named_enums(env: Env) -> None:
+    from ml.vocab import CAM_METHODS, FOCUS_MODES, STAGE_NAMES
+
+    schemas = (await env.client.get("/openapi.json")).json()["components"]["schemas"]
+    assert tuple(schemas["Stage"]["enum"]) == STAGE_NAMES
+    assert tuple(schemas["CamMethod"]["enum"]) == CAM_METHODS
+    assert tuple(schemas["Focus"]["enum"]) == FOCUS_MODES
+    assert schemas["AsStatus"]["enum"] == ["negative", "positive"]

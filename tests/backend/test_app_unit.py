@@ -50,7 +50,7 @@ def test_tokens_and_keys() -> None:
         security.decode_access_token(token, "j" * 32)
     assert err.value.code == "invalid_token"
     key, prefix, digest = security.new_api_key()
-    assert key.startswith(prefix) and security.api_key_matches(key, digest)
+    assert key.startswith(prefix) and security.hash_api_key(key) == digest
     assert digest != key and len(digest) == 64
     hashed = security.hash_password("correct horse", time_cost=1, memory_kib=8192)
     assert hashed.startswith("$argon2id$")
@@ -179,7 +179,7 @@ def test_serve_refuses_default_secret_on_a_public_address(
     import uvicorn
 
     from backend import serve
-    from ml.cli import CliError
+    from ml.clierror import CliError
 
     for key in list(os.environ):
         if key.startswith("SPONDYSCAN_"):
@@ -228,3 +228,17 @@ async def test_runner_attention_rollout_and_cam(tmp_path: Path) -> None:
         assert 0 <= out.class_index < 4 and 0.0 <= out.prob <= 1.0
     assert cams[0].class_index == 1
     assert stats["h3:cam:stage_output:attention"]["calls"] < 3
+
+
+def test_clis_fail_loudly_on_a_broken_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose module does not import is an error, never a silently missing command."""
+    from backend import cli as service_cli
+    from ml import cli as science_cli
+
+    monkeypatch.setitem(service_cli.SERVICE_COMMANDS, "ghost", ("backend.no_such_module", "x"))
+    with pytest.raises(ModuleNotFoundError, match="backend.no_such_module"):
+        service_cli.build_parser()
+    monkeypatch.delitem(service_cli.SERVICE_COMMANDS, "ghost")
+    monkeypatch.setitem(science_cli.COMMANDS, "ghost", ("ml.no_such_module", "x"))
+    with pytest.raises(ModuleNotFoundError, match="ml.no_such_module"):
+        science_cli.build_parser()

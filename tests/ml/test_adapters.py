@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ml.cli import CliError
+from ml.clierror import CliError
 from ml.data import adapters
 from ml.data import prepare as prep
 from ml.data.dataset import read_rows

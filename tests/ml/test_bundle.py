@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip("keras")
 
 from ml.bundle import (  # noqa: E402
-    TINY_CONFIGS,
     BundleError,
     discover_bundles,
     label_provenance,
@@ -23,7 +22,7 @@ from ml.bundle import (  # noqa: E402
     update_manifest,
     write_bundle,
 )
-from ml.models import ARCHITECTURES, build_model  # noqa: E402
+from ml.models import ARCHITECTURES, SPECS, build_model  # noqa: E402
 from ml.predict import classify, predict_bundle, segment  # noqa: E402
 
 X = np.random.default_rng(1).random((2, 64, 64, 1)).astype("float32")
@@ -37,10 +36,10 @@ def _predict(model, task):
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_round_trip_identical_predictions(tmp_path, architecture):
-    cfg = TINY_CONFIGS[architecture]
+    cfg = dict(SPECS[architecture].tiny)
     model = build_model(architecture, cfg)
     manifest = new_manifest(key="m", architecture=architecture, cfg=cfg)
-    task = manifest["task"]
+    task = manifest.task
     # float32 storage: bit-identical; float16: identical to the model rounded the same way.
     write_bundle(model, tmp_path / "f32", manifest, storage_dtype="float32")
     np.testing.assert_array_equal(
@@ -59,17 +58,20 @@ def test_round_trip_identical_predictions(tmp_path, architecture):
 def test_manifest_fields(tmp_path):
     path = make_random_bundle(tmp_path, "cls", "hybrid_v3", task="classification", default=True)
     m = read_manifest(path)
-    assert m["parameters"] > 0 and m["flops"] > 0
-    assert m["outputs"]["binary_output"] == ["negative", "positive"]
-    assert m["outputs"]["stage_output"] == ["Normal", "Early", "Moderate", "Advanced"]
-    assert m["gradcam_layer"] == "top_activation"
-    assert m["attention_layers"] == ["transformer1", "transformer2"]
-    assert m["weights"]["sha256"] == sha256_file(path / "model.weights.h5")
-    assert m["weights"]["storage_dtype"] == "float16"
-    assert m["label_provenance"]["research_use_only"] is True
-    assert "Research use only" in m["intended_use"]
-    assert m["default"] is True
-    assert m["input"]["shape"] == [64, 64, 1]
+    assert m.schema_version == 2
+    assert m.parameters and m.parameters > 0 and m.flops and m.flops > 0
+    assert m.outputs.binary_output == ["negative", "positive"]
+    assert m.outputs.stage_output == ["Normal", "Early", "Moderate", "Advanced"]
+    assert m.gradcam_layer == "top_activation"
+    assert m.attention_layers == ["transformer1", "transformer2"]
+    assert m.weights.sha256 == sha256_file(path / "model.weights.h5")
+    assert m.weights.storage_dtype == "float16"
+    assert m.label_provenance.research_use_only is True
+    assert "Research use only" in m.intended_use
+    assert m.default is True
+    assert m.input.shape == [64, 64, 1]
+    on_disk = json.loads((path / "manifest.json").read_text())
+    assert on_disk["schema_version"] == 2 and on_disk["key"] == "cls"
 
 
 def test_tampered_weights_fail_clearly(tmp_path):
@@ -98,31 +100,33 @@ def test_bad_manifests(tmp_path):
     with pytest.raises(BundleError, match="unreadable manifest"):
         load_bundle(path)
     (path / "manifest.json").write_text(json.dumps({"key": "x"}))
-    with pytest.raises(BundleError, match="missing keys"):
+    with pytest.raises(BundleError, match="task: Field required"):
         load_bundle(path)
 
 
 def test_write_is_atomic_and_replaces(tmp_path):
     path = make_random_bundle(tmp_path, "k", "simple_cnn", seed=1)
-    first = read_manifest(path)["weights"]["sha256"]
+    first = read_manifest(path).weights.sha256
     make_random_bundle(tmp_path, "k", "simple_cnn", seed=2)
-    assert read_manifest(path)["weights"]["sha256"] != first
+    assert read_manifest(path).weights.sha256 != first
     assert [p.name for p in tmp_path.iterdir()] == ["k"]  # no temp folders left behind
 
-    model = build_model("simple_cnn", TINY_CONFIGS["simple_cnn"])
-    bad = new_manifest(key="k", architecture="simple_cnn", cfg=TINY_CONFIGS["simple_cnn"])
-    bad["task"] = "segmentation"
-    with pytest.raises(BundleError):
+    tiny = dict(SPECS["simple_cnn"].tiny)
+    model = build_model("simple_cnn", tiny)
+    bad = new_manifest(key="k", architecture="simple_cnn", cfg=tiny)
+    bad = bad.model_copy(update={"task": "segmentation"})
+    with pytest.raises(BundleError, match="is not segmentation"):
         write_bundle(model, path, bad)
-    assert read_manifest(path)["task"] == "classification"  # old bundle intact
+    assert read_manifest(path).task == "classification"  # old bundle intact
     assert [p.name for p in tmp_path.iterdir()] == ["k"]
 
 
 def test_update_manifest_keeps_hash(tmp_path):
     path = make_random_bundle(tmp_path, "k", "attention_unet")
-    update_manifest(path, {"metrics": {"iou": 0.5}})
+    update_manifest(path, {"metrics": {"iou": 0.5, "cv": {"folds": 5}}})
     bundle = load_bundle(path)
-    assert bundle.manifest["metrics"] == {"iou": 0.5}
+    assert bundle.manifest.metrics.iou == 0.5
+    assert bundle.manifest.metrics.model_extra == {"cv": {"folds": 5}}
 
 
 def test_discover_and_provenance(tmp_path):
@@ -135,7 +139,7 @@ def test_discover_and_provenance(tmp_path):
     out = predict_bundle(bundle, X)
     assert out["label_provenance"]["label_source"] == "clinical"
     assert all(p["label_source"] == "clinical" for p in out["predictions"])
-    assert label_provenance("clinical")["research_use_only"] is True
+    assert label_provenance("clinical").research_use_only is True
     seg = predict_bundle(load_bundle(tmp_path / "a"), X)
     assert seg["mask"].shape == (2, 64, 64)
 
@@ -158,7 +162,7 @@ def test_roi_from_mask():
 def test_bundle_leaves_out_optimizer_state(tmp_path):
     import h5py
 
-    cfg = TINY_CONFIGS["simple_cnn"]
+    cfg = dict(SPECS["simple_cnn"].tiny)
     model = build_model("simple_cnn", cfg)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.train_on_batch(X, [np.zeros(2), np.zeros(2)])
@@ -183,3 +187,49 @@ def test_repack_keeps_predictions_and_files(tmp_path):
     repack_bundle(path)
     np.testing.assert_array_equal(_predict(load_bundle(path).model, "classification"), before)
     assert (path / "plots" / "x.png").read_bytes() == b"png"
+
+
+def test_manifest_schema_versions(tmp_path):
+    """A version-1 manifest (no schema_version) loads; a newer one fails with a clear message."""
+    path = make_random_bundle(tmp_path, "k", "simple_cnn")
+    data = json.loads((path / "manifest.json").read_text())
+    del data["schema_version"]
+    (path / "manifest.json").write_text(json.dumps(data))
+    assert read_manifest(path).schema_version == 2
+    assert load_bundle(path).manifest.key == "k"  # the weights' hash still matches
+
+    from ml.manifest import upgrade_files
+
+    assert upgrade_files(tmp_path) == [path / "manifest.json"]
+    assert json.loads((path / "manifest.json").read_text())["schema_version"] == 2
+    assert upgrade_files(tmp_path) == []  # already current
+    load_bundle(path)
+
+    data["schema_version"] = 3
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="schema_version 3 is newer"):
+        read_manifest(path)
+    data["schema_version"] = 2
+    data["surprise"] = 1
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="surprise: Extra inputs are not permitted"):
+        read_manifest(path)
+
+
+def test_manifest_refuses_provenance_that_is_not_research_use(tmp_path):
+    path = make_random_bundle(tmp_path, "k", "simple_cnn")
+    data = json.loads((path / "manifest.json").read_text())
+    data["label_provenance"]["research_use_only"] = False
+    (path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="research_use_only"):
+        read_manifest(path)
+
+
+def test_shipped_manifests_are_current_schema():
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    paths = sorted(models.glob("*/manifest.json"))
+    assert paths, "the checkout ships model bundles"
+    for p in paths:
+        assert json.loads(p.read_text())["schema_version"] == 2, p

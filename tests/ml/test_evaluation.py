@@ -67,12 +67,14 @@ def test_classification_report():
 @pytest.mark.parametrize("architecture", ["simple_cnn", "attention_unet_lite"])
 def test_evaluate_writes_metrics_and_keeps_bundle_valid(synthetic_dataset, tmp_path, architecture):
     path = make_random_bundle(tmp_path, "m", architecture)
-    before = read_manifest(path)["weights"]["sha256"]
+    before = read_manifest(path).weights.sha256
     block = evaluate_bundle("m", synthetic_dataset, models_dir=tmp_path)
     assert block["split"] == "test" and block["n"] > 0
     bundle = load_bundle(path)
-    assert bundle.manifest["weights"]["sha256"] == before
-    assert bundle.manifest["metrics"] == block
+    assert bundle.manifest.weights.sha256 == before
+    assert bundle.manifest.metrics.model_dump(exclude_none=True) == {
+        k: v for k, v in block.items() if v is not None
+    }
     report = (path / "REPORT.md").read_text()
     assert "Research use only" in report
     assert (path / "README.md").is_file() and (path / "metrics_per_image.csv").is_file()

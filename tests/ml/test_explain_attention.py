@@ -56,7 +56,7 @@ def test_hybrid_v3_rollout_is_image_sized(tmp_path):
     from ml.models.hybrid_v3 import attention_grid
 
     bundle = load_bundle(make_random_bundle(tmp_path, "v3", "hybrid_v3"))
-    names = bundle.manifest["attention_layers"]
+    names = bundle.manifest.attention_layers
     assert names == ["transformer1", "transformer2"]
     images = np.random.default_rng(2).random((2, 64, 64, 1)).astype(np.float32)
     res = attention_rollout(bundle.model, images, names)

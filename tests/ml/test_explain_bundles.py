@@ -57,7 +57,7 @@ def _plan(bundle, eigencam=True):
         plan = [(m, h) for h in ("binary_output", "stage_output") for m in ("gradcam", "gradcam++")]
     if eigencam:  # gradient-free: a second compiled function, tried on one head
         plan.append(("eigencam", plan[0][1]))
-    if bundle.manifest.get("attention_layers"):
+    if bundle.manifest.attention_layers:
         plan.append(("attention", "binary_output"))
     return plan
 
@@ -77,5 +77,5 @@ def test_random_bundles_of_every_architecture(tmp_path, architecture):
 def test_shipped_bundles(bundle_dir):
     bundle = load_bundle(bundle_dir)
     if bundle.task == "classification":
-        assert bundle.manifest["gradcam_layer"]
+        assert bundle.manifest.gradcam_layer
     _check_bundle(bundle, _plan(bundle), faithfulness=bundle.task == "classification")

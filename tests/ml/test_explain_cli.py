@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("keras")
 
 from ml import RESEARCH_USE_NOTICE  # noqa: E402
-from ml.cli import CliError  # noqa: E402
+from ml.clierror import CliError  # noqa: E402
 from ml.explain import cli  # noqa: E402
 
 

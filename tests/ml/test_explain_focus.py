@@ -11,8 +11,8 @@ from ml.explain.focus import (
     design_box,
     focus_heatmap,
     inside_fraction,
-    roi_from_segmentation,
 )
+from ml.roi import roi_from_segmentation
 
 
 @pytest.mark.parametrize(

@@ -104,27 +104,26 @@ def test_site_ranks_are_midranks_within_the_source():
 
 def test_harmonized_ordinal_trains_adapts_and_reloads(synthetic_dataset, tmp_path):
     from ml.evaluation.evaluate import evaluate_bundle
-    from ml.models import build_model, gradcam_layer
+    from ml.models import build_model, spec
     from ml.training.loop import train
 
     models = tmp_path / "models"
     train(HERE / "configs" / "tiny_harmonized.yaml", synthetic_dataset, models_dir=models,
           run_dir=tmp_path / "run", verbose=0)  # fmt: skip
     path = models / "tiny_harmonized"
-    m = read_manifest(path)
+    m = read_manifest(path).model_dump()
     adapted = m["training"]["stages"][0]["adapted"]
     # Adapted on the whole training split (fit + validation images), with its source names.
     n_train = m["dataset"]["n_train"]
     for name in ("source_recognizer", "site_ranks"):
         assert adapted[name] == {"images": n_train, "sources": ["synth_t1", "synth_t2"]}
-    assert m["gradcam_layer"] == "conv4" == gradcam_layer("harmonized_ordinal", None)
+    assert m["gradcam_layer"] == "conv4" == spec("harmonized_ordinal").gradcam_layer_for()
     model = load_bundle(path).model
     ranks = model.get_layer("site_ranks")
     valid = keras.ops.convert_to_numpy(ranks.valid)
     assert valid[:2].sum() == n_train and valid[2:].sum() == 0
     # The recogniser tells the two synthetic scanners apart on the held-out test images.
-    from ml.data.dataset import load_split
-    from ml.training.data import resize_images
+    from ml.data.dataset import load_split, resize_images
 
     test = load_split(synthetic_dataset, "test")
     probe = keras.Model(model.inputs, model.get_layer("source_recognizer").output)

@@ -9,15 +9,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from ml.bundle import TINY_CONFIGS  # noqa: E402
-from ml.models import (  # noqa: E402
-    ARCHITECTURES,
-    attention_layers,
-    backbone_layers,
-    build_model,
-    count_flops,
-    gradcam_layer,
-)
+from ml.models import ARCHITECTURES, SPECS, build_model, count_flops, spec  # noqa: E402
+from ml.models.backbone import backbone_layers  # noqa: E402
 
 DESIGN_COUNTS = {
     "attention_unet": 7_869_572,
@@ -65,8 +58,8 @@ def test_classifier_contract(full_models):
         model = full_models[architecture]
         assert model.output_names == ["binary_output", "stage_output"]
         assert model.inputs[0].shape[1:] == (256, 256, 1)
-        assert model.get_layer(gradcam_layer(architecture, model)) is not None
-    assert gradcam_layer("simple_cnn", full_models["simple_cnn"]) == "conv3"
+        assert model.get_layer(spec(architecture).gradcam_layer_for()) is not None
+    assert spec("simple_cnn").gradcam_layer_for() == "conv3"
 
 
 def test_segmenter_contract(full_models):
@@ -85,9 +78,9 @@ def test_unet_fully_convolutional_weights_transfer():
 
 
 def test_hybrid_v3_exposes_spatial_attention():
-    cfg = TINY_CONFIGS["hybrid_v3"]
+    cfg = dict(SPECS["hybrid_v3"].tiny)
     model = build_model("hybrid_v3", cfg)
-    names = attention_layers("hybrid_v3", cfg)
+    names = spec("hybrid_v3").attention_layers_for(cfg)
     assert names == ["transformer1", "transformer2"]
     probe = keras.Model(model.inputs, [model.get_layer(n).output[1] for n in names])
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype("float32")
@@ -98,7 +91,7 @@ def test_hybrid_v3_exposes_spatial_attention():
 
 
 def test_backbone_freeze_and_layers():
-    cfg = {**TINY_CONFIGS["hybrid_v2"], "backbone_trainable": False}
+    cfg = {**SPECS["hybrid_v2"].tiny, "backbone_trainable": False}
     model = build_model("hybrid_v2", cfg)
     frozen = backbone_layers(model)
     assert frozen[-1].name == "top_activation"
@@ -124,3 +117,26 @@ def test_unknown_architecture_and_keys():
         build_model("resnet")
     with pytest.raises(ValueError, match="unknown model config keys"):
         build_model("simple_cnn", {"filterz": 3})
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_spec_describes_its_model(architecture):
+    """One spec per architecture: its tiny config builds, and every layer it names exists."""
+    s = SPECS[architecture]
+    assert s.name == architecture and s.task in ("segmentation", "classification")
+    model = s.build(dict(s.tiny))
+    names = {layer.name for layer in model.layers}
+    if s.task == "classification":
+        assert s.gradcam_layer_for(s.tiny) in names
+        assert model.output_names == ["binary_output", "stage_output"]
+    else:
+        assert s.gradcam_layer_for(s.tiny) is None
+    for layer in (*s.adapted, *s.precomputable, *s.attention_layers_for(s.tiny)):
+        assert layer in names, (architecture, layer)
+    assert s.weights_init(s.tiny)["imagenet"] is False
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        s.config({"no_such_key": 1})
+
+
+def test_simple_cnn_gradcam_layer_follows_its_depth():
+    assert spec("simple_cnn").gradcam_layer_for({"filters": [4, 8]}) == "conv2"

@@ -12,7 +12,7 @@ from ml.data.labels import image_features  # noqa: E402
 from ml.data.synthetic import make_phantom  # noqa: E402
 from ml.layers import IntensityQuantiles, OrdinalHeads, RuleFeatures  # noqa: E402
 from ml.layers.rule_features import canny_edges  # noqa: E402
-from ml.models import build_model, gradcam_layer  # noqa: E402
+from ml.models import build_model, spec  # noqa: E402
 
 
 def _u8(image: np.ndarray) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_ordinal_heads_are_consistent_probabilities():
 
 def test_ordinal_cnn_builds_with_a_gradcam_layer_and_sums_to_one():
     model = build_model("ordinal_cnn")
-    assert gradcam_layer("ordinal_cnn", model) == "conv4"
+    assert spec("ordinal_cnn").gradcam_layer_for() == "conv4"
     names = [layer.name for layer in model.layers]
     for name in ("rule_features", "statistics", "quantiles", "severity_score", "ordinal"):
         assert name in names

@@ -43,7 +43,7 @@ def test_models_folder_is_compact():
 @pytest.mark.parametrize("path", BUNDLES, ids=[p.name for p in BUNDLES])
 def test_bundle_loads_with_measured_metrics(path):
     bundle = load_bundle(path)
-    m = bundle.manifest
+    m = bundle.manifest.model_dump()
     assert m["training"]["epochs_run"] > 0
     for key in HEADLINE[m["task"]]:
         assert m["metrics"].get(key) is not None, key
@@ -54,8 +54,8 @@ def test_bundle_loads_with_measured_metrics(path):
 
 @pytest.mark.skipif(not BUNDLES, reason="no trained bundles in models/ yet (make train)")
 def test_one_default_per_task():
-    defaults = [read_manifest(p) for p in BUNDLES if read_manifest(p).get("default")]
-    tasks = [m["task"] for m in defaults]
+    defaults = [read_manifest(p) for p in BUNDLES if read_manifest(p).default]
+    tasks = [m.task for m in defaults]
     assert sorted(tasks) == sorted(set(tasks))
 
 
@@ -65,7 +65,7 @@ def test_evaluate_reproduces_manifest(path, real_dataset):
     from ml.data.dataset import read_rows
     from ml.evaluation.evaluate import evaluate_bundle
 
-    m = read_manifest(path)
+    m = read_manifest(path).model_dump()
     # prepare is deterministic, so a rebuilt dataset has the hash the bundle was evaluated on
     assert read_rows(real_dataset)[1] == m["metrics"].get("dataset_hash")
     block = evaluate_bundle(path, real_dataset, write=False)

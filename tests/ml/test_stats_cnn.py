@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from ml.layers import ImageStatistics  # noqa: E402
-from ml.models import build_model, gradcam_layer  # noqa: E402
+from ml.models import build_model, spec  # noqa: E402
 
 
 def test_statistics_match_numpy():
@@ -44,7 +44,7 @@ def test_statistics_layer_round_trips(tmp_path):
 def test_stats_cnn_builds_small_with_named_layers_and_a_gradcam_layer():
     model = build_model("stats_cnn")
     assert model.count_params() == 65_914
-    assert gradcam_layer("stats_cnn", model) == "conv4"
+    assert spec("stats_cnn").gradcam_layer_for() == "conv4"
     assert model.get_layer("conv4") is not None
     out = model(np.zeros((1, 256, 256, 1), np.float32), training=False)
     assert [tuple(o.shape) for o in out] == [(1, 2), (1, 4)]

@@ -203,7 +203,7 @@ def test_segmentation_trains_end_to_end(synthetic_dataset, tmp_path):
                    verbose=0)  # fmt: skip
     path = models / "tiny_seg"
     assert result.bundle_dir == path and result.derived == [models / "tiny_seg_best"]
-    m = read_manifest(path)
+    m = read_manifest(path).model_dump()
     assert m["task"] == "segmentation" and m["parameters"] == load_bundle(path).model.count_params()
     assert [s["input_size"] for s in m["training"]["stages"]] == [32, 64]
     assert [s["optimizer_state"] for s in m["training"]["stages"]] == ["fresh", "continued"]
@@ -219,7 +219,7 @@ def test_segmentation_trains_end_to_end(synthetic_dataset, tmp_path):
     assert 0.0 <= m["metrics"]["iou"] <= 1.0
     again = evaluate_bundle(path, synthetic_dataset)
     _metrics_equal(again, m["metrics"], ("iou", "dice", "iou_pooled", "dice_pooled"))
-    assert load_bundle(path).manifest["metrics"]["iou"] == pytest.approx(m["metrics"]["iou"])
+    assert load_bundle(path).manifest.metrics.iou == pytest.approx(m["metrics"]["iou"])
 
 
 def test_classifier_trains_via_cli_and_evaluate_reproduces(synthetic_dataset, tmp_path, capsys):
@@ -228,7 +228,7 @@ def test_classifier_trains_via_cli_and_evaluate_reproduces(synthetic_dataset, tm
                      "--out", str(out), "--run-dir", str(tmp_path / "run")])  # fmt: skip
     assert code == 0
     assert "Research use only" in capsys.readouterr().out
-    m = read_manifest(out)
+    m = read_manifest(out).model_dump()
     assert m["gradcam_layer"] == "top_activation"
     assert m["attention_layers"] == ["transformer1", "transformer2"]
     assert m["training"]["final_weights"] == "best"
@@ -237,7 +237,7 @@ def test_classifier_trains_via_cli_and_evaluate_reproduces(synthetic_dataset, tm
     assert {"loss", "val_loss", "val_binary_output_accuracy", "learning_rate"} <= set(rows[0])
     code = cli_main(["evaluate", "--model", str(out), "--dataset", str(synthetic_dataset)])
     assert code == 0
-    again = read_manifest(out)["metrics"]
+    again = read_manifest(out).model_dump()["metrics"]
     _metrics_equal(again, m["metrics"], ("binary_accuracy", "stage_accuracy", "stage_macro_f1"))
     assert again["binary"]["confusion_matrix"] == m["metrics"]["binary"]["confusion_matrix"]
     load_bundle(out)  # the rewritten manifest still matches the weights
@@ -271,7 +271,7 @@ def test_clinical_labels_carry_provenance(clinical_dataset, tmp_path):
     cfg["key"] = "tiny_clinical"
     result = train(cfg, clinical_dataset, models_dir=tmp_path, run_dir=tmp_path / "run",
                    epochs=1, verbose=0)  # fmt: skip
-    m = read_manifest(result.bundle_dir)
+    m = read_manifest(result.bundle_dir).model_dump()
     assert m["label_provenance"]["label_source"] == "clinical"
     assert m["label_provenance"]["rule_version"] is None
     assert m["dataset"]["label_source"] == "clinical"
@@ -298,7 +298,7 @@ def test_train_all_lists_and_picks_defaults(tmp_path, capsys):
     update_manifest(s, {"metrics": {"iou": 0.5}})
     chosen = train_all.select_defaults(tmp_path)
     assert chosen == {"classification": "b", "segmentation": "s"}
-    assert [read_manifest(p)["default"] for p in (a, b, s)] == [False, True, True]
+    assert [read_manifest(p).default for p in (a, b, s)] == [False, True, True]
     assert json.loads((b / "manifest.json").read_text())["default"] is True
 
 
@@ -320,7 +320,7 @@ def test_ordinal_cnn_trains_on_cached_measurements(synthetic_dataset, tmp_path, 
     # Measured once for the fit images and once for the validation images, not per step.
     assert [c[0] for c in calls] == [("rule_features", "statistics", "quantiles")] * 2
     path = models / "tiny_ordinal"
-    m = read_manifest(path)
+    m = read_manifest(path).model_dump()
     assert m["training"]["epochs_run"] == 2 and m["gradcam_layer"] == "conv4"
     # The best-epoch weights, saved from the cached-input view, load into the image-only model.
     assert len(load_bundle(path).model.inputs) == 1
@@ -347,9 +347,10 @@ def test_training_continues_from_init_weights(synthetic_dataset, tmp_path):
     load_bundle(first.bundle_dir).model.save_weights(start)
     second = train(TINY_SEG, synthetic_dataset, models_dir=tmp_path / "b",
                    run_dir=tmp_path / "r2", epochs=1, verbose=0, init_weights=start)  # fmt: skip
-    record = second.manifest["training"]["init_weights"]
+    assert second.manifest.training is not None and first.manifest.training is not None
+    record = second.manifest.training.model_dump()["init_weights"]
     assert record["file"] == "start.weights.h5" and len(record["sha256"]) == 64
-    assert first.manifest["training"]["init_weights"] is None
+    assert "init_weights" not in first.manifest.training.model_dump(exclude_none=True)
 
 
 def test_time_limit_stops_after_the_epoch_in_progress(synthetic_dataset, tmp_path, capsys):
@@ -358,7 +359,7 @@ def test_time_limit_stops_after_the_epoch_in_progress(synthetic_dataset, tmp_pat
                      "--out", str(out), "--run-dir", str(tmp_path / "run"),
                      "--time-limit", "0.001"])  # fmt: skip
     assert code == 0
-    m = read_manifest(out)
+    m = read_manifest(out).model_dump()
     t = m["training"]
     assert t["time_limit_s"] == pytest.approx(0.001) and t["stopped_by_time_limit"] is True
     assert t["epochs_run"] == 1  # the first epoch finishes; the 64 px stage is skipped

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from backend.schemas.health import Liveness, Readiness
+from backend.api.deps import SettingsDep
+from backend.schemas.common import error_responses
+from backend.schemas.health import Limits, Liveness, Readiness
 from backend.services import health as health_service
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -23,3 +25,9 @@ async def ready(request: Request, response: Response) -> Readiness:
     if result.status != "ready":
         response.status_code = 503
     return result
+
+
+@router.get("/limits", response_model=Limits, responses=error_responses(503))
+async def limits(settings: SettingsDep) -> Limits:
+    """What this server accepts: upload sizes, pixels, frames, models per request, job sizes."""
+    return health_service.limits(settings)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Form
 
 from backend.api.deps import AnalysisDep, CurrentUser, UploadDep
 from backend.schemas.common import error_responses
-from backend.schemas.results import AnalysisResult, ClassifyResult, ExplainResult, SegmentResult
+from backend.schemas.results import (
+    AnalysisResult,
+    CamMethod,
+    ClassifyResult,
+    ExplainResult,
+    Focus,
+    Head,
+    SegmentResult,
+)
 from backend.services import analysis as analysis_service
 
 router = APIRouter(tags=["inference"])
@@ -22,7 +30,7 @@ Models = Annotated[
     Form(description="classifier keys (repeat the field); default: the registry default"),
 ]
 Method = Annotated[
-    Literal["gradcam", "gradcam++", "eigencam", "attention"],
+    CamMethod,
     Form(description="attention: rollout, hybrid v3 models only"),
 ]
 
@@ -57,9 +65,9 @@ async def explain(
     principal: CurrentUser,
     upload: UploadDep,
     model: Annotated[str | None, Form(description="classifier key")] = None,
-    head: Annotated[Literal["binary", "stage"], Form()] = "binary",
-    method: Method = "gradcam",
-    focus: Annotated[Literal["none", "box", "segmentation"], Form()] = "segmentation",
+    head: Annotated[Head, Form()] = Head.binary,
+    method: Method = CamMethod.gradcam,
+    focus: Annotated[Focus, Form()] = Focus.segmentation,
     class_index: Annotated[
         int | None, Form(description="class to explain; default: predicted")
     ] = None,
@@ -89,7 +97,7 @@ async def analyze(
     models: Models = None,
     segmentation_model: Annotated[str | None, Form()] = None,
     explain: Annotated[bool, Form(description="add a heatmap per classifier")] = True,
-    method: Method = "gradcam",
+    method: Method = CamMethod.gradcam,
     faithfulness: Annotated[bool, Form()] = True,
     frame: Frame = None,
 ) -> AnalysisResult:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, status
 
 from backend.api.deps import CurrentUser, RuntimeDep, SessionDep
 from backend.core.errors import NotReady
 from backend.schemas.common import error_responses
-from backend.schemas.jobs import JobOptions, JobPage, JobPublic, JobResults, JobStatus
+from backend.schemas.jobs import (
+    CamMethod,
+    JobOptions,
+    JobPage,
+    JobPublic,
+    JobResults,
+    JobStatus,
+)
 from backend.services import job_export
 from backend.services import jobs as jobs_service
 from backend.services.job_intake import IncomingFile
@@ -58,7 +65,9 @@ async def create_job(
     models: Models = None,
     segmentation_model: Annotated[str | None, Form()] = None,
     explain: Annotated[bool, Form(description="add a heatmap per classifier")] = True,
-    method: Annotated[Literal["gradcam", "gradcam++", "eigencam"], Form()] = "gradcam",
+    method: Annotated[
+        CamMethod, Form(description="attention: rollout, hybrid v3 models only")
+    ] = CamMethod.gradcam,
     faithfulness: Annotated[bool, Form()] = True,
 ) -> JobPublic:
     """Queue a batch analysis of many images; returns the job id at once (202)."""

@@ -9,8 +9,7 @@ let configured = false;
  * on a request that carried one ends the session (the router then shows the log-in page).
  */
 export function configureClient(baseUrl: string = import.meta.env.VITE_API_BASE ?? ''): void {
-  // API answers are private and change with every action: never reuse one from the HTTP cache
-  // (a cached index.html for /history/<id> would otherwise answer a later fetch of that path).
+  // API answers are private and change with every action: never reuse one from the HTTP cache.
   client.setConfig({ baseUrl, cache: 'no-store' });
   if (configured) return;
   configured = true;
@@ -20,8 +19,6 @@ export function configureClient(baseUrl: string = import.meta.env.VITE_API_BASE 
     if (token && !request.headers.has('Authorization')) {
       request.headers.set('Authorization', `Bearer ${token}`);
     }
-    // Browser navigations ask for text/html; API calls say they want JSON so the server never
-    // mistakes them for a page load of the same path (e.g. /history/<id>).
     if (!request.headers.has('Accept')) request.headers.set('Accept', 'application/json');
     return request;
   });

@@ -10,6 +10,7 @@ import {
   historyDeleteHistoryEntry,
   historyReadHistoryEntry,
   historyListHistory,
+  healthLimits,
   modelsReadModel,
   modelsListModels,
 } from '../client/sdk.gen';
@@ -27,6 +28,7 @@ export const queryKeys = {
   historyAll: ['history'] as const,
   result: (id: string) => ['history', 'item', id] as const,
   apiKeys: ['api-keys'] as const,
+  limits: ['limits'] as const,
 };
 
 export function useMe(enabled = true) {
@@ -60,6 +62,15 @@ export function useSignup() {
       return logIn(email, password);
     },
     onSuccess: () => queryClient.removeQueries(),
+  });
+}
+
+/** What the server accepts (upload size, models per request, password length): its settings. */
+export function useLimits() {
+  return useQuery({
+    queryKey: queryKeys.limits,
+    queryFn: () => unwrap(healthLimits()),
+    staleTime: Infinity,
   });
 }
 

@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape, urlSearchParamsBodySerializer } from './client';
 import { client } from './client.gen';
-import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses } from './types.gen';
+import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -153,6 +153,13 @@ export const inferenceExplain = <ThrowOnError extends boolean = false>(options: 
         ...options.headers
     }
 });
+
+/**
+ * Limits
+ *
+ * What this server accepts: upload sizes, pixels, frames, models per request, job sizes.
+ */
+export const healthLimits = <ThrowOnError extends boolean = false>(options?: Options<HealthLimitsData, ThrowOnError>) => (options?.client ?? client).get<HealthLimitsResponses, HealthLimitsErrors, ThrowOnError>({ url: '/health/limits', ...options });
 
 /**
  * Live

@@ -147,6 +147,20 @@ export type ApiKeyPublic = {
 };
 
 /**
+ * AsStatus
+ *
+ * AS status, as the classifiers' binary head names it.
+ */
+export const AsStatus = { NEGATIVE: 'negative', POSITIVE: 'positive' } as const;
+
+/**
+ * AsStatus
+ *
+ * AS status, as the classifiers' binary head names it.
+ */
+export type AsStatus = typeof AsStatus[keyof typeof AsStatus];
+
+/**
  * Body_auth-login
  */
 export type BodyAuthLogin = {
@@ -203,11 +217,9 @@ export type BodyInferenceAnalyze = {
      */
     frame?: number | null;
     /**
-     * Method
-     *
      * attention: rollout, hybrid v3 models only
      */
-    method?: 'gradcam' | 'gradcam++' | 'eigencam' | 'attention';
+    method?: CamMethod;
     /**
      * Models
      *
@@ -266,26 +278,18 @@ export type BodyInferenceExplain = {
      * the image: PNG, JPEG, .npy, DICOM or NIfTI (recognised by content)
      */
     file: Blob | File;
-    /**
-     * Focus
-     */
-    focus?: 'none' | 'box' | 'segmentation';
+    focus?: Focus;
     /**
      * Frame
      *
      * frame / slice of a multi-frame DICOM, volume or NIfTI
      */
     frame?: number | null;
+    head?: Head;
     /**
-     * Head
-     */
-    head?: 'binary' | 'stage';
-    /**
-     * Method
-     *
      * attention: rollout, hybrid v3 models only
      */
-    method?: 'gradcam' | 'gradcam++' | 'eigencam' | 'attention';
+    method?: CamMethod;
     /**
      * Model
      *
@@ -339,9 +343,9 @@ export type BodyJobsCreateJob = {
      */
     files: Array<Blob | File>;
     /**
-     * Method
+     * attention: rollout, hybrid v3 models only
      */
-    method?: 'gradcam' | 'gradcam++' | 'eigencam';
+    method?: CamMethod;
     /**
      * Models
      *
@@ -379,6 +383,25 @@ export type Box = {
 };
 
 /**
+ * CamMethod
+ *
+ * How a heatmap is computed; ``attention`` (rollout) needs a model with attention layers.
+ */
+export const CamMethod = {
+    GRADCAM: 'gradcam',
+    GRADCAM2: 'gradcam++',
+    EIGENCAM: 'eigencam',
+    ATTENTION: 'attention'
+} as const;
+
+/**
+ * CamMethod
+ *
+ * How a heatmap is computed; ``attention`` (rollout) needs a model with attention layers.
+ */
+export type CamMethod = typeof CamMethod[keyof typeof CamMethod];
+
+/**
  * ClassificationOutput
  */
 export type ClassificationOutput = {
@@ -394,10 +417,7 @@ export type ClassificationOutput = {
      * probability of the predicted AS status
      */
     as_probability: number;
-    /**
-     * As Status
-     */
-    as_status: 'negative' | 'positive';
+    as_status: AsStatus;
     label_provenance: LabelProvenance;
     model: ModelRef;
     /**
@@ -461,6 +481,29 @@ export type ClassifyResult = {
     timings_ms?: {
         [key: string]: number;
     };
+};
+
+/**
+ * DatasetRecord
+ */
+export type DatasetRecord = {
+    /**
+     * Dir
+     */
+    dir?: string | null;
+    /**
+     * Hash
+     */
+    hash?: string | null;
+    /**
+     * Label Source
+     */
+    label_source?: string | null;
+    /**
+     * Split
+     */
+    split?: string | null;
+    [key: string]: unknown;
 };
 
 /**
@@ -542,10 +585,7 @@ export type ExplanationOutput = {
      */
     class_label: string;
     faithfulness?: Faithfulness | null;
-    /**
-     * Focus
-     */
-    focus: 'none' | 'box' | 'segmentation';
+    focus: Focus;
     /**
      * Focus Note
      *
@@ -556,10 +596,7 @@ export type ExplanationOutput = {
      * Focused Overlay Url
      */
     focused_overlay_url?: string | null;
-    /**
-     * Head
-     */
-    head: 'binary' | 'stage';
+    head: Head;
     /**
      * Heatmap Url
      */
@@ -571,10 +608,7 @@ export type ExplanationOutput = {
      */
     inside_fraction?: number | null;
     label_provenance: LabelProvenance;
-    /**
-     * Method
-     */
-    method: 'gradcam' | 'gradcam++' | 'eigencam' | 'attention';
+    method: CamMethod;
     model: ModelRef;
     /**
      * Overlay Url
@@ -620,6 +654,24 @@ export type Faithfulness = {
 };
 
 /**
+ * Focus
+ *
+ * Where an explanation is focused: nowhere, the design's fixed box, or the segmented ROI.
+ */
+export const Focus = {
+    NONE: 'none',
+    BOX: 'box',
+    SEGMENTATION: 'segmentation'
+} as const;
+
+/**
+ * Focus
+ *
+ * Where an explanation is focused: nowhere, the design's fixed box, or the segmented ROI.
+ */
+export type Focus = typeof Focus[keyof typeof Focus];
+
+/**
  * HTTPValidationError
  */
 export type HttpValidationError = {
@@ -628,6 +680,20 @@ export type HttpValidationError = {
      */
     detail?: Array<ValidationError>;
 };
+
+/**
+ * Head
+ *
+ * A classifier's two heads, as requests name them.
+ */
+export const Head = { BINARY: 'binary', STAGE: 'stage' } as const;
+
+/**
+ * Head
+ *
+ * A classifier's two heads, as requests name them.
+ */
+export type Head = typeof Head[keyof typeof Head];
 
 /**
  * HistoryItem
@@ -846,10 +912,7 @@ export type JobOptions = {
      * Faithfulness
      */
     faithfulness?: boolean;
-    /**
-     * Method
-     */
-    method?: 'gradcam' | 'gradcam++' | 'eigencam';
+    method?: CamMethod;
     /**
      * Models
      *
@@ -1145,13 +1208,68 @@ export type LabelProvenance = {
      */
     label_source: string;
     /**
+     * Mask Description
+     */
+    mask_description?: string | null;
+    /**
+     * Mask Kind
+     */
+    mask_kind?: string | null;
+    /**
      * Research Use Only
      */
-    research_use_only?: boolean;
+    research_use_only?: true;
     /**
      * Rule Version
      */
     rule_version?: string | null;
+};
+
+/**
+ * Limits
+ *
+ * What this server accepts, so clients can check before they upload (every limit is a
+ * setting; crossing one answers 413 or 400 with its code).
+ */
+export type Limits = {
+    /**
+     * Job Max Bytes
+     *
+     * all files of one batch job together
+     */
+    job_max_bytes: number;
+    /**
+     * Job Max Items
+     *
+     * files of one batch job
+     */
+    job_max_items: number;
+    /**
+     * Max Frames
+     *
+     * frames of one multi-frame DICOM or volume
+     */
+    max_frames: number;
+    /**
+     * Max Models Per Request
+     */
+    max_models_per_request: number;
+    /**
+     * Max Pixels
+     *
+     * pixels of one decoded image (rows x columns)
+     */
+    max_pixels: number;
+    /**
+     * Max Upload Bytes
+     *
+     * one image upload
+     */
+    max_upload_bytes: number;
+    /**
+     * Min Password Length
+     */
+    min_password_length: number;
 };
 
 /**
@@ -1162,6 +1280,121 @@ export type Liveness = {
      * Status
      */
     status?: 'ok';
+};
+
+/**
+ * MaskOutput
+ */
+export type MaskOutput = {
+    /**
+     * Threshold
+     */
+    threshold?: number;
+};
+
+/**
+ * Metrics
+ *
+ * Measured on one split; classification and segmentation fill their own fields.
+ */
+export type Metrics = {
+    /**
+     * Binary
+     */
+    binary?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Binary Accuracy
+     */
+    binary_accuracy?: number | null;
+    /**
+     * Binary Macro F1
+     */
+    binary_macro_f1?: number | null;
+    /**
+     * Binary Roc Auc
+     */
+    binary_roc_auc?: number | null;
+    /**
+     * Dataset
+     */
+    dataset?: string | null;
+    /**
+     * Dataset Hash
+     */
+    dataset_hash?: string | null;
+    /**
+     * Dice
+     */
+    dice?: number | null;
+    /**
+     * Dice Pooled
+     */
+    dice_pooled?: number | null;
+    /**
+     * Early Recall
+     */
+    early_recall?: number | null;
+    /**
+     * Evaluated
+     */
+    evaluated?: string | null;
+    /**
+     * Iou
+     */
+    iou?: number | null;
+    /**
+     * Iou Median
+     */
+    iou_median?: number | null;
+    /**
+     * Iou Pooled
+     */
+    iou_pooled?: number | null;
+    /**
+     * Label Source
+     */
+    label_source?: string | null;
+    /**
+     * N
+     */
+    n?: number | null;
+    /**
+     * Per Source
+     */
+    per_source?: {
+        [key: string]: {
+            [key: string]: unknown;
+        };
+    };
+    /**
+     * Split
+     */
+    split?: string | null;
+    /**
+     * Stage
+     */
+    stage?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Stage Accuracy
+     */
+    stage_accuracy?: number | null;
+    /**
+     * Stage Macro F1
+     */
+    stage_macro_f1?: number | null;
+    /**
+     * Stage Weighted F1
+     */
+    stage_weighted_f1?: number | null;
+    /**
+     * Threshold
+     */
+    threshold?: number | null;
+    [key: string]: unknown;
 };
 
 /**
@@ -1182,12 +1415,7 @@ export type ModelCard = {
      * Created
      */
     created?: string | null;
-    /**
-     * Dataset
-     */
-    dataset?: {
-        [key: string]: unknown;
-    };
+    dataset?: DatasetRecord | null;
     /**
      * Default
      *
@@ -1221,18 +1449,8 @@ export type ModelCard = {
      */
     key: string;
     label_provenance: LabelProvenance;
-    /**
-     * Metrics
-     */
-    metrics?: {
-        [key: string]: unknown;
-    };
-    /**
-     * Outputs
-     */
-    outputs?: {
-        [key: string]: unknown;
-    };
+    metrics?: Metrics;
+    outputs: Outputs;
     /**
      * Parameters
      */
@@ -1251,22 +1469,12 @@ export type ModelCard = {
      * Task
      */
     task: 'segmentation' | 'classification';
-    /**
-     * Training
-     */
-    training?: {
-        [key: string]: unknown;
-    };
+    training?: TrainingRecord | null;
     /**
      * Version
      */
     version: string;
-    /**
-     * Weights
-     */
-    weights?: {
-        [key: string]: unknown;
-    };
+    weights: WeightsInfo;
 };
 
 /**
@@ -1306,12 +1514,7 @@ export type ModelInfo = {
      */
     key: string;
     label_provenance: LabelProvenance;
-    /**
-     * Metrics
-     */
-    metrics?: {
-        [key: string]: unknown;
-    };
+    metrics?: Metrics;
     /**
      * Parameters
      */
@@ -1346,6 +1549,23 @@ export type ModelRef = {
      * Version
      */
     version: string;
+};
+
+/**
+ * Outputs
+ *
+ * Class names per classifier head, or the mask threshold of a segmenter.
+ */
+export type Outputs = {
+    /**
+     * Binary Output
+     */
+    binary_output?: Array<string> | null;
+    mask?: MaskOutput | null;
+    /**
+     * Stage Output
+     */
+    stage_output?: Array<string> | null;
 };
 
 /**
@@ -1466,6 +1686,25 @@ export type SegmentationOutput = {
 };
 
 /**
+ * Stage
+ *
+ * AS stage, as the classifiers' stage head names it (in order of severity).
+ */
+export const Stage = {
+    NORMAL: 'Normal',
+    EARLY: 'Early',
+    MODERATE: 'Moderate',
+    ADVANCED: 'Advanced'
+} as const;
+
+/**
+ * Stage
+ *
+ * AS stage, as the classifiers' stage head names it (in order of severity).
+ */
+export type Stage = typeof Stage[keyof typeof Stage];
+
+/**
  * Token
  *
  * OAuth2 bearer token response.
@@ -1489,6 +1728,49 @@ export type Token = {
      * Token Type
      */
     token_type?: 'bearer';
+};
+
+/**
+ * TrainingRecord
+ *
+ * How the weights were made (the config, stages, time, machine); logs stay free-form.
+ */
+export type TrainingRecord = {
+    /**
+     * Config
+     */
+    config?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Config Path
+     */
+    config_path?: string | null;
+    /**
+     * Epochs Run
+     */
+    epochs_run?: number | null;
+    /**
+     * Machine
+     */
+    machine?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Seconds
+     */
+    seconds?: number | null;
+    /**
+     * Seed
+     */
+    seed?: number | null;
+    /**
+     * Stages
+     */
+    stages?: Array<{
+        [key: string]: unknown;
+    }>;
+    [key: string]: unknown;
 };
 
 /**
@@ -1555,6 +1837,46 @@ export type ValidationError = {
      * Error Type
      */
     type: string;
+};
+
+/**
+ * WeightsInfo
+ *
+ * The weights file, its hash, storage and how it was initialised before training.
+ */
+export type WeightsInfo = {
+    /**
+     * Backbone
+     */
+    backbone?: string | null;
+    /**
+     * Bytes
+     */
+    bytes?: number | null;
+    /**
+     * File
+     */
+    file?: string;
+    /**
+     * Float16 Metric Change
+     */
+    float16_metric_change?: number | null;
+    /**
+     * Imagenet
+     */
+    imagenet?: boolean;
+    /**
+     * Init
+     */
+    init?: string;
+    /**
+     * Sha256
+     */
+    sha256?: string | null;
+    /**
+     * Storage Dtype
+     */
+    storage_dtype?: 'float16' | 'float32' | null;
 };
 
 export type InferenceAnalyzeData = {
@@ -1909,6 +2231,31 @@ export type InferenceExplainResponses = {
 
 export type InferenceExplainResponse = InferenceExplainResponses[keyof InferenceExplainResponses];
 
+export type HealthLimitsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/health/limits';
+};
+
+export type HealthLimitsErrors = {
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type HealthLimitsError = HealthLimitsErrors[keyof HealthLimitsErrors];
+
+export type HealthLimitsResponses = {
+    /**
+     * Successful Response
+     */
+    200: Limits;
+};
+
+export type HealthLimitsResponse = HealthLimitsResponses[keyof HealthLimitsResponses];
+
 export type HealthLiveData = {
     body?: never;
     path?: never;
@@ -1965,11 +2312,13 @@ export type HistoryListHistoryData = {
         /**
          * As Status
          */
-        as_status?: 'negative' | 'positive' | null;
+        as_status?: AsStatus | null;
         /**
          * Stage
+         *
+         * any letter case
          */
-        stage?: string | null;
+        stage?: Stage | null;
         /**
          * Model
          */

@@ -7,14 +7,15 @@ import { SUPPORTED_TEXT } from '../lib/fileFormat';
 interface ImageDropzoneProps {
   onFile: (file: File) => void;
   onReject: (message: string) => void;
-  maxBytes: number;
+  /** The server's upload limit (GET /health/limits); unknown until it has answered. */
+  maxBytes?: number;
   disabled?: boolean;
 }
 
-export function rejectionMessage(rejections: FileRejection[], maxBytes: number): string {
+export function rejectionMessage(rejections: FileRejection[], maxBytes?: number): string {
   if (rejections.length > 1) return 'Drop one image at a time.';
   const codes = rejections.flatMap((r) => r.errors.map((e) => e.code));
-  if (codes.includes('file-too-large')) {
+  if (codes.includes('file-too-large') && maxBytes) {
     return `The file is larger than the ${formatBytes(maxBytes)} limit.`;
   }
   if (codes.includes('too-many-files')) return 'Drop one image at a time.';
@@ -55,7 +56,8 @@ export function ImageDropzone({ onFile, onReject, maxBytes, disabled = false }: 
             Drop a spine MRI slice here, or click to browse
           </Text>
           <Text size="sm" c="dimmed">
-            {SUPPORTED_TEXT}; up to {formatBytes(maxBytes)}. The format is recognised from the
+            {SUPPORTED_TEXT}
+            {maxBytes ? `; up to ${formatBytes(maxBytes)}` : ''}. The format is recognised from the
             file&apos;s content.
           </Text>
         </Stack>

@@ -28,7 +28,7 @@ export function toggleModel(
   return [...next].sort((a, b) => order.indexOf(a) - order.indexOf(b));
 }
 
-export function selectionError(selected: string[], max: number): string | null {
+export function selectionError(selected: string[], max = Number.POSITIVE_INFINITY): string | null {
   if (selected.length === 0) return 'Choose at least one model.';
   if (selected.length > max) return `Choose at most ${max} models.`;
   return null;
@@ -43,7 +43,13 @@ interface ModelPickerProps {
 }
 
 /** Classifier selection as cards: name, version, size and measured accuracy. */
-export function ModelPicker({ models, value, onChange, max = 8, disabled = false }: ModelPickerProps) {
+export function ModelPicker({
+  models,
+  value,
+  onChange,
+  max = Number.POSITIVE_INFINITY,
+  disabled = false,
+}: ModelPickerProps) {
   const classifiers = models.filter((m) => m.task === 'classification');
   const error = selectionError(value, max);
   return (

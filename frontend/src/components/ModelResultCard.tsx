@@ -6,6 +6,7 @@ import {
   orderedProbabilities,
   provenanceSentence,
   STAGE_ORDER,
+  STATUS_ORDER,
   statusColor,
 } from '../lib/results';
 import { ProbabilityBars } from './ProbabilityBars';
@@ -17,7 +18,7 @@ interface ModelResultCardProps {
 
 /** One classifier's answer: AS status and stage with their probabilities, and its heatmap's faithfulness. */
 export function ModelResultCard({ classification: c, explanation }: ModelResultCardProps) {
-  const statuses = orderedProbabilities(c.as_probabilities, ['negative', 'positive']);
+  const statuses = orderedProbabilities(c.as_probabilities, STATUS_ORDER);
   const stages = orderedProbabilities(c.stage_probabilities, STAGE_ORDER);
   return (
     <Paper withBorder p="md" component="article" aria-label={`Result of ${c.model.display_name}`} data-testid={`model-result-${c.model.key}`}>

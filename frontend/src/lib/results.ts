@@ -9,6 +9,7 @@ import type {
   SegmentationOutput,
   SegmentResult,
 } from '../client/types.gen';
+import { AsStatus, Stage } from '../client/types.gen';
 import { formatPercent } from './format';
 
 export type AnyResult = AnalysisResult | SegmentResult | ClassifyResult | ExplainResult;
@@ -76,7 +77,9 @@ export function statusColor(status: string | null | undefined): string {
   return 'gray';
 }
 
-export const STAGE_ORDER = ['Normal', 'Early', 'Moderate', 'Advanced'];
+/** Stages by severity and AS status negative first, as the API's schema lists them. */
+export const STAGE_ORDER: string[] = Object.values(Stage);
+export const STATUS_ORDER: string[] = Object.values(AsStatus);
 
 /** Probabilities in a stable, meaningful order (stages by severity, status negative first). */
 export function orderedProbabilities(

@@ -15,7 +15,7 @@ import { IconAlertTriangle, IconCpu, IconFileTypography, IconPlayerPlay } from '
 import { useEffect, useState } from 'react';
 import { Link, useNavigate } from 'react-router-dom';
 import { useObjectUrl } from '../api/artifacts';
-import { useCreateAnalysis, useModels } from '../api/queries';
+import { useCreateAnalysis, useLimits, useModels } from '../api/queries';
 import { AnalysisProgress } from '../components/AnalysisProgress';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { ImageDropzone } from '../components/ImageDropzone';
@@ -33,9 +33,6 @@ import {
 } from '../lib/fileFormat';
 import { formatBytes } from '../lib/format';
 import { usePageTitle } from '../lib/usePageTitle';
-
-const MAX_UPLOAD_BYTES = 64 * 1024 * 1024;
-const MAX_MODELS = 8;
 
 interface Chosen {
   file: File;
@@ -94,6 +91,8 @@ export function AnalyzePage() {
   usePageTitle('Analyze');
   const navigate = useNavigate();
   const models = useModels();
+  const limits = useLimits().data;
+  const maxModels = limits?.max_models_per_request;
   const analysis = useCreateAnalysis();
   const [chosen, setChosen] = useState<Chosen | null>(null);
   const [fileError, setFileError] = useState<string | null>(null);
@@ -126,7 +125,7 @@ export function AnalyzePage() {
 
   const keys = selected ?? [];
   const classifiers = models.data?.filter((m) => m.task === 'classification') ?? [];
-  const canRun = Boolean(chosen) && !selectionError(keys, MAX_MODELS) && !analysis.isPending;
+  const canRun = Boolean(chosen) && !selectionError(keys, maxModels) && !analysis.isPending;
 
   const run = () => {
     if (!chosen) return;
@@ -161,7 +160,7 @@ export function AnalyzePage() {
               <ImageDropzone
                 onFile={(file) => void pickFile(file)}
                 onReject={setFileError}
-                maxBytes={MAX_UPLOAD_BYTES}
+                maxBytes={limits?.max_upload_bytes}
                 disabled={analysis.isPending}
               />
             )}
@@ -201,7 +200,7 @@ export function AnalyzePage() {
                 models={models.data}
                 value={keys}
                 onChange={setSelected}
-                max={MAX_MODELS}
+                max={maxModels}
                 disabled={analysis.isPending}
               />
             )}

@@ -19,7 +19,7 @@ import { notifications } from '@mantine/notifications';
 import { IconFilterOff, IconHistory, IconScan, IconTrash } from '@tabler/icons-react';
 import { useState } from 'react';
 import { Link, useSearchParams } from 'react-router-dom';
-import type { HistoryItem } from '../client/types.gen';
+import { AsStatus, Stage, type HistoryItem } from '../client/types.gen';
 import { useDeleteResult, useHistory, useModels, type HistoryQuery } from '../api/queries';
 import { AuthImage } from '../components/AuthImage';
 import { ConfirmDelete } from '../components/ConfirmDelete';
@@ -32,10 +32,15 @@ import { usePageTitle } from '../lib/usePageTitle';
 
 const PAGE_SIZE = 10;
 
-const STATUS_OPTIONS = [
-  { value: 'negative', label: 'Negative' },
-  { value: 'positive', label: 'Positive' },
-];
+const STATUS_OPTIONS = Object.values(AsStatus).map((value) => ({
+  value,
+  label: value.charAt(0).toUpperCase() + value.slice(1),
+}));
+
+const isStatus = (value: string | null): value is AsStatus =>
+  (Object.values(AsStatus) as string[]).includes(value ?? '');
+const isStage = (value: string | null): value is Stage =>
+  (Object.values(Stage) as string[]).includes(value ?? '');
 
 /**
  * A calendar day picked in the browser, as the instant it starts (or ends) in the user's time
@@ -53,13 +58,14 @@ export function localDayBound(day: string | null, end: boolean): string | undefi
 export function historyQueryFromParams(params: URLSearchParams): HistoryQuery {
   const page = Math.max(1, Number(params.get('page') ?? '1') || 1);
   const status = params.get('status');
+  const stage = params.get('stage');
   return {
     limit: PAGE_SIZE,
     offset: (page - 1) * PAGE_SIZE,
     date_from: localDayBound(params.get('from'), false),
     date_to: localDayBound(params.get('to'), true),
-    as_status: status === 'negative' || status === 'positive' ? status : undefined,
-    stage: params.get('stage') || undefined,
+    as_status: isStatus(status) ? status : undefined,
+    stage: isStage(stage) ? stage : undefined,
     model: params.get('model') || undefined,
   };
 }

@@ -2,12 +2,12 @@ import { Anchor, Button, List, PasswordInput, Stack, Text, TextInput } from '@ma
 import { useForm } from '@mantine/form';
 import { Link, Navigate, useLocation, useNavigate } from 'react-router-dom';
 import { ApiError } from '../api/errors';
-import { useSignup } from '../api/queries';
+import { useLimits, useSignup } from '../api/queries';
 import { AuthLayout } from '../components/AuthLayout';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { useAuth, type LoginLocationState } from '../lib/auth';
 import { usePageTitle } from '../lib/usePageTitle';
-import { MIN_PASSWORD, validateEmail, validateNewPassword } from '../lib/validation';
+import { validateEmail, validateNewPassword } from '../lib/validation';
 
 export function SignupPage() {
   usePageTitle('Sign up');
@@ -16,12 +16,13 @@ export function SignupPage() {
   const location = useLocation();
   const state = (location.state ?? {}) as LoginLocationState;
   const signup = useSignup();
+  const minPassword = useLimits().data?.min_password_length;
   const form = useForm({
     mode: 'controlled',
     initialValues: { email: '', password: '', confirm: '' },
     validate: {
       email: validateEmail,
-      password: validateNewPassword,
+      password: (value) => validateNewPassword(value, minPassword),
       confirm: (value, values) => (value === values.password ? null : 'The passwords do not match.'),
     },
   });
@@ -64,7 +65,9 @@ export function SignupPage() {
           />
           <PasswordInput
             label="Password"
-            description={`At least ${MIN_PASSWORD} characters; a passphrase is best.`}
+            description={
+              minPassword ? `At least ${minPassword} characters; a passphrase is best.` : 'A passphrase is best.'
+            }
             autoComplete="new-password"
             required
             {...form.getInputProps('password')}
