@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
             "--reload reads settings from SPONDYSCAN_* variables only: set "
             "SPONDYSCAN_MODELS_DIR / SPONDYSCAN_DATA_DIR instead of the flags."
         )
-    print(f"spondyscan API: {settings.base_url}  (docs: {settings.base_url}/docs)", flush=True)  # noqa: T201
+    base = settings.base_url
+    print(f"spondyscan web app: {base}/app/  API: {base}  (docs: {base}/docs)", flush=True)  # noqa: T201
     print("Research use only - not a diagnosis.", flush=True)  # noqa: T201
     if args.reload:
         uvicorn.run(

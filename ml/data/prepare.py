@@ -22,87 +22,66 @@ Labels: the feature rule (``ml.data.labels``) unless a labels CSV is given (``cl
 Because the split is stratified on AS status but the rule may only be fitted on the training
 split, the split uses provisional labels from the rule fitted on all images; the final labels
 come from the rule refitted on the training split.
+
+Layout: this module runs the steps and the command; one slice is processed in
+:mod:`ml.data.prepare_slices`, labels and split are made in :mod:`ml.data.prepare_labels`, and
+dataset.csv, dataset_info.txt and the summary are written by :mod:`ml.data.prepare_report`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ml import RESEARCH_USE_NOTICE
 from ml.clierror import CliError
 from ml.data import adapters
-from ml.data.labels import (
-    AS_STATUS_NAMES,
-    PROVENANCE,
-    STAGE_NAMES,
-    LabelRule,
-    fit_rule,
-    image_features,
-    label_source_name,
+from ml.data.labels import image_features, label_source_name
+from ml.data.prepare_labels import label_and_split, source_rates
+from ml.data.prepare_report import (
+    CITATIONS,
+    COLUMNS,
+    EXTRA_COLUMNS,
+    MASK_KINDS,
+    csv_bytes,
+    distribution_tables,
+    info_text,
+    rate_table,
+    summary_text,
 )
-from ml.data.splits import stratified_split, subject_strata
+from ml.data.prepare_slices import SIZE, Row, SkipSlice, process_item, write_png
+
+__all__ = [
+    "CITATIONS",
+    "COLUMNS",
+    "EXTRA_COLUMNS",
+    "MASK_KINDS",
+    "SIZE",
+    "SOURCE_KINDS",
+    "PrepareResult",
+    "Row",
+    "add_arguments",
+    "main",
+    "prepare_dataset",
+    "process_item",
+    "run",
+    "scan_source",
+]
 
 log = logging.getLogger(__name__)
 
-SIZE = 256
 SOURCE_KINDS = ("lumbar-mri", "kaggle", "folder")
-COLUMNS = [
-    "image_id", "image_path", "mask_path", "AS_status", "stage", "stage_name",
-    "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2",
-    "subject_id", "source", "split", "label_source", "source_path", "mask_kind",
-]  # fmt: skip
-EXTRA_COLUMNS = [
-    "structure", "n_points", "feat_mean", "feat_lower_mean", "feat_std", "feat_edge_density",
-    "rule_score",
-]  # fmt: skip
-MASK_KINDS = ("expert", "roi", "none")
 
-# From ../shared/data/README.md: cite every source the dataset was built from.
-CITATIONS = {
-    "myosegmentum": "Burian et al., BMC Musculoskelet Disord 2019, doi:10.1186/s12891-019-2528-x",
-    "zukic": "Zukić et al., Comput Graph Forum 2014, doi:10.1111/cgf.12343",
-    "chu": "Chu et al., PLoS ONE 2015, doi:10.1371/journal.pone.0143327",
-    "menezesreis": "Menezes-Reis et al., Quant Imaging Med Surg 2016, doi:10.21037/qims.2016.08.01",
-    "spider": "SPIDER lumbar spine MRI (van der Graaf et al., Sci Data 2024), via the Kaggle "
-    "Lumbar Coordinate Pretraining Dataset",
-    "lsd": "Lumbar Spine Dataset (Sudirman et al.), via the Kaggle Lumbar Coordinate "
-    "Pretraining Dataset",
-    "osf": "OSF lumbar MRI, via the Kaggle Lumbar Coordinate Pretraining Dataset",
-    "tseg": "TotalSegmentator CT (Wasserthal et al., Radiol Artif Intell 2023), via the Kaggle "
-    "Lumbar Coordinate Pretraining Dataset",
-}
-
-
-@dataclass
-class Row:
-    """One processed slice on its way to dataset.csv."""
-
-    index: int
-    item: adapters.Item
-    mask_kind: str
-    bbox: tuple[int, int, int, int]
-    n_points: int
-    features: dict[str, float]
-    structure: str
-    as_status: int = 0
-    stage: int = 0
-    split: str = "train"
-    score: float = 0.0
+# Kept under its old name because callers (the tests among them) catch prepare._Skip.
+_Skip = SkipSlice
 
 
 @dataclass
@@ -119,186 +98,16 @@ class PrepareResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _Skip(Exception):
-    """A slice that cannot be used (reason in the message)."""
+# ------------------------------------------------------------------------------- folder swap
 
 
-# ---------------------------------------------------------------------------------- per slice
-
-
-def _read_label_mask(path: Path) -> np.ndarray:
-    import cv2
-
-    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise _Skip(f"mask {path.name} could not be read")
-    if m.ndim == 3:
-        m = m[..., 0]
-    if m.shape != (SIZE, SIZE):
-        m = cv2.resize(m, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
-    return m
-
-
-def process_item(
-    item: adapters.Item, target: str, include_ct: bool = False
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Decode one slice and make its model input, target mask and box.
-
-    Returns:
-        (image uint8 (256, 256), mask uint8 {0, 255}, info dict with mask_kind, bbox, n_points).
-
-    Raises:
-        ImageError: the file is not a readable image.
-        _Skip: no usable mask or a blank slice.
-    """
-    from ml.io import read_image, require_content
-    from ml.preprocessing import preprocess
-    from ml.roi import (
-        bbox_from_mask,
-        bbox_from_points,
-        structure_mask_from_points,
-    )
-
-    loaded = read_image(item.image_path, frame=item.frame)
-    if str(loaded.meta.get("modality", "")).upper() == "CT" and not include_ct:
-        raise _Skip("CT image (DICOM modality CT) excluded; pass --include-ct to keep it")
-    require_content(loaded.pixels)
-    unit = preprocess(loaded.pixels, SIZE)
-    image = np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
-    points = {k: (x * SIZE, y * SIZE) for k, (x, y) in item.points.items()}
-    expert = _read_label_mask(item.mask_path) if item.mask_path is not None else None
-    expert_structure = item.structure or target
-    info: dict[str, Any] = {"n_points": len(points)}
-    if expert is not None and expert_structure == target and np.any(expert > 0):
-        mask01 = (expert > 0).astype(np.uint8)
-        info["mask_kind"] = "expert"
-    elif len(points) >= 2:
-        mask01 = structure_mask_from_points(points, (SIZE, SIZE), target)
-        info["mask_kind"] = "roi"
-    elif expert is not None and expert_structure != target:
-        raise _Skip(
-            f"its expert mask shows {expert_structure}, the target is {target}, and it has no "
-            "level points to draw a region-of-interest mask"
-        )
-    else:
-        mask01 = np.zeros((SIZE, SIZE), np.uint8)
-        info["mask_kind"] = "none"
-    bbox = None
-    if points:
-        bbox = bbox_from_points(points, (SIZE, SIZE))
-    elif expert is not None:
-        bbox = bbox_from_mask(expert)
-    if bbox is None:
-        bbox = (0, 0, SIZE, SIZE)
-    info["bbox"] = tuple(int(v) for v in bbox)
-    return image, (mask01 * 255).astype(np.uint8), info
-
-
-# ------------------------------------------------------------------------------------ helpers
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.6f}"
-
-
-def _pct(k: int, n: int) -> str:
-    return f"{100.0 * k / n:5.1f} %" if n else "    - "
-
-
-def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = [title]
-    for j, r in enumerate(cells):
-        lines.append(
-            "  " + "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
-                             for i, c in enumerate(r))
-        )  # fmt: skip
-        if j == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _distribution_tables(rows: list[Row], label_source: str, normalization: str) -> str:
-    splits = ["train", "test"]
-    by = {s: [r for r in rows if r.split == s] for s in splits}
-    status_rows = []
-    for k, name in enumerate(AS_STATUS_NAMES):
-        counts = [sum(r.as_status == k for r in by[s]) for s in splits]
-        status_rows.append([name, *counts, sum(counts), _pct(sum(counts), len(rows))])
-    status_rows.append(["total", *(len(by[s]) for s in splits), len(rows), ""])
-    stage_rows = []
-    for k, name in enumerate(STAGE_NAMES):
-        counts = [sum(r.stage == k for r in by[s]) for s in splits]
-        stage_rows.append([f"{k} {name}", *counts, sum(counts), _pct(sum(counts), len(rows))])
-    how = f"{label_source}" + (f", {normalization} normalisation" if normalization else "")
-    return "\n\n".join(
-        [
-            _table(f"AS status ({how})", ["AS status", *splits, "total", "share"], status_rows),
-            _table(f"Stage ({how})", ["stage", *splits, "total", "share"], stage_rows),
-        ]
-    )
-
-
-def _rate_table(rates: dict[str, dict[str, Any]], clinical: bool) -> str:
-    header = ["source", "slices", "subjects", "AS+ per-source", "AS+ global"]
-    if clinical:
-        header.append("AS+ clinical")
-    body = []
-    for src, r in sorted(rates.items()):
-        line = [
-            src,
-            r["n"],
-            r["subjects"],
-            _pct(r["per_source"], r["n"]),
-            _pct(r["global"], r["n"]),
-        ]
-        if clinical:
-            line.append(_pct(r["clinical"], r["n"]))
-        body.append(line)
-    return _table(
-        "AS+ rate per source (rule fitted on the training split; per-source normalisation is the "
-        "default, global is the design's version and follows the scanner)",
-        header,
-        body,
-    )
-
-
-def _stage_by_source(rows: list[Row]) -> str:
-    srcs = sorted({r.item.source for r in rows})
-    body = []
-    for s in srcs:
-        rs = [r for r in rows if r.item.source == s]
-        body.append([s, *(sum(r.stage == k for r in rs) for k in range(4)), len(rs)])
-    return _table("Stage per source", ["source", *STAGE_NAMES, "total"], body)
-
-
-def _csv_bytes(rows: list[Row], label_source: str) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS + EXTRA_COLUMNS)
-    for r in rows:
-        x1, y1, x2, y2 = r.bbox
-        w.writerow(
-            [
-                f"img_{r.index:04d}", f"images/img_{r.index:04d}.png",
-                f"masks/mask_{r.index:04d}.png", r.as_status, r.stage, STAGE_NAMES[r.stage],
-                x1, y1, x2, y2, r.item.subject_id, r.item.source, r.split, label_source,
-                r.item.source_path, r.mask_kind,
-                r.structure, r.n_points, _fmt(r.features["mean"]), _fmt(r.features["lower_mean"]),
-                _fmt(r.features["std"]), _fmt(r.features["edge_density"]), _fmt(r.score),
-            ]
-        )  # fmt: skip
-    return buf.getvalue().encode("utf-8")
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"could not encode {path.name}")
-    path.write_bytes(buf.tobytes())
+def _check_options(rule: str, structure: str, test_fraction: float) -> None:
+    if rule not in ("v1", "v2"):
+        raise CliError(f"unknown rule {rule!r}; expected v1 or v2")
+    if structure not in adapters.STRUCTURES:
+        raise CliError(f"unknown structure {structure!r}; expected vertebral_body or disc")
+    if not 0.0 < test_fraction < 1.0:
+        raise CliError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
 
 
 def _check_out(out: Path) -> None:
@@ -319,19 +128,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _skip_summary(skipped: list[tuple[str, str]]) -> str:
-    if not skipped:
-        return "Skipped: none"
-    by_reason: dict[str, list[str]] = defaultdict(list)
-    for path, reason in skipped:
-        by_reason[reason].append(path)
-    lines = [f"Skipped: {len(skipped)} files"]
-    for reason, paths in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        more = f", ... (+{len(paths) - 3})" if len(paths) > 3 else ""
-        lines.append(f"  {len(paths):5d}  {reason}  [{', '.join(paths[:3])}{more}]")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- pipeline
@@ -365,27 +161,68 @@ def scan_source(
     return scan
 
 
-def _rates(rows: list[Row], train_idx: list[int], version: str) -> dict[str, dict[str, Any]]:
-    """AS+ counts per source under both normalisations (rules fitted on the training rows)."""
-    feats = [r.features for r in rows]
-    srcs = [r.item.source for r in rows]
-    tf = [feats[i] for i in train_idx]
-    ts = [srcs[i] for i in train_idx]
-    out: dict[str, dict[str, Any]] = {}
-    status = {}
-    for mode in ("per_source", "global"):
-        rule = fit_rule(tf, ts, version, mode)
-        status[mode], _ = rule.apply(feats, srcs)
-    for s in sorted(set(srcs)):
-        idx = [i for i, x in enumerate(srcs) if x == s]
-        out[s] = {
-            "n": len(idx),
-            "subjects": len({rows[i].item.subject_id for i in idx}),
-            "per_source": int(sum(status["per_source"][i] for i in idx)),
-            "global": int(sum(status["global"][i] for i in idx)),
-            "clinical": int(sum(rows[i].as_status for i in idx)),
-        }
-    return out
+def _write_slices(
+    tmp: Path,
+    items: list[adapters.Item],
+    structure: str,
+    include_ct: bool,
+    skipped: list[tuple[str, str]],
+    progress: bool,
+) -> list[Row]:
+    """Process every item into ``images/`` and ``masks/``; unusable ones go to ``skipped``."""
+    from tqdm import tqdm
+
+    from ml.io import ImageError
+
+    rows: list[Row] = []
+    bar = tqdm(items, desc="prepare", unit="slice", file=sys.stderr, disable=not progress)
+    for item in bar:
+        try:
+            # Called through this module's global so that patching prepare.process_item works.
+            image, mask, info = process_item(item, structure, include_ct)
+        except ImageError as exc:
+            skipped.append((item.source_path, f"{exc.code}: {exc.message}"))
+            continue
+        except SkipSlice as exc:
+            skipped.append((item.source_path, str(exc)))
+            continue
+        idx = len(rows)
+        write_png(tmp / "images" / f"img_{idx:04d}.png", image)
+        write_png(tmp / "masks" / f"mask_{idx:04d}.png", mask)
+        rows.append(
+            Row(idx, item, info["mask_kind"], info["bbox"], info["n_points"],
+                image_features(image), structure)
+        )  # fmt: skip
+    bar.close()
+    return rows
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The options of one ``prepare_dataset`` run that the steps below need."""
+
+    source_kind: str
+    rule: str
+    normalization: str
+    image_level_split: bool
+    include_ct: bool
+    structure: str
+    seed: int
+    test_fraction: float
+    labels_csv: str | Path | None
+    progress: bool
+
+
+@dataclass
+class _Written:
+    """What the temporary folder holds, and the tables the summary repeats."""
+
+    rows: list[Row]
+    label_source: str
+    clinical: bool
+    rates: dict[str, dict[str, Any]]
+    tables: str
+    rate_table: str
 
 
 def prepare_dataset(
@@ -426,210 +263,93 @@ def prepare_dataset(
     Raises:
         CliError: missing folder, empty source, bad CSV columns, bad options.
     """
-    from tqdm import tqdm
-
-    from ml.io import ImageError
-
-    if rule not in ("v1", "v2"):
-        raise CliError(f"unknown rule {rule!r}; expected v1 or v2")
-    if structure not in adapters.STRUCTURES:
-        raise CliError(f"unknown structure {structure!r}; expected vertebral_body or disc")
-    if not 0.0 < test_fraction < 1.0:
-        raise CliError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    _check_options(rule, structure, test_fraction)
+    opts = _Options(
+        source_kind=source_kind, rule=rule,
+        normalization="global" if global_thresholds else "per_source",
+        image_level_split=image_level_split, include_ct=include_ct, structure=structure,
+        seed=seed, test_fraction=test_fraction, labels_csv=labels_csv, progress=progress,
+    )  # fmt: skip
     src = Path(source_path)
     out = Path(out_dir)
     _check_out(out)
     scan = scan_source(source_kind, src, include_ct=include_ct, labels_csv=labels_csv)
-    items = sorted(scan.items, key=lambda it: (it.source, it.subject_id, it.source_path))
     skipped = list(scan.skipped)
-    normalization = "global" if global_thresholds else "per_source"
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for sub in ("images", "masks", "annotations"):
-            (tmp / sub).mkdir()
-        rows: list[Row] = []
-        bar = tqdm(items, desc="prepare", unit="slice", file=sys.stderr, disable=not progress)
-        for item in bar:
-            try:
-                image, mask, info = process_item(item, structure, include_ct)
-            except ImageError as exc:
-                skipped.append((item.source_path, f"{exc.code}: {exc.message}"))
-                continue
-            except _Skip as exc:
-                skipped.append((item.source_path, str(exc)))
-                continue
-            idx = len(rows)
-            _write_png(tmp / "images" / f"img_{idx:04d}.png", image)
-            _write_png(tmp / "masks" / f"mask_{idx:04d}.png", mask)
-            rows.append(
-                Row(idx, item, info["mask_kind"], info["bbox"], info["n_points"],
-                    image_features(image), structure)
-            )  # fmt: skip
-        bar.close()
-        if not rows:
-            raise CliError(
-                f"no usable images in {src}: all {len(items)} candidates were skipped "
-                f"(e.g. {skipped[-1][1] if skipped else 'unknown'})"
-            )
-
-        clinical = all(r.item.label is not None for r in rows) and labels_csv is not None
-        label_source = "clinical" if clinical else label_source_name(rule)
-        feats = [r.features for r in rows]
-        srcs = [r.item.source for r in rows]
-
-        # Provisional labels (rule fitted on everything) only serve to stratify the split.
-        if clinical:
-            provisional = np.array([r.item.label[0] for r in rows])  # type: ignore[index]
-        else:
-            provisional, _ = fit_rule(feats, srcs, rule, normalization).apply(feats, srcs)
-        if image_level_split:
-            units = [f"{r.item.source}/{r.item.source_path}" for r in rows]
-            assign = stratified_split(
-                units, [int(p) for p in provisional], test_fraction, seed, groups=srcs
-            )
-            for r, u in zip(rows, units, strict=True):
-                r.split = assign[u]
-        else:
-            subjects, strata = subject_strata(
-                [r.item.subject_id for r in rows], srcs, [int(p) for p in provisional]
-            )
-            assign = stratified_split(
-                subjects, [st for _, st in strata], test_fraction, seed,
-                groups=[src for src, _ in strata],
-            )  # fmt: skip
-            for r in rows:
-                r.split = assign[r.item.subject_id]
-        train_idx = [i for i, r in enumerate(rows) if r.split == "train"]
-
-        fitted: LabelRule = fit_rule(
-            [feats[i] for i in train_idx], [srcs[i] for i in train_idx], rule, normalization
-        )
-        status, stage = fitted.apply(feats, srcs)
-        score = fitted.score(feats, srcs)
-        for i, r in enumerate(rows):
-            r.score = float(score[i])
-            if clinical:
-                r.as_status, r.stage = r.item.label  # type: ignore[misc]
-            else:
-                r.as_status, r.stage = int(status[i]), int(stage[i])
-        fitted.meta["used_for_labels"] = not clinical
-        fitted.meta["split"] = "image" if image_level_split else "subject"
-        fitted.meta["seed"] = seed
-        fitted.save(tmp / "label_rule.json")
-
-        csv_bytes = _csv_bytes(rows, label_source)
-        (tmp / "annotations" / "dataset.csv").write_bytes(csv_bytes)
-        rates = _rates(rows, train_idx, rule)
-        tables = _distribution_tables(rows, label_source, "" if clinical else normalization)
-        rate_table = _rate_table(rates, clinical)
-        info_text = _info_text(
-            source_kind=source_kind, src=src, rows=rows, label_source=label_source,
-            normalization=normalization, fitted=fitted, rates=rates, tables=tables,
-            rate_table=rate_table, skipped=skipped, notes=scan.notes,
-            image_level_split=image_level_split, seed=seed, test_fraction=test_fraction,
-            structure=structure, csv_hash=hashlib.sha256(csv_bytes).hexdigest(),
-        )  # fmt: skip
-        (tmp / "dataset_info.txt").write_text(info_text, encoding="utf-8")
+        written = _write_dataset(tmp, src, scan, skipped, opts)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return _result(written, out, skipped, opts)
 
+
+def _write_dataset(
+    tmp: Path,
+    src: Path,
+    scan: adapters.Scan,
+    skipped: list[tuple[str, str]],
+    opts: _Options,
+) -> _Written:
+    """Write the whole dataset into ``tmp``: images, masks, labels, rule and dataset_info."""
+    items = sorted(scan.items, key=lambda it: (it.source, it.subject_id, it.source_path))
+    for sub in ("images", "masks", "annotations"):
+        (tmp / sub).mkdir()
+    rows = _write_slices(tmp, items, opts.structure, opts.include_ct, skipped, opts.progress)
+    if not rows:
+        raise CliError(
+            f"no usable images in {src}: all {len(items)} candidates were skipped "
+            f"(e.g. {skipped[-1][1] if skipped else 'unknown'})"
+        )
+    clinical = all(r.item.label is not None for r in rows) and opts.labels_csv is not None
+    label_source = "clinical" if clinical else label_source_name(opts.rule)
+    fitted, train_idx = label_and_split(
+        rows, clinical=clinical, rule=opts.rule, normalization=opts.normalization,
+        image_level_split=opts.image_level_split, test_fraction=opts.test_fraction,
+        seed=opts.seed,
+    )  # fmt: skip
+    fitted.save(tmp / "label_rule.json")
+    data = csv_bytes(rows, label_source)
+    (tmp / "annotations" / "dataset.csv").write_bytes(data)
+    rates = source_rates(rows, train_idx, opts.rule)
+    tables = distribution_tables(rows, label_source, "" if clinical else opts.normalization)
+    rates_text = rate_table(rates, clinical)
+    text = info_text(
+        source_kind=opts.source_kind, src=src, rows=rows, label_source=label_source,
+        normalization=opts.normalization, fitted=fitted, tables=tables, rate_table=rates_text,
+        skipped=skipped, notes=scan.notes, image_level_split=opts.image_level_split,
+        seed=opts.seed, test_fraction=opts.test_fraction, structure=opts.structure,
+        csv_hash=hashlib.sha256(data).hexdigest(),
+    )  # fmt: skip
+    (tmp / "dataset_info.txt").write_text(text, encoding="utf-8")
+    return _Written(rows, label_source, clinical, rates, tables, rates_text)
+
+
+def _result(
+    written: _Written, out: Path, skipped: list[tuple[str, str]], opts: _Options
+) -> PrepareResult:
+    rows = written.rows
     split_counts = dict(Counter(r.split for r in rows))
     n_subjects = len({r.item.subject_id for r in rows})
-    summary = "\n\n".join(
-        [
-            f"Wrote {len(rows)} slices of {n_subjects} subjects to {out} "
-            f"(train {split_counts.get('train', 0)}, test {split_counts.get('test', 0)}; "
-            f"split by {'image (leaky, comparison only)' if image_level_split else 'subject'})",
-            tables,
-            rate_table,
-            _stage_by_source(rows),
-            _skip_summary(skipped),
-            f"Labels: {label_source}. "
-            + ("Clinical labels from the given CSV." if clinical else PROVENANCE),
-            RESEARCH_USE_NOTICE,
-        ]
-    )
+    summary = summary_text(
+        rows=rows, n_subjects=n_subjects, split_counts=split_counts, out=out,
+        image_level_split=opts.image_level_split, tables=written.tables,
+        rate_table=written.rate_table, skipped=skipped, label_source=written.label_source,
+        clinical=written.clinical,
+    )  # fmt: skip
     return PrepareResult(
         out_dir=out,
         n_images=len(rows),
         n_subjects=n_subjects,
         split_counts=split_counts,
-        label_source=label_source,
+        label_source=written.label_source,
         summary=summary,
-        rates=rates,
+        rates=written.rates,
         skipped=skipped,
     )
-
-
-def _info_text(
-    *,
-    source_kind: str,
-    src: Path,
-    rows: list[Row],
-    label_source: str,
-    normalization: str,
-    fitted: LabelRule,
-    rates: dict[str, dict[str, Any]],
-    tables: str,
-    rate_table: str,
-    skipped: list[tuple[str, str]],
-    notes: list[str],
-    image_level_split: bool,
-    seed: int,
-    test_fraction: float,
-    structure: str,
-    csv_hash: str,
-) -> str:
-    n_sub = {s: len({r.item.subject_id for r in rows if r.split == s}) for s in ("train", "test")}
-    n_img = {s: sum(r.split == s for r in rows) for s in ("train", "test")}
-    kinds = Counter(r.mask_kind for r in rows)
-    sources = sorted({r.item.source for r in rows})
-    t = fitted.thresholds
-    thr = ", ".join(
-        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}=[{', '.join(f'{x:.4f}' for x in v)}]"
-        for k, v in sorted(t.items())
-    )
-    parts = [
-        "spondyscan dataset",
-        RESEARCH_USE_NOTICE,
-        "",
-        f"source: {source_kind} {src.name}",
-        f"images: {len(rows)}  subjects: {n_sub['train'] + n_sub['test']}",
-        f"split: by {'image (leaky, comparison only)' if image_level_split else 'subject'}, "
-        f"stratified on AS status within each source, test fraction {test_fraction} per "
-        f"source, seed {seed}",
-        f"  train: {n_img['train']} images, {n_sub['train']} subjects",
-        f"  test:  {n_img['test']} images, {n_sub['test']} subjects",
-        f"target structure: {structure}",
-        "masks: " + ", ".join(f"{k} {kinds.get(k, 0)}" for k in MASK_KINDS),
-        f"dataset.csv sha256: {csv_hash}",
-        "",
-        f"labels: {label_source}",
-        ("  clinical labels from the given CSV; the feature rule below is for comparison only"
-         if label_source == "clinical" else f"  {PROVENANCE}"),
-        f"rule: {fitted.version}, normalisation {normalization} (midrank percentiles within the "
-        f"group), fitted on {fitted.n_fit} training images",
-        f"thresholds (on the normalised scale): {thr}",
-        "",
-        tables,
-        "",
-        rate_table,
-        "",
-        _stage_by_source(rows),
-        "",
-        "sources:",
-    ]  # fmt: skip
-    for s in sources:
-        parts.append(f"  {s}: {CITATIONS.get(s, 'no citation on record (user data)')}")
-    if notes:
-        parts += ["", "notes:"] + [f"  {n}" for n in notes]
-    parts += ["", f"skipped files: {len(skipped)}"]
-    parts += [f"  {p}: {reason}" for p, reason in skipped]
-    return "\n".join(parts) + "\n"
 
 
 # ---------------------------------------------------------------------------------------- CLI

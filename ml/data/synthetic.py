@@ -14,13 +14,15 @@ Subjects differ in curvature, position, size, contrast, noise, texture and sharp
 synthetic "source" has its own scanner profile (T1-like or T2-like), so the feature-rule labels
 get both classes and every stage, and the per-source vs global normalisation question shows up
 in synthetic data as it does in the real data.
+
+The anatomy (geometry, masks, level points) is drawn in :mod:`ml.data.synthetic_anatomy`; this
+module samples the parameters, paints the image and writes synthetic sources.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-VERTEBRA_LEVELS = ("L1", "L2", "L3", "L4", "L5")
-DISC_LEVELS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
+from ml.data.synthetic_anatomy import DISC_LEVELS, VERTEBRA_LEVELS, Anatomy, draw_anatomy
+
+__all__ = [
+    "DEFAULT_SOURCES",
+    "DISC_LEVELS",
+    "PROFILES",
+    "VERTEBRA_LEVELS",
+    "Phantom",
+    "make_phantom",
+    "make_synthetic_dataset",
+    "sample_params",
+    "write_synthetic_source",
+]
 
 # Tissue intensities (before gain) for the two synthetic sequences. T2: bright CSF and discs,
 # darker overall; T1: bright fat and marrow, dark CSF. The sources differ as real scanners do.
@@ -95,32 +108,6 @@ def sample_params(rng: np.random.Generator, profile: str = "t1") -> dict[str, An
     }
 
 
-def _rot(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s], [s, c]])
-
-
-def _box(center: np.ndarray, half_w: float, half_h: float, angle: float, cut: float) -> np.ndarray:
-    """A rectangle with cut corners (a vertebral body), rotated about its centre."""
-    cw, ch = half_w * cut, half_h * cut
-    pts = np.array(
-        [
-            [-half_w + cw, -half_h], [half_w - cw, -half_h], [half_w, -half_h + ch],
-            [half_w, half_h - ch], [half_w - cw, half_h], [-half_w + cw, half_h],
-            [-half_w, half_h - ch], [-half_w, -half_h + ch],
-        ]
-    )  # fmt: skip
-    return pts @ _rot(angle).T + center
-
-
-def _fill(shape: tuple[int, int], poly: np.ndarray, scale: int) -> np.ndarray:
-    """Fill a polygon given in pixel coordinates with sub-pixel precision (cv2 shift bits)."""
-    out = np.zeros(shape, dtype=np.uint8)
-    pts = np.round(poly * (1 << scale)).astype(np.int32)
-    cv2.fillPoly(out, [pts], 1, lineType=cv2.LINE_8, shift=scale)
-    return out
-
-
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     noise: np.ndarray = cv2.GaussianBlur(
         rng.standard_normal(shape).astype(np.float32), (0, 0), sigma
@@ -152,215 +139,129 @@ def make_phantom(
     Returns:
         The phantom with its exact masks and level points.
     """
+    # One generator for the parameters and every painting step, drawn from in a fixed order
+    # (parameters, soft tissue, discs, marrow, bridges, noise): phantoms are compared by hash.
     rng = np.random.default_rng(seed)
     p = dict(params) if params is not None else sample_params(rng, profile)
     p.update(overrides)
-    tissue = p["tissue"]
-    s = float(size)
     shape = (size, size)
-    sub = 4  # fixed-point bits for sub-pixel polygon filling
-
-    d = p["spacing"] * s
-    disc_h = d * p["disc_frac"]
-    body_h = d - disc_h
-    width_scale = 1.0 - 0.08 * lateral**2
-    half_w = 0.5 * d * p["depth"] * width_scale
-    tilt = math.radians(p["tilt_deg"])
-    top = p["top"] * s
-    span = 5.0 * d
-
-    def centre_x(y: float) -> float:
-        t = (y - top) / span
-        return p["cx"] * s - p["lordosis"] * s * math.sin(math.pi * min(max(t, -0.3), 1.1))
-
-    def axis_angle(y: float) -> float:
-        eps = 1.0
-        dx = centre_x(y + eps) - centre_x(y - eps)
-        return math.atan2(dx, 2 * eps)
-
-    def rotate_about(pt: np.ndarray, pivot: np.ndarray) -> np.ndarray:
-        # The whole spine is tilted a little about the L3 centre (patient positioning).
-        return (pt - pivot) @ _rot(-tilt).T + pivot
-
-    pivot = np.array([centre_x(top + 2.5 * d), top + 2.5 * d])
-
-    # Vertebral bodies T11, T12 (index -2, -1) and L1..L5 (0..4) along the lordotic curve.
-    bodies: list[tuple[int, np.ndarray, float]] = []
-    for k in range(-2, 5):
-        yc = top + (k + 0.5) * d - 0.5 * disc_h
-        c = rotate_about(np.array([centre_x(yc), yc]), pivot)
-        ang = -axis_angle(yc) - tilt
-        bodies.append((k, c, ang))
-
-    body_polys = {k: _box(c, half_w, body_h / 2, ang, 0.18) for k, c, ang in bodies}
-    vert_labels = np.zeros(shape, np.uint8)
-    all_bodies = np.zeros(shape, np.uint8)
-    for k, poly in body_polys.items():
-        filled = _fill(shape, poly, sub)
-        all_bodies |= filled
-        if k >= 0:
-            vert_labels[filled > 0] = k + 1
-
-    # Sacrum: below L5/S1, its long axis turned posteriorly (to the right) by the sacral angle.
-    k5, c5, a5 = bodies[-1]
-    axis5 = np.array([math.sin(-a5), math.cos(-a5)])
-    s1_top = c5 + axis5 * (body_h / 2 + disc_h)
-    sac_ang = a5 - math.radians(p["sacral_deg"])
-    sac_axis = np.array([math.sin(-sac_ang), math.cos(-sac_ang)])
-    sac_norm = np.array([sac_axis[1], -sac_axis[0]])
-    sac_len = 2.6 * d
-    sacrum_poly = np.array(
-        [
-            s1_top - sac_norm * half_w * 1.05,
-            s1_top + sac_norm * half_w * 1.05,
-            s1_top + sac_axis * sac_len + sac_norm * half_w * 0.35,
-            s1_top + sac_axis * sac_len - sac_norm * half_w * 0.25,
-        ]
+    anatomy = draw_anatomy(p, size, lateral)
+    img = _paint_tissues(anatomy, p["tissue"], rng, shape)
+    _paint_discs(img, anatomy, p["tissue"]["disc"], p["disc_degeneration"], rng)
+    _paint_bone(img, anatomy, p["tissue"]["body"], p["texture"], rng, shape)
+    _paint_bridges(img, anatomy.body_polys, p["tissue"]["body"], p["bridges"], rng)
+    img = _acquire(img, p, rng, size)
+    return Phantom(
+        image=img,
+        mask=(anatomy.vertebra_labels > 0).astype(np.uint8),
+        points=anatomy.points,
+        disc_mask=(anatomy.disc_labels > 0).astype(np.uint8),
+        vertebra_labels=anatomy.vertebra_labels,
+        disc_labels=anatomy.disc_labels,
+        params=p,
     )
-    sacrum = _fill(shape, sacrum_poly, sub)
 
-    # Discs between consecutive bodies (T11/T12 .. L4/L5) and L5/S1 (L5 to the sacrum).
-    centres = [c for _, c, _ in bodies]
-    angles = [a for _, _, a in bodies]
-    disc_centres = [(centres[i] + centres[i + 1]) / 2 for i in range(len(centres) - 1)]
-    disc_angles = [(angles[i] + angles[i + 1]) / 2 for i in range(len(angles) - 1)]
-    disc_centres.append(c5 + axis5 * (body_h / 2 + disc_h / 2))
-    disc_angles.append((a5 + sac_ang) / 2)
-    disc_labels = np.zeros(shape, np.uint8)
-    all_discs = np.zeros(shape, np.uint8)
-    points: dict[str, tuple[float, float]] = {}
-    for i, (dc, da) in enumerate(zip(disc_centres, disc_angles, strict=True)):
-        disc = np.zeros(shape, np.uint8)
-        cv2.ellipse(
-            disc,
-            (int(round(dc[0] * 16)), int(round(dc[1] * 16))),
-            (int(round(half_w * 0.97 * 16)), int(round(disc_h * 0.62 * 16))),
-            math.degrees(da),
-            0,
-            360,
-            1,
-            -1,
-            cv2.LINE_8,
-            4,
-        )
-        disc &= 1 - all_bodies
-        disc &= 1 - sacrum
-        all_discs |= disc
-        level = i - 2  # i = 0, 1 are T11/T12 and T12/L1
-        if level >= 0:
-            disc_labels[disc > 0] = level + 1
-            points[DISC_LEVELS[level]] = (float(dc[0]), float(dc[1]))
 
-    # Spinal canal: a band posterior to the bodies following the curve, into the sacral canal.
-    canal_w = p["canal"] * s * (1.0 - 0.55 * abs(lateral))
-    canal_pts = []
-    for c, a in zip(centres, angles, strict=True):
-        nrm = np.array([math.cos(-a), -math.sin(-a)])
-        canal_pts.append(c + nrm * (half_w + 0.35 * canal_w + 0.03 * d))
-    up = centres[0] - (centres[1] - centres[0]) * 3
-    canal_pts.insert(0, up + np.array([half_w + 0.35 * canal_w, 0.0]))
-    canal_pts.append(s1_top + sac_norm * (half_w * 0.55) + sac_axis * sac_len * 0.9)
-    canal = np.zeros(shape, np.uint8)
-    cv2.polylines(
-        canal,
-        [np.round(np.array(canal_pts) * 16).astype(np.int32)],
-        False,
-        1,
-        max(1, int(round(canal_w))),
-        cv2.LINE_8,
-        4,
-    )
-    canal &= 1 - all_bodies
-    canal &= 1 - all_discs
-
-    # Posterior elements (pedicles / spinous processes) behind the canal at each level.
-    posterior = np.zeros(shape, np.uint8)
-    for c, a in zip(centres, angles, strict=True):
-        nrm = np.array([math.cos(-a), -math.sin(-a)])
-        pc = c + nrm * (half_w + canal_w + 0.55 * d)
-        cv2.ellipse(
-            posterior,
-            (int(round(pc[0])), int(round(pc[1]))),
-            (max(2, int(0.45 * d)), max(2, int(0.22 * d))),
-            math.degrees(a) - 15,
-            0,
-            360,
-            1,
-            -1,
-        )
-    posterior &= 1 - canal
-
-    # Body outline: back skin on the right, abdomen on the left, subcutaneous fat band.
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    back_x = (p["cx"] + p["back"]) * s + 0.04 * s * np.sin(yy / s * math.pi * 1.3)
-    belly_x = p["belly"] * s + 0.05 * s * np.cos(yy / s * math.pi)
-    inside = (xx > belly_x) & (xx < back_x)
-    fat = inside & ((xx > back_x - p["fat_band"] * s) | (xx < belly_x + 0.5 * p["fat_band"] * s))
-    spine_x = np.array([centre_x(float(y)) for y in range(size)], dtype=np.float32)[:, None]
-    abdomen = inside & ~fat & (xx < spine_x - half_w * 1.1)
-    muscle = inside & ~fat & ~abdomen
-
+def _paint_tissues(
+    a: Anatomy, tissue: dict[str, float], rng: np.random.Generator, shape: tuple[int, int]
+) -> np.ndarray:
+    """Soft tissue, posterior elements and CSF on a near-black background."""
     img: np.ndarray = np.full(shape, 0.02, np.float32)
-    img[muscle] = tissue["muscle"]
-    img[abdomen] = tissue["abdomen"]
-    img += (abdomen * 0.12 * _smooth_noise(rng, shape, 3.0)).astype(np.float32)
-    img[fat] = tissue["fat"]
-    img[posterior > 0] = tissue["posterior"]
-    img[canal > 0] = tissue["csf"]
+    img[a.muscle] = tissue["muscle"]
+    img[a.abdomen] = tissue["abdomen"]
+    img += (a.abdomen * 0.12 * _smooth_noise(rng, shape, 3.0)).astype(np.float32)
+    img[a.fat] = tissue["fat"]
+    img[a.posterior > 0] = tissue["posterior"]
+    img[a.canal > 0] = tissue["csf"]
+    return img
 
-    # Discs: degeneration darkens some (less water), varied per level.
+
+def _paint_discs(
+    img: np.ndarray, a: Anatomy, disc: float, degeneration: float, rng: np.random.Generator
+) -> None:
+    """Discs; degeneration darkens some (less water), more at the lower levels."""
     for lvl in range(1, 6):
-        dim = 1.0 - p["disc_degeneration"] * float(rng.uniform(0.0, 1.0)) * (lvl / 5)
-        img[disc_labels == lvl] = tissue["disc"] * dim
-    img[(all_discs > 0) & (disc_labels == 0)] = tissue["disc"]
+        dim = 1.0 - degeneration * float(rng.uniform(0.0, 1.0)) * (lvl / 5)
+        img[a.disc_labels == lvl] = disc * dim
+    img[(a.all_discs > 0) & (a.disc_labels == 0)] = disc
 
-    marrow = tissue["body"] * (1 + p["texture"] * _smooth_noise(rng, shape, 0.8))
-    bone = (all_bodies | sacrum) > 0
+
+def _paint_bone(
+    img: np.ndarray,
+    a: Anatomy,
+    body: float,
+    texture: float,
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+) -> None:
+    """Textured marrow in the bodies and the sacrum, inside a dark cortical rim."""
+    marrow = body * (1 + texture * _smooth_noise(rng, shape, 0.8))
+    bone = (a.all_bodies | a.sacrum) > 0
     img[bone] = marrow[bone]
-    # Dark cortical rim around each body and the sacrum (cortical bone has no MR signal).
-    rim = cv2.morphologyEx((all_bodies | sacrum), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    # Cortical bone has no MR signal.
+    rim = cv2.morphologyEx((a.all_bodies | a.sacrum), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
     img[(rim > 0) & bone] *= 0.45
 
-    # Anterior bony bridges between adjacent bodies (syndesmophyte-like); outside the masks.
-    for i in rng.permutation(5)[: p["bridges"]]:
+
+def _paint_bridges(
+    img: np.ndarray,
+    body_polys: dict[int, np.ndarray],
+    body: float,
+    bridges: int,
+    rng: np.random.Generator,
+) -> None:
+    """Anterior bony bridges between adjacent bodies (syndesmophyte-like); outside the masks."""
+    # The permutation is drawn even for no bridges, so later draws do not depend on the count.
+    for i in rng.permutation(5)[:bridges]:
         a_poly, b_poly = body_polys[int(i) - 1], body_polys[int(i)]
         p0, p1 = a_poly[6], b_poly[0]  # lower-anterior corner of upper, upper-anterior of lower
         cv2.line(
             img,
             (int(round(p0[0])), int(round(p0[1]))),
             (int(round(p1[0])), int(round(p1[1]))),
-            float(tissue["body"] * 0.9),
+            float(body * 0.9),
             2,
         )
 
+
+def _acquire(img: np.ndarray, p: dict[str, Any], rng: np.random.Generator, size: int) -> np.ndarray:
+    """Blur, bias field, gain and Rician noise, clipped to [0, 1]."""
     if p["blur"] > 0:
         img = cv2.GaussianBlur(img, (0, 0), p["blur"])
+    s = float(size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     bias = 1.0 + p["bias"] * ((xx / s - 0.5) + 0.5 * (yy / s - 0.5))
     img = img * bias * p["gain"]
     sigma = p["noise"]
-    n1 = rng.normal(0.0, sigma, shape).astype(np.float32)
-    n2 = rng.normal(0.0, sigma, shape).astype(np.float32)
+    n1 = rng.normal(0.0, sigma, (size, size)).astype(np.float32)
+    n2 = rng.normal(0.0, sigma, (size, size)).astype(np.float32)
     img = np.sqrt((img + n1) ** 2 + n2**2)  # Rician magnitude noise, as in MR
-    img = np.clip(img, 0.0, 1.0).astype(np.float32)
-
-    return Phantom(
-        image=img,
-        mask=(vert_labels > 0).astype(np.uint8),
-        points=points,
-        disc_mask=(disc_labels > 0).astype(np.uint8),
-        vertebra_labels=vert_labels,
-        disc_labels=disc_labels,
-        params=p,
-    )
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- source writer
 
 DEFAULT_SOURCES = ("synth_t1", "synth_t2")
 
+_COORDS_HEADER = ["filename", "source", "x", "y", "level", "relative_x", "relative_y"]
+_SLICES_HEADER = [
+    "filename", "source", "subject_id", "volume", "slice_index", "structure", "mask_path",
+    "mask_labels",
+]  # fmt: skip
+
 
 def _profile_for(source: str) -> str:
     return "t2" if "t2" in source.lower() else "t1"
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """One synthetic subject of a source, numbered from 1 within it."""
+
+    source: str
+    number: int
+    structure: str
+    with_points: bool
 
 
 def write_synthetic_source(
@@ -398,64 +299,90 @@ def write_synthetic_source(
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     structure_by_source = dict(structure_by_source or {})
-    ss = np.random.SeedSequence(seed)
-    subject_seeds = ss.spawn(n_subjects)
+    subject_seeds = np.random.SeedSequence(seed).spawn(n_subjects)
     coords_rows: list[list[Any]] = []
     slice_rows: list[list[Any]] = []
     counters: dict[str, int] = {}
     for i in range(n_subjects):
         source = sources[i % len(sources)]
         counters[source] = counters.get(source, 0) + 1
-        subj_no = counters[source]
-        structure = structure_by_source.get(source, "vertebral_body")
+        subject = _Subject(
+            source=source,
+            number=counters[source],
+            structure=structure_by_source.get(source, "vertebral_body"),
+            with_points=source not in no_points_sources,
+        )
         rng = np.random.default_rng(subject_seeds[i])
-        params = sample_params(rng, _profile_for(source))
-        img_dir = root / f"processed_{source}"
-        jpg_dir = root / f"processed_{source}_jpgs"
-        mask_dir = root / "masks" / source
-        for d in (img_dir, jpg_dir, mask_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        centre = 20 + int(rng.integers(0, 20))
-        for j in range(slices_per_subject):
-            offset = j - (slices_per_subject - 1) / 2
-            lateral = float(np.clip(offset * 0.35, -1.0, 1.0))
-            slice_index = centre + int(round(offset * 4))
-            ph = make_phantom(int(rng.integers(0, 2**31 - 1)), size, params=params, lateral=lateral)
-            stem = f"{subj_no:02d}_s{slice_index}"
-            u8 = np.clip(np.rint(ph.image * 255), 0, 255).astype(np.uint8)
-            np.save(img_dir / f"{stem}.npy", u8)
-            cv2.imwrite(str(jpg_dir / f"{stem}.jpg"), u8, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            if structure == "disc":
-                labels, names = ph.disc_labels, DISC_LEVELS
-            else:
-                labels, names = ph.vertebra_labels, VERTEBRA_LEVELS
-            cv2.imwrite(str(mask_dir / f"{stem}.png"), labels)
-            mask_labels = {str(k + 1): names[k] for k in range(len(names))}
-            slice_rows.append(
-                [
-                    f"{stem}.jpg", source, f"{source}-{subj_no:02d}",
-                    f"PHANTOM_{source}_{subj_no:02d}", slice_index, structure,
-                    f"masks/{source}/{stem}.png", json.dumps(mask_labels),
-                ]
-            )  # fmt: skip
-            if source in no_points_sources:
-                continue
-            for level in reversed(DISC_LEVELS):  # L5/S1 first, like the Kaggle file
-                x, y = ph.points[level]
-                xi, yi = int(round(x)), int(round(y))
-                coords_rows.append([f"{stem}.jpg", source, xi, yi, level, xi / size, yi / size])
-    with open(root / "coords_pretrain.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["filename", "source", "x", "y", "level", "relative_x", "relative_y"])
-        w.writerows(coords_rows)
-    with open(root / "slices.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(
-            ["filename", "source", "subject_id", "volume", "slice_index", "structure",
-             "mask_path", "mask_labels"]
-        )  # fmt: skip
-        w.writerows(slice_rows)
+        _write_subject(root, subject, rng, slices_per_subject, size, coords_rows, slice_rows)
+    _write_csv(root / "coords_pretrain.csv", _COORDS_HEADER, coords_rows)
+    _write_csv(root / "slices.csv", _SLICES_HEADER, slice_rows)
     return root
+
+
+def _write_subject(
+    root: Path,
+    subject: _Subject,
+    rng: np.random.Generator,
+    slices_per_subject: int,
+    size: int,
+    coords_rows: list[list[Any]],
+    slice_rows: list[list[Any]],
+) -> None:
+    """Write one subject's slices near the midline and append their CSV rows."""
+    source, subj_no = subject.source, subject.number
+    params = sample_params(rng, _profile_for(source))
+    dirs = _source_dirs(root, source)
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    centre = 20 + int(rng.integers(0, 20))
+    for j in range(slices_per_subject):
+        offset = j - (slices_per_subject - 1) / 2
+        lateral = float(np.clip(offset * 0.35, -1.0, 1.0))
+        slice_index = centre + int(round(offset * 4))
+        ph = make_phantom(int(rng.integers(0, 2**31 - 1)), size, params=params, lateral=lateral)
+        stem = f"{subj_no:02d}_s{slice_index}"
+        mask_labels = _write_slice_files(dirs, stem, ph, subject.structure)
+        slice_rows.append(
+            [
+                f"{stem}.jpg", source, f"{source}-{subj_no:02d}",
+                f"PHANTOM_{source}_{subj_no:02d}", slice_index, subject.structure,
+                f"masks/{source}/{stem}.png", json.dumps(mask_labels),
+            ]
+        )  # fmt: skip
+        if not subject.with_points:
+            continue
+        for level in reversed(DISC_LEVELS):  # L5/S1 first, like the Kaggle file
+            x, y = ph.points[level]
+            xi, yi = int(round(x)), int(round(y))
+            coords_rows.append([f"{stem}.jpg", source, xi, yi, level, xi / size, yi / size])
+
+
+def _source_dirs(root: Path, source: str) -> tuple[Path, Path, Path]:
+    """The .npy, .jpg and label mask folders of one source."""
+    return root / f"processed_{source}", root / f"processed_{source}_jpgs", root / "masks" / source
+
+
+def _write_slice_files(
+    dirs: tuple[Path, Path, Path], stem: str, ph: Phantom, structure: str
+) -> dict[str, str]:
+    """Write a slice's .npy, .jpg and label mask; returns the mask's label -> level names."""
+    img_dir, jpg_dir, mask_dir = dirs
+    u8 = np.clip(np.rint(ph.image * 255), 0, 255).astype(np.uint8)
+    np.save(img_dir / f"{stem}.npy", u8)
+    cv2.imwrite(str(jpg_dir / f"{stem}.jpg"), u8, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if structure == "disc":
+        labels, names = ph.disc_labels, DISC_LEVELS
+    else:
+        labels, names = ph.vertebra_labels, VERTEBRA_LEVELS
+    cv2.imwrite(str(mask_dir / f"{stem}.png"), labels)
+    return {str(k + 1): names[k] for k in range(len(names))}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def make_synthetic_dataset(

@@ -7,12 +7,12 @@ point is :func:`explain_image`. Importing this package does not import TensorFlo
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ml import RESEARCH_USE_NOTICE
-from ml.explain.focus import apply_focus, design_box, focus_heatmap
+from ml.explain.focus import FocusResult, apply_focus, design_box, focus_heatmap
 from ml.explain.gradcam import compute_cam, find_last_conv_layer, gradcam, resolve_head
 from ml.manifest import Manifest
 from ml.vocab import AS_STATUS_NAMES, CAM_METHODS, FOCUS_MODES, STAGE_NAMES
@@ -98,6 +98,134 @@ def _class_names(manifest: Manifest | None, head: str, task: str, k: int) -> lis
     return [f"class {i}" for i in range(k)]
 
 
+class _Heatmap(NamedTuple):
+    """The unfocused heatmap of one explained decision and what came with it."""
+
+    heatmap: np.ndarray  # (S, S) in [0, 1]
+    probs: np.ndarray  # (K,) probabilities of the explained head
+    class_index: int
+    class_names: list[str]
+    head: str
+    task: str
+    layer: str | list[str]  # the attention layers for rollout
+    score_kind: str
+    output: np.ndarray | None  # a segmenter's (S, S, 1) probability map
+
+
+def _check_choices(method: str, focus: str) -> None:
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {ALL_METHODS}")
+    if focus not in FOCUS_MODES:
+        raise ValueError(f"unknown focus {focus!r}; choose one of {FOCUS_MODES}")
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _explained_heatmap(
+    model: Any,
+    manifest: Manifest | None,
+    image: np.ndarray,
+    head: str | None,
+    method: str,
+    layer: str | None,
+    class_index: int | None,
+) -> _Heatmap:
+    """Heatmap, class and probabilities of one head's decision for one model-ready image."""
+    _, head_name, task = resolve_head(model, _pick_head(model, head))
+    cam_layer = layer or (manifest and manifest.gradcam_layer) or find_last_conv_layer(model)
+    batch = image[None, ..., None]
+    output = None
+    if method == "attention":
+        from ml.explain.attention import attention_rollout
+        from ml.explain.faithfulness import predict_probabilities
+
+        ro = attention_rollout(model, batch, manifest.attention_layers if manifest else None)
+        heatmap = ro.heatmaps[0]
+        # Rollout carries no class: class and probability come from the explained head.
+        probs = predict_probabilities(model, batch, head_name)[0]
+        ci = int(np.argmax(probs)) if class_index is None else int(class_index)
+        used_layer: str | list[str] = ro.layers
+        score_kind = "attention_rollout"
+    else:
+        cam = compute_cam(model, batch, cam_layer, head_name, class_index, method)
+        heatmap = cam.heatmaps[0]
+        probs = cam.probabilities[0]
+        ci = int(cam.class_index[0])
+        output = None if cam.output is None else cam.output[0]
+        used_layer = cam.layer
+        score_kind = cam.score_kind
+    names = _class_names(manifest, head_name, task, len(probs))
+    return _Heatmap(heatmap, probs, ci, names, head_name, task, used_layer, score_kind, output)
+
+
+def _segmentation_part(
+    heat: _Heatmap, manifest: Manifest | None, seg_mask: np.ndarray | None
+) -> tuple[dict[str, Any] | None, dict[str, np.ndarray], np.ndarray | None]:
+    """A segmenter's (summary, mask and probability arrays, structure mask for the focus).
+
+    For other models (or no output): no summary, no arrays, and ``seg_mask`` unchanged.
+    """
+    if heat.task != "segmentation" or heat.output is None:
+        return None, {}, seg_mask
+    from ml.explain.segmentation import explain_segmentation
+
+    thr = manifest.mask_threshold if manifest else 0.5
+    seg = explain_segmentation(heat.output, thr)
+    arrays = {"mask": seg["mask"], "probability": seg["probability"]}
+    return seg["summary"], arrays, seg["mask"] if seg_mask is None else seg_mask
+
+
+def _focused(
+    heatmap: np.ndarray, focus: str, roi_mask: np.ndarray | None, seg_mask: np.ndarray | None
+) -> tuple[FocusResult, Any]:
+    """The focus result and the ROI box (from the structure mask, or the focus region)."""
+    roi_bbox = None
+    if roi_mask is None and seg_mask is not None and focus == "segmentation":
+        from ml.roi import roi_from_segmentation
+
+        roi_bbox, roi_mask = roi_from_segmentation(seg_mask)
+    fres = focus_heatmap(heatmap, focus, roi_mask)
+    if roi_bbox is None and fres.focus == "segmentation":
+        roi_bbox = fres.bbox
+    return fres, roi_bbox
+
+
+def _model_fields(manifest: Manifest | None) -> dict[str, Any]:
+    return {
+        "model": manifest.key if manifest else None,
+        "version": manifest.version if manifest else None,
+        "architecture": manifest.architecture if manifest else None,
+    }
+
+
+def _decision_fields(heat: _Heatmap, method: str) -> dict[str, Any]:
+    ci, names, probs = heat.class_index, heat.class_names, heat.probs
+    return {
+        "task": heat.task,
+        "head": heat.head,
+        "method": method,
+        "layer": heat.layer,
+        "score_kind": heat.score_kind,
+        "class_index": ci,
+        "class_name": names[ci] if ci < len(names) else f"class {ci}",
+        "probability": float(probs[ci]),
+        "probabilities": {n: float(p) for n, p in zip(names, probs, strict=False)},
+    }
+
+
+def _focus_fields(focus: str, fres: FocusResult, roi_bbox: Any) -> dict[str, Any]:
+    return {
+        "focus_requested": focus,
+        "focus": fres.focus,
+        "focus_note": fres.note,
+        "focus_bbox": list(fres.bbox) if fres.bbox else None,
+        "roi_bbox": list(roi_bbox) if roi_bbox else None,
+        "inside_fraction": fres.inside_fraction,
+    }
+
+
 def explain_image(
     bundle_or_model: Any,
     image2d: np.ndarray,
@@ -141,118 +269,63 @@ def explain_image(
         segmenters, ``mask`` and ``probability`` (all (S, S) numpy arrays). See
         :func:`json_summary` for the JSON part alone.
     """
-    if method not in ALL_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {ALL_METHODS}")
-    if focus not in FOCUS_MODES:
-        raise ValueError(f"unknown focus {focus!r}; choose one of {FOCUS_MODES}")
+    _check_choices(method, focus)
     t0 = time.perf_counter()
     model, manifest = _unpack(bundle_or_model)
     size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
     image = _model_image(image2d, size)
-    head = _pick_head(model, head)
-    _, head_name, task = resolve_head(model, head)
-    timing: dict[str, float] = {}
-
-    cam_layer = layer or (manifest and manifest.gradcam_layer) or find_last_conv_layer(model)
-    batch = image[None, ..., None]
-    output = None
-    if method == "attention":
-        from ml.explain.attention import attention_rollout
-        from ml.explain.faithfulness import predict_probabilities
-
-        ro = attention_rollout(model, batch, manifest.attention_layers if manifest else None)
-        heatmap = ro.heatmaps[0]
-        # Rollout carries no class: class and probability come from the explained head.
-        probs = predict_probabilities(model, batch, head_name)[0]
-        ci = int(np.argmax(probs)) if class_index is None else int(class_index)
-        used_layer: str | list[str] = ro.layers
-        score_kind = "attention_rollout"
-    else:
-        cam = compute_cam(model, batch, cam_layer, head_name, class_index, method)
-        heatmap = cam.heatmaps[0]
-        probs = cam.probabilities[0]
-        ci = int(cam.class_index[0])
-        output = None if cam.output is None else cam.output[0]
-        used_layer = cam.layer
-        score_kind = cam.score_kind
-    timing["heatmap_ms"] = (time.perf_counter() - t0) * 1000.0
-    names = _class_names(manifest, head_name, task, len(probs))
-
-    arrays: dict[str, Any] = {"image": image, "heatmap": heatmap}
-    seg_summary = None
-    if task == "segmentation" and output is not None:
-        from ml.explain.segmentation import explain_segmentation
-
-        thr = manifest.mask_threshold if manifest else 0.5
-        seg = explain_segmentation(output, thr)
-        arrays["mask"], arrays["probability"] = seg["mask"], seg["probability"]
-        seg_summary = seg["summary"]
-        if seg_mask is None:
-            seg_mask = seg["mask"]
-
-    roi_mask, seg_mask = _sized(roi_mask, size), _sized(seg_mask, size)
-    roi_bbox = None
-    if roi_mask is None and seg_mask is not None and focus == "segmentation":
-        from ml.roi import roi_from_segmentation
-
-        roi_bbox, roi_mask = roi_from_segmentation(seg_mask)
-    fres = focus_heatmap(heatmap, focus, roi_mask)
-    if roi_bbox is None and fres.focus == "segmentation":
-        roi_bbox = fres.bbox
-    arrays["focused_heatmap"] = fres.focused
-    arrays["region"] = fres.region
-
+    heat = _explained_heatmap(model, manifest, image, head, method, layer, class_index)
+    timing = {"heatmap_ms": _ms_since(t0)}
+    seg_summary, seg_arrays, seg_mask = _segmentation_part(heat, manifest, seg_mask)
+    fres, roi_bbox = _focused(heat.heatmap, focus, _sized(roi_mask, size), _sized(seg_mask, size))
     faith = None
-    if faithfulness and task == "classification":
+    if faithfulness and heat.task == "classification":
         t1 = time.perf_counter()
-        extra = {"focused": fres.focused} if fres.focus != "none" else None
-        faith = _faithfulness(
-            model, image, heatmap, head_name, ci, names, steps, n_random, baseline, extra
-        )
-        timing["faithfulness_ms"] = (time.perf_counter() - t1) * 1000.0
-    timing["total_ms"] = (time.perf_counter() - t0) * 1000.0
-
+        faith = _faithfulness(model, image, heat, fres, steps, n_random, baseline)
+        timing["faithfulness_ms"] = _ms_since(t1)
+    timing["total_ms"] = _ms_since(t0)
     return {
-        "model": manifest.key if manifest else None,
-        "version": manifest.version if manifest else None,
-        "architecture": manifest.architecture if manifest else None,
-        "task": task,
-        "head": head_name,
-        "method": method,
-        "layer": used_layer,
-        "score_kind": score_kind,
-        "class_index": ci,
-        "class_name": names[ci] if ci < len(names) else f"class {ci}",
-        "probability": float(probs[ci]),
-        "probabilities": {n: float(p) for n, p in zip(names, probs, strict=False)},
-        "focus_requested": focus,
-        "focus": fres.focus,
-        "focus_note": fres.note,
-        "focus_bbox": list(fres.bbox) if fres.bbox else None,
-        "roi_bbox": list(roi_bbox) if roi_bbox else None,
-        "inside_fraction": fres.inside_fraction,
+        **_model_fields(manifest),
+        **_decision_fields(heat, method),
+        **_focus_fields(focus, fres, roi_bbox),
         "faithfulness": faith,
         "segmentation": seg_summary,
         "label_provenance": manifest.label_provenance.model_dump() if manifest else None,
         "notice": RESEARCH_USE_NOTICE,
         "timing_ms": {k: round(v, 1) for k, v in timing.items()},
-        "arrays": arrays,
+        "arrays": {
+            "image": image,
+            "heatmap": heat.heatmap,
+            **seg_arrays,
+            "focused_heatmap": fres.focused,
+            "region": fres.region,
+        },
     }
 
 
-def _faithfulness(model, image, heatmap, head, ci, names, steps, n_random, baseline, extra):
+def _faithfulness(
+    model: Any,
+    image: np.ndarray,
+    heat: _Heatmap,
+    fres: FocusResult,
+    steps: int,
+    n_random: int,
+    baseline: str,
+) -> dict[str, Any]:
+    """The faithfulness part of the summary; a focused map is scored alongside the heatmap."""
     from ml.explain.faithfulness import deletion_insertion
 
+    extra = {"focused": fres.focused} if fres.focus != "none" else None
     res = deletion_insertion(
         model,
         image,
-        heatmap,
-        head=head,
-        class_index=ci,
+        heat.heatmap,
+        head=heat.head,
+        class_index=heat.class_index,
         steps=steps,
         n_random=n_random,
         baseline=baseline,
-        class_names=names,
+        class_names=heat.class_names,
         extra_heatmaps=extra,
     )
     out = {

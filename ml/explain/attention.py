@@ -25,14 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ml.explain.gradcam import (
-    _as_batch,
-    _cached,
-    _signature,
-    find_layer_path,
-    normalize_maps,
-    run_with_capture,
-)
+from ml.explain.cam_graph import _cached, _signature, find_layer_path, run_with_capture
+from ml.explain.gradcam import _as_batch, normalize_maps
 
 
 @dataclass

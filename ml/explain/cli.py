@@ -23,7 +23,10 @@ from ml.fsutil import write_atomic
 from ml.vocab import CAM_METHODS, FOCUS_MODES, HEAD_OUTPUTS
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ml.bundle import Bundle
+    from ml.io import LoadedImage
 
 log = logging.getLogger(__name__)
 
@@ -102,62 +105,102 @@ def _load(path: Path) -> Bundle:
 
 
 def explain_file(args: argparse.Namespace) -> dict[str, Any]:
-    """Do the work of ``run`` and return the JSON summary (also written to summary.json)."""
-    import numpy as np
+    """Do the work of ``run`` and return the JSON summary (also written to summary.json).
 
-    from ml.clierror import CliError
-    from ml.explain import explain_image, json_summary, overlay
-    from ml.explain.segmentation import explain_segmentation
-    from ml.io import ImageError, read_image, require_content
-    from ml.predict import roi_from_mask, segment
+    Args:
+        args: the parsed ``explain`` options (see :func:`add_arguments`).
+
+    Returns:
+        The JSON summary: :func:`ml.explain.json_summary` plus the image, the model's display
+        name and intended use, the segmentation model used for the focus and the files written.
+    """
     from ml.preprocessing import preprocess
 
-    if not Path(args.image).is_file():
-        raise CliError(f"{args.image}: no such file")
-    try:
-        loaded = read_image(Path(args.image), frame=args.frame)
-        require_content(loaded.pixels)
-    except ImageError as exc:
-        raise CliError(f"{args.image}: {exc.message}") from exc
+    loaded = _read(args.image, args.frame)
     bundle = _load(_bundle_dir(args.model, args.models_dir))
     size = int(bundle.model.inputs[0].shape[1])
     image = preprocess(loaded.pixels, size)
-    head = HEADS.get(args.head, args.head)
-
-    seg_info: dict[str, Any] | None = None
-    roi_mask = roi_bbox = seg_mask = None
+    seg_info, roi_mask, roi_bbox, seg_mask = None, None, None, None
     if args.focus == "segmentation" and bundle.task == "classification":
-        seg_dir = (
-            _bundle_dir(args.seg_model, args.models_dir)
-            if args.seg_model
-            else _default_segmenter(args.models_dir)
-        )
-        seg_bundle = _load(seg_dir)
-        seg_size = int(seg_bundle.model.inputs[0].shape[1])
-        prob = segment(seg_bundle.model, preprocess(loaded.pixels, seg_size)[None, ..., None])[0]
-        if seg_size != size:
-            import cv2
+        seg_info, roi_mask, roi_bbox, seg_mask = _segmentation_focus(args, loaded.pixels, size)
+    result = _explain(bundle, image, args, roi_mask, seg_mask)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = _write_images(out, image, result, seg_mask, roi_bbox)
+    summary = _summary(result, args, loaded, bundle, seg_info, files)
+    write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    return summary
 
-            prob = cv2.resize(prob, (size, size), interpolation=cv2.INTER_LINEAR)
-        thr = seg_bundle.manifest.mask_threshold
-        seg = explain_segmentation(prob, thr)
-        seg_mask = seg["mask"]
-        roi_bbox, roi_mask = roi_from_mask(seg_mask)
-        if roi_bbox is None:
-            roi_mask = None
-        seg_info = {
-            "model": seg_bundle.manifest.key,
-            "version": seg_bundle.manifest.version,
-            "summary": seg["summary"],
-            "roi_bbox": list(roi_bbox) if roi_bbox else None,
-        }
+
+def _read(path: str, frame: int | None) -> LoadedImage:
+    """The loaded image (pixels and format); a missing, unreadable or empty file is a CliError."""
+    from ml.clierror import CliError
+    from ml.io import ImageError, read_image, require_content
+
+    if not Path(path).is_file():
+        raise CliError(f"{path}: no such file")
+    try:
+        loaded = read_image(Path(path), frame=frame)
+        require_content(loaded.pixels)
+    except ImageError as exc:
+        raise CliError(f"{path}: {exc.message}") from exc
+    return loaded
+
+
+def _segmentation_focus(
+    args: argparse.Namespace, pixels: np.ndarray, size: int
+) -> tuple[dict[str, Any], np.ndarray | None, Any, np.ndarray]:
+    """Segment the image with the focus segmenter: (summary info, ROI mask, ROI box, mask).
+
+    The segmenter's probability map is resized to the classifier's input size; the ROI mask is
+    ``None`` when the ROI is empty.
+    """
+    from ml.explain.segmentation import explain_segmentation
+    from ml.predict import roi_from_mask, segment
+    from ml.preprocessing import preprocess
+
+    seg_dir = (
+        _bundle_dir(args.seg_model, args.models_dir)
+        if args.seg_model
+        else _default_segmenter(args.models_dir)
+    )
+    seg_bundle = _load(seg_dir)
+    seg_size = int(seg_bundle.model.inputs[0].shape[1])
+    prob = segment(seg_bundle.model, preprocess(pixels, seg_size)[None, ..., None])[0]
+    if seg_size != size:
+        import cv2
+
+        prob = cv2.resize(prob, (size, size), interpolation=cv2.INTER_LINEAR)
+    seg = explain_segmentation(prob, seg_bundle.manifest.mask_threshold)
+    seg_mask = seg["mask"]
+    roi_bbox, roi_mask = roi_from_mask(seg_mask)
+    seg_info = {
+        "model": seg_bundle.manifest.key,
+        "version": seg_bundle.manifest.version,
+        "summary": seg["summary"],
+        "roi_bbox": list(roi_bbox) if roi_bbox else None,
+    }
+    return seg_info, (roi_mask if roi_bbox is not None else None), roi_bbox, seg_mask
+
+
+def _explain(
+    bundle: Bundle,
+    image: np.ndarray,
+    args: argparse.Namespace,
+    roi_mask: np.ndarray | None,
+    seg_mask: np.ndarray | None,
+) -> dict[str, Any]:
+    """:func:`ml.explain.explain_image` with the options; bad choices become a CliError."""
+    from ml.clierror import CliError
+    from ml.explain import explain_image
+
     if args.method == "attention" and not bundle.manifest.attention_layers:
         raise CliError(f"model {bundle.key} has no attention layers (attention needs hybrid_v3)")
     try:
-        result = explain_image(
+        return explain_image(
             bundle,
             image,
-            head=head,
+            head=HEADS.get(args.head, args.head),
             method=args.method,
             focus=args.focus,
             roi_mask=roi_mask,
@@ -168,9 +211,17 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write_images(
+    out: Path, image: np.ndarray, result: dict[str, Any], seg_mask: Any, roi_bbox: Any
+) -> dict[str, Any]:
+    """Draw the overlays and write them as PNGs into ``out``; returns file name -> RGB image."""
+    import numpy as np
+
+    from ml.explain import overlay
+
     arrays = result["arrays"]
+    # A segmenter's own mask and ROI win over those of the focus segmenter.
     seg_mask = arrays.get("mask", seg_mask)
     roi_bbox = result.get("roi_bbox") or roi_bbox
     focus_bbox = result["focus_bbox"] if result["focus"] == "box" else None
@@ -191,6 +242,19 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
         files["probability.png"] = overlay.probability_image(arrays["probability"])
     for name, rgb in files.items():
         write_atomic(out / name, overlay.to_png(np.asarray(rgb)))
+    return files
+
+
+def _summary(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    loaded: LoadedImage,
+    bundle: Bundle,
+    seg_info: dict[str, Any] | None,
+    files: dict[str, Any],
+) -> dict[str, Any]:
+    """The explanation's JSON part plus the input, the model and the files written."""
+    from ml.explain import json_summary
 
     summary = json_summary(result)
     summary.update(
@@ -204,7 +268,6 @@ def explain_file(args: argparse.Namespace) -> dict[str, Any]:
         segmentation_model=seg_info,
         files=sorted([*files, "summary.json"]),
     )
-    write_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     return summary
 
 

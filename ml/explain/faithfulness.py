@@ -17,12 +17,12 @@ random order, each extra map): ``2 + (steps - 1) * (2 + n_random + n_extra)`` im
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
-from ml.explain.gradcam import _cached, _signature, resolve_head
+from ml.explain.cam_graph import _cached, _signature, resolve_head
 
 BASELINES = ("blur", "mean", "zero")
 # Images per forward call. On CPU small chunks run faster than one big batch (the activations
@@ -184,7 +184,7 @@ def deletion_insertion(
         model: the explained Keras model.
         image: (S, S) or (S, S, 1) float32 model input in [0, 1].
         heatmap: (S, S) saliency map (any non-negative scale).
-        head: explained output (as in :func:`ml.explain.gradcam.resolve_head`).
+        head: explained output (as in :func:`ml.explain.cam_graph.resolve_head`).
         class_index: explained class; ``None`` = the class predicted on the unperturbed image.
         steps: number of equal pixel-fraction steps (``steps + 1`` points per curve).
         baseline: what removed pixels become: "blur", "mean" or "zero".
@@ -201,84 +201,144 @@ def deletion_insertion(
         (images run), ``interpretation`` (one sentence) and ``extra`` (name -> deletion_auc,
         score, interpretation for each of ``extra_heatmaps``).
     """
+    img, hm, extras = _prepared(image, heatmap, extra_heatmaps)
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    rng = np.random.default_rng(seed)
+    base = make_baseline(img, baseline)
+    counts = np.rint(np.linspace(0.0, 1.0, steps + 1) * img.size).astype(np.int64)
+    x = _perturbed_batch(img, base, hm, list(extras.values()), counts[1:-1], n_random, rng)
+    probs = predict_probabilities(model, x, head, max_batch=max_batch)
+    ci = int(np.argmax(probs[0])) if class_index is None else int(class_index)
+    curves = _split_curves(probs[:, ci], steps, n_random, list(extras))
+    name = class_names[ci] if class_names and ci < len(class_names) else f"class {ci}"
+    # A model that ignores the perturbations (e.g. untrained) gives flat curves: say so.
+    flat = float(np.ptp(probs[:, ci])) < 0.01
+    rand_auc = _mean_auc(curves.random)
+    del_auc = auc(curves.deletion)
+    score, sentence = _judge(del_auc, rand_auc, n_random, name, flat)
+    return {
+        "deletion_auc": del_auc,
+        "insertion_auc": auc(curves.insertion),
+        "random_deletion_auc": rand_auc,
+        "score": score,
+        "interpretation": sentence,
+        "class_index": ci,
+        "initial_probability": float(probs[0, ci]),
+        "fractions": (counts / img.size).tolist(),
+        "deletion_curve": curves.deletion.tolist(),
+        "insertion_curve": curves.insertion.tolist(),
+        "random_deletion_curve": _mean_curve(curves.random, steps + 1).tolist(),
+        "steps": steps,
+        "baseline": baseline,
+        "n_random": n_random,
+        "n_forward": int(x.shape[0]),
+        "extra": {
+            key: _extra_report(curve, rand_auc, n_random, name, flat)
+            for key, curve in curves.extra.items()
+        },
+    }
+
+
+class _Curves(NamedTuple):
+    """The probability curves of one :func:`deletion_insertion` run, ``steps + 1`` points each."""
+
+    deletion: np.ndarray
+    random: np.ndarray | None  # (n_random, steps + 1); None without random orders
+    insertion: np.ndarray
+    extra: dict[str, np.ndarray]  # the deletion curve of each extra map
+
+
+def _prepared(
+    image: np.ndarray, heatmap: np.ndarray, extra_heatmaps: dict[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(S, S) float32 image, and every map fitted onto it."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 3:
         img = img[..., 0]
     hm = _fit(heatmap, img.shape)
     extras = {k: _fit(v, img.shape) for k, v in (extra_heatmaps or {}).items()}
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    rng = np.random.default_rng(seed)
-    base = make_baseline(img, baseline)
-    n_pix = img.size
-    counts = np.rint(np.linspace(0.0, 1.0, steps + 1) * n_pix).astype(np.int64)
+    return img, hm, extras
+
+
+def _perturbed_batch(
+    img: np.ndarray,
+    base: np.ndarray,
+    heatmap: np.ndarray,
+    extra_maps: list[np.ndarray],
+    inner: np.ndarray,
+    n_random: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Every image the curves need, (n, S, S, 1) float32, in the order :func:`_split_curves` reads.
+
+    ``inner`` holds the pixel counts of the inner steps: every curve starts at the image and
+    ends at the baseline (or back), so those two are in the batch once, first.
+    """
     flat_img, flat_base = img.ravel(), base.ravel()
-    inner = counts[1:-1]  # every curve starts at the image and ends at the baseline (or back)
 
     def deleted(ranks: np.ndarray) -> list[np.ndarray]:
         # rank < count  <=>  the pixel is among the first `count` in that order.
         return [np.where(ranks < c, flat_base, flat_img) for c in inner]
 
-    salient = _ranks(saliency_order(hm, rng))
+    salient = _ranks(saliency_order(heatmap, rng))
     # Shared end points once, then the inner steps of each curve:
     # deletion, n_random random deletions, insertion, one deletion per extra map.
+    # Draw from ``rng`` in this order (ties, random orders, extra maps): same seed, same result.
     batch = [flat_img, flat_base, *deleted(salient)]
     for _ in range(n_random):
-        batch += deleted(_ranks(rng.permutation(n_pix)))
+        batch += deleted(_ranks(rng.permutation(img.size)))
     batch += [np.where(salient < c, flat_img, flat_base) for c in inner]
-    for extra_hm in extras.values():
+    for extra_hm in extra_maps:
         batch += deleted(_ranks(saliency_order(extra_hm, rng)))
-    x = np.stack(batch).reshape(-1, *img.shape, 1).astype(np.float32)
-    probs = predict_probabilities(model, x, head, max_batch=max_batch)
-    n = steps + 1
+    return np.stack(batch).reshape(-1, *img.shape, 1).astype(np.float32)
+
+
+def _split_curves(p: np.ndarray, steps: int, n_random: int, extra_names: list[str]) -> _Curves:
+    """The curves from the explained class's probability on each image of the batch."""
     m = steps - 1
-    ci = int(np.argmax(probs[0])) if class_index is None else int(class_index)
-    p_img, p_base = probs[0, ci], probs[1, ci]
-    mids = probs[2:, ci].reshape(-1, m) if m else np.zeros((2 + n_random + len(extras), 0))
+    p_img, p_base = p[0], p[1]
+    mids = p[2:].reshape(-1, m) if m else np.zeros((2 + n_random + len(extra_names), 0))
 
     def deletion_curve(row: int) -> np.ndarray:
         return np.concatenate([[p_img], mids[row], [p_base]])
 
-    deletion = deletion_curve(0)
     random_curves = np.stack([deletion_curve(1 + r) for r in range(n_random)]) if n_random else None
-    insertion_curve = np.concatenate([[p_base], mids[1 + n_random], [p_img]])
-    del_auc = auc(deletion)
-    ins_auc = auc(insertion_curve)
-    if random_curves is not None:
-        rand_auc = float(np.mean([auc(c) for c in random_curves]))
-    else:
-        rand_auc = float("nan")
-    score = _score(rand_auc, del_auc) if n_random else 0.0
-    random_mean = random_curves.mean(axis=0) if random_curves is not None else np.zeros(n)
-    name = class_names[ci] if class_names and ci < len(class_names) else f"class {ci}"
-    # A model that ignores the perturbations (e.g. untrained) gives flat curves: say so.
-    flat = float(np.ptp(probs[:, ci])) < 0.01
-    extra_out: dict[str, Any] = {}
-    for j, key in enumerate(extras):
-        curve = deletion_curve(2 + n_random + j)
-        e_auc = auc(curve)
-        e_score = _score(rand_auc, e_auc) if n_random else 0.0
-        extra_out[key] = {
-            "deletion_auc": e_auc,
-            "score": e_score,
-            "interpretation": interpret(e_score, rand_auc if n_random else 1.0, name, flat),
-            "deletion_curve": curve.tolist(),
-        }
+    return _Curves(
+        deletion=deletion_curve(0),
+        random=random_curves,
+        insertion=np.concatenate([[p_base], mids[1 + n_random], [p_img]]),
+        extra={k: deletion_curve(2 + n_random + j) for j, k in enumerate(extra_names)},
+    )
+
+
+def _mean_auc(curves: np.ndarray | None) -> float:
+    """Mean AUC of the random-order curves; NaN without any."""
+    if curves is None:
+        return float("nan")
+    return float(np.mean([auc(c) for c in curves]))
+
+
+def _mean_curve(curves: np.ndarray | None, n: int) -> np.ndarray:
+    return curves.mean(axis=0) if curves is not None else np.zeros(n)
+
+
+def _judge(
+    deletion_auc: float, random_auc: float, n_random: int, class_name: str, flat: bool
+) -> tuple[float, str]:
+    """Score and sentence of one deletion AUC; without random orders the score is 0."""
+    score = _score(random_auc, deletion_auc) if n_random else 0.0
+    return score, interpret(score, random_auc if n_random else 1.0, class_name, flat)
+
+
+def _extra_report(
+    curve: np.ndarray, random_auc: float, n_random: int, class_name: str, flat: bool
+) -> dict[str, Any]:
+    e_auc = auc(curve)
+    e_score, sentence = _judge(e_auc, random_auc, n_random, class_name, flat)
     return {
-        "deletion_auc": del_auc,
-        "insertion_auc": ins_auc,
-        "random_deletion_auc": rand_auc,
-        "score": score,
-        "interpretation": interpret(score, rand_auc if n_random else 1.0, name, flat),
-        "class_index": ci,
-        "initial_probability": float(p_img),
-        "fractions": (counts / n_pix).tolist(),
-        "deletion_curve": deletion.tolist(),
-        "insertion_curve": insertion_curve.tolist(),
-        "random_deletion_curve": random_mean.tolist(),
-        "steps": steps,
-        "baseline": baseline,
-        "n_random": n_random,
-        "n_forward": int(x.shape[0]),
-        "extra": extra_out,
+        "deletion_auc": e_auc,
+        "score": e_score,
+        "interpretation": sentence,
+        "deletion_curve": curve.tolist(),
     }

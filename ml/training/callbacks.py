@@ -69,3 +69,59 @@ class TimeBudget(keras.callbacks.Callback):
             self.stopped = True
             self.model.stop_training = True
             logger.info("time limit reached after epoch %d: training stops here", epoch + 1)
+
+
+def _monitor(name: str, has_val: bool) -> str:
+    return name if has_val or not name.startswith("val_") else name[len("val_") :]
+
+
+def _mode(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+def make_callbacks(cfg, stage_index, size, run_dir: Path, rows, has_val: bool):
+    """Checkpoint, log, early stopping and LR reduction of one stage; returns them and the
+    checkpoint path."""
+    import keras
+
+    t = cfg["training"]
+    es = t["early_stopping"]
+    rl = t["reduce_lr"]
+    ck_monitor = _monitor(t["checkpoint"].get("monitor") or es["monitor"], has_val)
+    checkpoint = run_dir / f"best_stage{stage_index}.weights.h5"
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint),
+            monitor=ck_monitor,
+            mode=_mode(ck_monitor),
+            save_best_only=True,
+            save_weights_only=True,
+            verbose=0,
+        ),
+        EpochRecorder(run_dir / "training_log.csv", rows, stage_index, size),
+    ]
+    if es:
+        monitor = _monitor(es["monitor"], has_val)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                mode=_mode(monitor),
+                patience=int(es["patience"]),
+                restore_best_weights=bool(es.get("restore_best_weights", False)),
+                verbose=1,
+            )
+        )
+    if rl:
+        monitor = _monitor(rl["monitor"], has_val)
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode=_mode(monitor),
+                factor=float(rl["factor"]),
+                patience=int(rl["patience"]),
+                min_lr=float(rl.get("min_lr", 1e-7)),
+                verbose=1,
+            )
+        )
+    return callbacks, checkpoint

@@ -21,12 +21,12 @@ import numpy as np
 
 from ml.manifest import Manifest
 from ml.training.caching import adapt_layers, carry_optimizer_state, fit_view, precompute
+from ml.training.callbacks import make_callbacks
 from ml.training.config import load_config, normalize_config, stages
+from ml.training.optim import compile_for_task
 from ml.training.records import dataset_record, file_record, machine_info, provenance
 
 logger = logging.getLogger(__name__)
-
-HEADS = {"binary_output": 2, "stage_output": 4}
 
 
 @dataclass
@@ -47,97 +47,6 @@ def _targets(task: str, data, idx: np.ndarray, size: int):
     if task == "segmentation":
         return x, resize_masks(data.masks[idx], size)
     return x, {"binary_output": data.as_status[idx], "stage_output": data.stage[idx]}
-
-
-def _compile(model, cfg, task: str, train_data, fit_idx, learning_rate: float):
-    from ml.losses import get_loss
-    from ml.metrics import DiceScore, IoUScore
-    from ml.models import spec
-    from ml.training.optim import backbone_learning_rate, make_optimizer
-
-    t = cfg["training"]
-    pretrained = bool(spec(cfg["architecture"]).weights_init(cfg["model"]).get("imagenet"))
-    backbone_lr = backbone_learning_rate(t["optimizer"].get("backbone_learning_rate"), pretrained)
-    if backbone_lr is not None:
-        backbone_lr *= learning_rate / float(t["optimizer"]["learning_rate"])
-    optimizer = make_optimizer(model, t["optimizer"], learning_rate, backbone_lr)
-    eager = bool(t.get("run_eagerly", False))
-    if task == "segmentation":
-        model.compile(
-            optimizer=optimizer,
-            loss=get_loss(t["loss"]),
-            metrics=[DiceScore(name="dice"), IoUScore(name="iou")],
-            run_eagerly=eager,
-        )
-        return
-    labels = {
-        "binary_output": train_data.as_status[fit_idx],
-        "stage_output": train_data.stage[fit_idx],
-    }
-    losses = {h: get_loss(t["loss"][h], labels[h], HEADS[h]) for h in HEADS}
-    model.compile(
-        optimizer=optimizer,
-        loss=losses,
-        loss_weights={h: float(t["loss_weights"][h]) for h in HEADS},
-        metrics={h: ["accuracy"] for h in HEADS},
-        run_eagerly=eager,
-    )
-
-
-def _monitor(name: str, has_val: bool) -> str:
-    return name if has_val or not name.startswith("val_") else name[len("val_") :]
-
-
-def _mode(monitor: str) -> str:
-    return "min" if "loss" in monitor else "max"
-
-
-def _callbacks(cfg, stage_index, size, run_dir: Path, rows, has_val: bool):
-    import keras
-
-    from ml.training.callbacks import EpochRecorder
-
-    t = cfg["training"]
-    es = t["early_stopping"]
-    rl = t["reduce_lr"]
-    ck_monitor = _monitor(t["checkpoint"].get("monitor") or es["monitor"], has_val)
-    checkpoint = run_dir / f"best_stage{stage_index}.weights.h5"
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoint),
-            monitor=ck_monitor,
-            mode=_mode(ck_monitor),
-            save_best_only=True,
-            save_weights_only=True,
-            verbose=0,
-        ),
-        EpochRecorder(run_dir / "training_log.csv", rows, stage_index, size),
-    ]
-    if es:
-        monitor = _monitor(es["monitor"], has_val)
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                mode=_mode(monitor),
-                patience=int(es["patience"]),
-                restore_best_weights=bool(es.get("restore_best_weights", False)),
-                verbose=1,
-            )
-        )
-    if rl:
-        monitor = _monitor(rl["monitor"], has_val)
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor,
-                mode=_mode(monitor),
-                factor=float(rl["factor"]),
-                patience=int(rl["patience"]),
-                min_lr=float(rl.get("min_lr", 1e-7)),
-                verbose=1,
-            )
-        )
-    return callbacks, checkpoint
 
 
 def _evaluate_for_bundle(model, task, test_data, storage: str, tolerance: float):
@@ -242,7 +151,7 @@ def _fit_stage(run: _Run, i: int, stage: dict[str, Any]) -> None:
     previous_optimizer: Any = run.fit_model.optimizer if run.fit_model is not None else None
     run.model = _stage_model(run, size)
     run.fit_model = fit_view(run.model, cached)
-    _compile(run.fit_model, cfg, task, run.train_data, run.fit_idx, stage["learning_rate"])
+    compile_for_task(run.fit_model, cfg, task, run.train_data, run.fit_idx, stage["learning_rate"])
     carried = carry_optimizer_state(
         previous_optimizer, run.fit_model.optimizer, run.fit_model.trainable_variables
     )
@@ -273,7 +182,7 @@ def _fit_stage(run: _Run, i: int, stage: dict[str, Any]) -> None:
     )  # fmt: skip
     if validation is not None and cached:
         validation = ((validation[0], *val_extras), validation[1])
-    callbacks, run.checkpoint = _callbacks(cfg, i, size, run.run_dir, run.rows, run.has_val)
+    callbacks, run.checkpoint = make_callbacks(cfg, i, size, run.run_dir, run.rows, run.has_val)
     if run.budget is not None:
         callbacks.append(run.budget)
     before, stage_started = len(run.rows), time.time()

@@ -61,3 +61,41 @@ def make_optimizer(model, spec: dict[str, Any], learning_rate: float, backbone_l
     if multipliers:
         return MultiplierAdam(lr_multipliers=multipliers, learning_rate=learning_rate)
     return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+HEADS = {"binary_output": 2, "stage_output": 4}
+
+
+def compile_for_task(model, cfg, task: str, train_data, fit_idx, learning_rate: float) -> None:
+    """Compile with the config's optimizer, losses and metrics for a segmenter or a classifier."""
+    from ml.losses import get_loss
+    from ml.metrics import DiceScore, IoUScore
+    from ml.models import spec
+
+    t = cfg["training"]
+    pretrained = bool(spec(cfg["architecture"]).weights_init(cfg["model"]).get("imagenet"))
+    backbone_lr = backbone_learning_rate(t["optimizer"].get("backbone_learning_rate"), pretrained)
+    if backbone_lr is not None:
+        backbone_lr *= learning_rate / float(t["optimizer"]["learning_rate"])
+    optimizer = make_optimizer(model, t["optimizer"], learning_rate, backbone_lr)
+    eager = bool(t.get("run_eagerly", False))
+    if task == "segmentation":
+        model.compile(
+            optimizer=optimizer,
+            loss=get_loss(t["loss"]),
+            metrics=[DiceScore(name="dice"), IoUScore(name="iou")],
+            run_eagerly=eager,
+        )
+        return
+    labels = {
+        "binary_output": train_data.as_status[fit_idx],
+        "stage_output": train_data.stage[fit_idx],
+    }
+    losses = {h: get_loss(t["loss"][h], labels[h], HEADS[h]) for h in HEADS}
+    model.compile(
+        optimizer=optimizer,
+        loss=losses,
+        loss_weights={h: float(t["loss_weights"][h]) for h in HEADS},
+        metrics={h: ["accuracy"] for h in HEADS},
+        run_eagerly=eager,
+    )

@@ -162,7 +162,7 @@ def test_serve_prints_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     serve.add_arguments(parser)
     assert serve.run(parser.parse_args(["--port", "8123", "--data-dir", "/tmp/x"])) == 0
     out = capsys.readouterr().out
-    assert "http://127.0.0.1:8123" in out and "Research use only" in out
+    assert "http://127.0.0.1:8123/app/" in out and "Research use only" in out
     assert seen["port"] == 8123
     # One Settings object, built from flags + environment, goes straight into the app:
     # nothing is written back to the environment.
