@@ -1,6 +1,13 @@
 // The browser scenarios, in order. Each step may list the HTTP statuses it provokes on purpose
 // (a wrong password is a 401); every other console error or failed request fails the step.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
+
+// axe-core runs inside each page the suite photographs (evaluated through the debugging
+// protocol, so the page's Content-Security-Policy does not block it).
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf-8');
+const AXE_BLOCKING = new Set(['serious', 'critical']);
 
 const EMAIL = `reader.${Date.now()}@example.org`;
 const PASSWORD = 'a long passphrase for e2e';
@@ -21,6 +28,7 @@ export function makeSuite({ base, files, artifacts, log }) {
   let resultId = null;
   let resultStatus = null;
   let shot = 0;
+  let axeChecked = 0;
 
   function watch(page) {
     page.on('console', (msg) => {
@@ -45,11 +53,30 @@ export function makeSuite({ base, files, artifacts, log }) {
     });
   }
 
+  /** axe-core on the page as it is now: serious or critical violations fail the step. */
+  async function checkAccessibility(page, name) {
+    const violations = await page.evaluate(async (source) => {
+      if (!window.axe) (0, eval)(source);
+      const result = await window.axe.run(document, { resultTypes: ['violations'] });
+      return result.violations.map((v) => ({
+        id: v.id,
+        impact: v.impact,
+        help: v.help,
+        targets: v.nodes.slice(0, 3).map((n) => `${n.target.join(' ')} ${n.html.slice(0, 160)}`),
+      }));
+    }, AXE_SOURCE);
+    axeChecked += 1;
+    for (const v of violations.filter((x) => AXE_BLOCKING.has(x.impact))) {
+      problems.push(`[${current.name}] axe ${v.impact} on ${name}: ${v.id} (${v.help}) at ${v.targets.join(', ')}`);
+    }
+  }
+
   async function screenshot(page, name) {
     shot += 1;
     await page.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
     // Let transitions (modals, notifications) settle so the picture shows the steady state.
     await page.waitForTimeout(350);
+    await checkAccessibility(page, name);
     // Full-page shots stitch the page from the top; start there so the fixed header sits on top.
     await page.evaluate(() => window.scrollTo(0, 0));
     const path = join(artifacts, `${String(shot).padStart(2, '0')}-${name}.png`);
@@ -78,8 +105,11 @@ export function makeSuite({ base, files, artifacts, log }) {
         await page.goto(`${base}/`);
         await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
         assert(page.url() === `${app}/login`, `expected ${app}/login, got ${page.url()}`);
-        // An API path answers JSON even to a browser navigation.
-        const api = await page.goto(`${base}/history`);
+        // An API path answers JSON even when asked for HTML, as a browser navigation asks.
+        const api = await page.request.get(`${base}/history`, {
+          headers: { Accept: 'text/html,application/xhtml+xml' },
+        });
+        assert(api.status() === 401, `expected 401 from the API, got ${api.status()}`);
         assert(api.headers()['content-type'].startsWith('application/json'), 'API paths stay JSON');
         await page.goto(`${app}/analyze`);
         // No session yet: the guard sends the browser to log in.
@@ -453,8 +483,9 @@ export function makeSuite({ base, files, artifacts, log }) {
       }
     }
     await context.close();
-    log(`${passed}/${steps.length} steps passed`);
-    return ok;
+    log(`${passed}/${steps.length} steps passed; axe-core checked ${axeChecked} page states`);
+    // A suite that photographed pages but never ran axe would prove nothing about them.
+    return ok && axeChecked > 0;
   }
 
   return { run };

@@ -88,7 +88,11 @@ export function AppLayout() {
           </Group>
           <Menu position="bottom-end" withinPortal>
             <Menu.Target>
-              <UnstyledButton className={classes.user} aria-label="Account menu">
+              <UnstyledButton
+                className={classes.user}
+                // The visible e-mail is part of the name, so voice users can say what they see.
+                aria-label={`${me.data?.email ?? 'Account'}: account menu`}
+              >
                 <Group gap={6} wrap="nowrap">
                   <IconUserCircle size={22} aria-hidden />
                   <Text size="sm" visibleFrom="md" maw={200} truncate="end">

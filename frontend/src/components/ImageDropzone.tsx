@@ -38,6 +38,7 @@ export function ImageDropzone({ onFile, onReject, maxBytes, disabled = false }: 
       multiple={false}
       disabled={disabled}
       aria-label="Choose an image: drop a file here or press Enter to browse"
+      inputProps={{ 'aria-label': 'Image file' }}
       data-testid="dropzone"
       radius="md"
     >

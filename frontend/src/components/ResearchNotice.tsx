@@ -19,8 +19,9 @@ export function ResearchNotice({ detail, compact = false }: ResearchNoticeProps)
       title={RESEARCH_ONLY}
       data-testid="research-notice"
       p={compact ? 'xs' : undefined}
-      // Yellow text on a pale background fails WCAG contrast; a deep orange keeps 4.5:1.
-      styles={{ title: { color: 'var(--mantine-color-orange-9)' }, icon: { color: 'var(--mantine-color-orange-9)' } }}
+      // Yellow or orange text on the pale yellow background fails WCAG contrast; a dark brown
+      // title keeps well above 4.5:1 while the icon carries the colour.
+      styles={{ title: { color: '#6b2c00' }, icon: { color: 'var(--mantine-color-orange-9)' } }}
     >
       {detail ? (
         <Text size="sm">{detail}</Text>
