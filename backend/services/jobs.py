@@ -40,6 +40,7 @@ from backend.schemas.jobs import (
     JobSummary,
 )
 from backend.services.analysis import split_keys
+from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, StagedItem, job_inputs, stage_files
 from backend.services.pipeline import check_explain
@@ -185,8 +186,7 @@ async def _record(
     """Files first (one atomic rename), then the job's rows and audit event in one commit."""
     store = job_inputs(runtime.settings)
     staged = store.stage(job.id)
-    committed = False
-    try:
+    async with files_then_rows(session, staged):
         staged_items = await asyncio.to_thread(stage_files, staged, files, runtime.settings)
         await asyncio.to_thread(staged.commit)
         items = _rows(job, staged_items)
@@ -200,12 +200,6 @@ async def _record(
             target=str(job.id),
             detail={"items": len(items), "backend": job.backend, "models": job.options["models"]},
         )
-        await session.commit()
-        committed = True
-    finally:
-        if not committed:
-            await session.rollback()
-            await asyncio.to_thread(staged.discard)
     return items
 
 

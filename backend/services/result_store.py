@@ -17,6 +17,7 @@ from backend.models import Analysis, ModelResult
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import audit
 from backend.schemas.results import ClassificationOutput, ResultBase, SegmentationOutput
+from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.pipeline import Decoded
 from backend.storage.artifacts import ArtifactStore
@@ -130,8 +131,7 @@ async def store_result(
     files = {"input.png": mappers.png(decoded.display), **files}
     await _clear_leftovers(session, store, analysis_id, job_id)
     staged = store.stage(analysis_id)
-    committed = False
-    try:
+    async with files_then_rows(session, staged):
 
         def write() -> None:
             for name, data in files.items():
@@ -162,9 +162,3 @@ async def store_result(
                 **({"job_id": job_id} if job_id else {}),
             },
         )
-        await session.commit()
-        committed = True
-    finally:
-        if not committed:
-            await session.rollback()
-            await asyncio.to_thread(staged.discard)
