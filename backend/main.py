@@ -10,12 +10,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from backend.api.errors import install_error_handlers
+from backend.api.middleware import DefaultSecretGuard, SecurityHeaders
 from backend.api.routes import artifacts, auth, health, history, inference, jobs, models
 from backend.api.spa import install_spa
 from backend.core.config import Settings, get_settings
@@ -50,6 +52,38 @@ def operation_id(route: APIRoute) -> str:
     """`tag-name` operation ids, so the generated client reads `authLogin`, `historyList...`."""
     tag = route.tags[0] if route.tags else "default"
     return f"{tag}-{route.name}"
+
+
+def _include_routers(app: FastAPI, settings: Settings) -> None:
+    """Each router with its body and form limits: the declared length and the streamed bytes
+    are checked before anything parses the body or checks credentials (413 ``too_large``)."""
+    upload = settings.max_upload_bytes + settings.multipart_overhead_bytes
+    # Part headers of every file of a job, beyond the shared overhead.
+    job_body = settings.job_max_bytes + settings.multipart_overhead_bytes
+    job_body += 1024 * settings.job_max_items
+    app.include_router(
+        inference.router,
+        max_body_size=upload,
+        form_limits={"max_files": 1, "max_fields": 64, "max_part_size": 64 * 1024},
+    )
+    app.include_router(
+        jobs.router,
+        max_body_size=job_body,
+        form_limits={
+            # One more than a job may hold, so the job's own check answers with its clearer
+            # too_many_items; far more stops the parser (too_many_files) before it spools them.
+            "max_files": settings.job_max_items + 1,
+            "max_fields": 64,
+            "max_part_size": 64 * 1024,
+        },
+    )
+    # The limiter sits inside each route (not around the app) so that SecurityHeaders can turn
+    # its plain-text 413 into the API's JSON error.
+    small: Any = {"max_files": 0, "max_fields": 16, "max_part_size": 16 * 1024}
+    for module in (auth, history, artifacts, models, health):
+        app.include_router(
+            module.router, max_body_size=settings.max_request_bytes, form_limits=small
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -91,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = None
     app.state.job_executor = None
     install_error_handlers(app)
+    # Added innermost first: the guard runs inside the headers, so its 503 carries them too.
+    app.add_middleware(DefaultSecretGuard, settings=settings)
+    app.add_middleware(SecurityHeaders)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -99,7 +136,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    for module in (auth, inference, history, artifacts, models, jobs, health):
-        app.include_router(module.router)
+    _include_routers(app, settings)
     install_spa(app, Path(settings.spa_dir))
     return app

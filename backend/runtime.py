@@ -16,13 +16,48 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.core.config import Settings
+from backend.core.pools import BoundedPool, PerKeyLimit
 from backend.db import migrate
 from backend.db.session import make_engine, make_sessionmaker
 from backend.inference.registry import ModelRegistry, load_registry
 from backend.inference.runner import InferenceRunner
 from backend.storage.artifacts import ArtifactStore
+from backend.storage.rate_limits import RateLimits
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Guards:
+    """What keeps one caller or one input from taking the service down for everyone."""
+
+    rates: RateLimits
+    hashing: BoundedPool  # argon2, apart from everything else
+    decoding: BoundedPool  # uploads are decoded here, a few at a time
+    analyses: PerKeyLimit  # analyses in flight per user
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Guards:
+        return cls(
+            rates=RateLimits(s.rate_limit_storage),
+            hashing=BoundedPool(
+                "password-hash",
+                s.password_hash_workers,
+                s.password_hash_queue,
+                busy_message="Too many log-ins and sign-ups at once; retry in a moment.",
+            ),
+            decoding=BoundedPool(
+                "decode",
+                s.decode_concurrency,
+                s.decode_queue,
+                busy_message="The server is busy decoding other uploads; retry in a moment.",
+            ),
+            analyses=PerKeyLimit(s.max_concurrent_analyses),
+        )
+
+    def close(self) -> None:
+        self.hashing.close()
+        self.decoding.close()
 
 
 @dataclass
@@ -33,6 +68,7 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     store: ArtifactStore
+    guards: Guards
     registry: ModelRegistry | None = None
     runner: InferenceRunner | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -53,6 +89,7 @@ class Runtime:
     async def close(self) -> None:
         if self.runner is not None:
             await self.runner.close()
+        self.guards.close()
         await self.engine.dispose()
 
 
@@ -89,6 +126,7 @@ async def start_runtime(
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
         store=store,
+        guards=Guards.from_settings(settings),
         timings=timings,
     )
     if load_models:

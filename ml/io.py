@@ -6,10 +6,10 @@ and rejects bad ones with the same machine-readable codes.
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpeg", "npy", "dicom", "nifti")
+# Decoded pixel data (or inflated gzip) of one image: large enough for any real series slice
+# stack, small enough that a crafted file cannot take the machine's memory.
+DEFAULT_MAX_DECODED_BYTES = 512 * 1024**2
+_CHUNK = 1 << 20
 
 
 class ImageError(ValueError):
@@ -50,6 +54,39 @@ def _is_nifti_header(head: bytes) -> bool:
     return (sized and magic[:3] in (b"n+1", b"ni1", b"n+2")) or nifti2
 
 
+def inflate(data: bytes, limit: int, *, head: int | None = None) -> bytes:
+    """Inflate a gzip stream chunk by chunk, refusing to produce more than ``limit`` bytes.
+
+    Args:
+        data: the gzip bytes.
+        limit: the most output bytes allowed (``too_large`` beyond it).
+        head: stop after this many output bytes (read a header without inflating the rest).
+
+    Raises:
+        ImageError: ``corrupt_image`` for a broken stream, ``too_large`` past ``limit``.
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    want = limit + 1 if head is None else min(head, limit + 1)
+    try:
+        pending = data
+        while pending and len(out) < want:
+            out += inflater.decompress(pending, min(_CHUNK, want - len(out)))
+            pending = inflater.unconsumed_tail
+        if head is None and len(out) <= limit and not inflater.eof:
+            out += inflater.flush()
+    except zlib.error as exc:
+        raise ImageError("corrupt_image", "The gzip stream is truncated or corrupt.") from exc
+    if len(out) > limit:
+        raise ImageError(
+            "too_large", f"The gzip stream inflates to more than {limit:,} bytes (the limit)."
+        )
+    short = head is not None and len(out) < head
+    if (head is None or short) and not inflater.eof:
+        raise ImageError("corrupt_image", "The gzip stream is truncated or corrupt.")
+    return bytes(out[:head] if head is not None else out)
+
+
 def sniff_format(data: bytes) -> str:
     """Return one of FORMATS from the leading bytes, or raise ``unsupported_format``."""
     if len(data) == 0:
@@ -63,11 +100,7 @@ def sniff_format(data: bytes) -> str:
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
     if data.startswith(b"\x1f\x8b"):
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
-                head = gz.read(352)
-        except (OSError, EOFError) as exc:
-            raise ImageError("corrupt_image", f"The gzip stream could not be read: {exc}") from exc
+        head = inflate(data, DEFAULT_MAX_DECODED_BYTES, head=352)
         if _is_nifti_header(head):
             return "nifti"
         raise ImageError(
@@ -121,7 +154,36 @@ def _read_raster(data: bytes, fmt: str, max_pixels: int | None) -> LoadedImage:
     return LoadedImage(arr, fmt, {"mode": mode, "size": [img.width, img.height]})
 
 
-def _read_npy(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedImage:
+def _check_npy_header(data: bytes, max_decoded_bytes: int) -> None:
+    """Refuse a .npy whose header declares more data than the file holds or the limit allows
+    (numpy would allocate the declared array before reading it)."""
+    from numpy.lib import format as npy_format
+
+    stream = io.BytesIO(data)
+    try:
+        version = npy_format.read_magic(stream)
+        reader = (
+            npy_format.read_array_header_1_0
+            if version == (1, 0)
+            else npy_format.read_array_header_2_0
+        )
+        shape, _, dtype = reader(stream)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ImageError("corrupt_image", "The .npy header could not be read.") from exc
+    declared = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    if declared > max_decoded_bytes:
+        raise ImageError(
+            "too_large",
+            f"The .npy array declares {declared:,} bytes; the limit is {max_decoded_bytes:,}.",
+        )
+    if declared > len(data) - stream.tell():
+        raise ImageError("corrupt_image", "The .npy file is shorter than its header says.")
+
+
+def _read_npy(
+    data: bytes, frame: int | None, max_pixels: int | None, max_decoded_bytes: int
+) -> LoadedImage:
+    _check_npy_header(data, max_decoded_bytes)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -148,32 +210,68 @@ def _read_npy(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedI
     return LoadedImage(arr, "npy", meta)
 
 
+def _int_tag(ds: Any, name: str, default: int) -> int:
+    try:
+        value = ds.get(name, default)
+        return int(value if value not in (None, "") else default)
+    except (TypeError, ValueError) as exc:
+        raise ImageError("corrupt_image", f"The DICOM {name} is not a number.") from exc
+
+
+def check_dicom_size(
+    ds: Any, max_pixels: int | None, max_frames: int | None, max_decoded_bytes: int | None
+) -> tuple[int, int, int]:
+    """Rows, columns and frames of a DICOM dataset, refused (``too_large``) before any pixel is
+    decoded when one frame, the frame count or all frames together exceed the limits."""
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+    _check_pixels((rows, cols), max_pixels)
+    n_frames = max(1, _int_tag(ds, "NumberOfFrames", 1))
+    if max_frames is not None and n_frames > max_frames:
+        raise ImageError(
+            "too_large", f"The DICOM has {n_frames} frames; the limit is {max_frames}."
+        )
+    samples = max(1, _int_tag(ds, "SamplesPerPixel", 1))
+    bits = max(1, _int_tag(ds, "BitsAllocated", 16))
+    decoded = n_frames * rows * cols * samples * ((bits + 7) // 8)
+    if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+        raise ImageError(
+            "too_large",
+            f"The DICOM pixel data would decode to {decoded:,} bytes; the limit is "
+            f"{max_decoded_bytes:,}.",
+        )
+    return rows, cols, n_frames
+
+
+def _dicom_pixels(ds: Any, index: int | None) -> np.ndarray:
+    """One frame (``index``) or the single frame, decoded without decoding the others."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        return np.asarray(pixel_array(ds, index=index))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad or unsupported data
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown"))
+        raise ImageError(
+            "corrupt_image", f"The DICOM pixel data could not be decoded (transfer syntax {ts})."
+        ) from exc
+
+
 def _read_dicom(
-    data: bytes, frame: int | None, max_pixels: int | None, max_frames: int | None
+    data: bytes,
+    frame: int | None,
+    max_pixels: int | None,
+    max_frames: int | None,
+    max_decoded_bytes: int | None,
 ) -> LoadedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as exc:
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise ImageError("corrupt_image", "The DICOM file could not be parsed.") from exc
     if "PixelData" not in ds:
         raise ImageError("empty_image", "The DICOM file holds no pixel data.")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    _check_pixels((rows, cols), max_pixels)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if max_frames is not None and n_frames > max_frames:
-        raise ImageError(
-            "too_large", f"The DICOM has {n_frames} frames; the limit is {max_frames}."
-        )
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad or unsupported data
-        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown"))
-        raise ImageError(
-            "corrupt_image", f"The DICOM pixel data could not be decoded (transfer syntax {ts})."
-        ) from exc
+    _, _, n_frames = check_dicom_size(ds, max_pixels, max_frames, max_decoded_bytes)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     meta: dict[str, Any] = {
         "frames": n_frames,
@@ -181,12 +279,13 @@ def _read_dicom(
         "modality": str(ds.get("Modality", "")),
         "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")),
     }
+    index = None
     if n_frames > 1:
-        idx = n_frames // 2 if frame is None else frame
-        if not 0 <= idx < n_frames:
-            raise ImageError("bad_frame", f"Frame {idx} does not exist (0..{n_frames - 1}).")
-        arr = arr[idx]
-        meta["frame"] = idx
+        index = n_frames // 2 if frame is None else frame
+        if not 0 <= index < n_frames:
+            raise ImageError("bad_frame", f"Frame {index} does not exist (0..{n_frames - 1}).")
+        meta["frame"] = index
+    arr = _dicom_pixels(ds, index)
     if photometric.startswith("MONOCHROME"):
         arr = arr.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
             ds.get("RescaleIntercept", 0) or 0
@@ -222,17 +321,44 @@ def nifti_mid_sagittal(
     return np.flipud(np.fliplr(sl.T)) if sl.ndim == 2 else sl
 
 
-def _read_nifti(data: bytes, frame: int | None, max_pixels: int | None) -> LoadedImage:
+def nifti_declared_bytes(header: bytes) -> int:
+    """The voxel data a NIfTI-1/2 header declares (product of its dimensions x bytes per voxel)."""
     import nibabel as nib
 
-    raw = data
-    if data.startswith(b"\x1f\x8b"):
-        try:
-            raw = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ImageError(
-                "corrupt_image", "The .nii.gz stream is truncated or corrupt."
-            ) from exc
+    klass = nib.Nifti2Header if int.from_bytes(header[:4], "little") == 540 else nib.Nifti1Header
+    try:
+        hdr = klass.from_fileobj(io.BytesIO(header), check=False)
+        shape = hdr.get_data_shape()
+        itemsize = np.dtype(hdr.get_data_dtype()).itemsize
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
+        raise ImageError("corrupt_image", "The NIfTI header could not be read.") from exc
+    total = itemsize
+    for dim in shape:
+        total *= max(1, int(dim))
+    return total
+
+
+def nifti_bytes(data: bytes, max_decoded_bytes: int) -> bytes:
+    """The uncompressed NIfTI file, its declared size checked before anything is inflated."""
+    gz = data.startswith(b"\x1f\x8b")
+    header = inflate(data, max_decoded_bytes, head=540) if gz else data[:540]
+    declared = nifti_declared_bytes(header)
+    if declared > max_decoded_bytes:
+        raise ImageError(
+            "too_large",
+            f"The NIfTI volume declares {declared:,} bytes of voxels; the limit is "
+            f"{max_decoded_bytes:,}.",
+        )
+    # The header and the extensions come before the voxels.
+    return inflate(data, max_decoded_bytes + 64 * 1024) if gz else data
+
+
+def _read_nifti(
+    data: bytes, frame: int | None, max_pixels: int | None, max_decoded_bytes: int
+) -> LoadedImage:
+    import nibabel as nib
+
+    raw = nifti_bytes(data, max_decoded_bytes)
     try:
         fh = nib.FileHolder(fileobj=io.BytesIO(raw))
         klass = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 else nib.Nifti1Image
@@ -264,6 +390,7 @@ def read_image(
     frame: int | None = None,
     max_pixels: int | None = 64_000_000,
     max_frames: int | None = 2_000,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> LoadedImage:
     """Decode one 2D slice from PNG, JPEG, .npy, DICOM or NIfTI bytes (or a file path).
 
@@ -273,6 +400,8 @@ def read_image(
             the middle one when None.
         max_pixels: reject slices with more pixels than this (``too_large``).
         max_frames: reject DICOM with more frames than this (``too_large``).
+        max_decoded_bytes: reject files whose pixel data (all DICOM frames, the NIfTI voxels,
+            an inflated gzip stream) would be larger than this, before decoding it.
 
     Returns:
         The decoded slice (2D, or 2D with colour channels last) with its format and metadata.
@@ -286,11 +415,11 @@ def read_image(
     if fmt in ("png", "jpeg"):
         loaded = _read_raster(data, fmt, max_pixels)
     elif fmt == "npy":
-        loaded = _read_npy(data, frame, max_pixels)
+        loaded = _read_npy(data, frame, max_pixels, max_decoded_bytes)
     elif fmt == "dicom":
-        loaded = _read_dicom(data, frame, max_pixels, max_frames)
+        loaded = _read_dicom(data, frame, max_pixels, max_frames, max_decoded_bytes)
     else:
-        loaded = _read_nifti(data, frame, max_pixels)
+        loaded = _read_nifti(data, frame, max_pixels, max_decoded_bytes)
     if loaded.pixels.size == 0:
         raise ImageError("empty_image", "The image has no pixels.")
     return loaded

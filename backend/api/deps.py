@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.core.errors import AppError, BadInput, NotReady
-from backend.runtime import Runtime
+from backend.runtime import Guards, Runtime
 from backend.services.analysis import AnalysisContext, Upload
-from backend.services.auth import Principal, authenticate
+from backend.services.auth import Caller, Principal, authenticate
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/auth/token", auto_error=False, scheme_name="OAuth2Password"
@@ -38,6 +38,22 @@ def get_settings_dep(runtime: RuntimeDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_guards(runtime: RuntimeDep) -> Guards:
+    return runtime.guards
+
+
+GuardsDep = Annotated[Guards, Depends(get_guards)]
+
+
+def get_caller(request: Request) -> Caller:
+    # The peer address as the server sees it (uvicorn's --proxy-headers and
+    # --forwarded-allow-ips decide whether a trusted proxy's X-Forwarded-For replaces it).
+    return Caller(address=request.client.host if request.client else "unknown")
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:

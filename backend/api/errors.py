@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.api.middleware import BODY_LIMIT_SCOPE_KEY, too_large_body
 from backend.core.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,34 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message, detail), status_code=422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+# The form parser's refusals (Starlette MultiPartException), by the start of their message.
+_FORM_LIMITS = {
+    "Too many files": ("too_many_files", 413),
+    "Too many fields": ("too_many_fields", 413),
+    "Field exceeded maximum size": ("field_too_large", 413),
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     code = _HTTP_CODES.get(status, "error")
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
     if status == 404 and message == "Not Found":
         message = "No such endpoint or resource."
+    elif status == 413:
+        limit = request.scope.get(BODY_LIMIT_SCOPE_KEY)
+        return JSONResponse(
+            json.loads(too_large_body(limit if isinstance(limit, int) else None)),
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+    elif status == 400:
+        for prefix, (form_code, form_status) in _FORM_LIMITS.items():
+            if message.startswith(prefix):
+                return JSONResponse(error_body(form_code, message), status_code=form_status)
+        if message == "There was an error parsing the body":
+            code, message = "bad_body", "The request body could not be parsed."
     return JSONResponse(error_body(code, message), status_code=status, headers=exc.headers)
 
 

@@ -63,7 +63,7 @@ def spa_router(spa_dir: Path) -> APIRouter:
 
 def install_spa(app: FastAPI, spa_dir: Path) -> None:
     """Serve the web app under ``/app/`` and redirect ``/`` there."""
-    app.include_router(spa_router(spa_dir))
+    app.include_router(spa_router(spa_dir), max_body_size=0)
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def root() -> Response:

@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     apply_migrations: bool = True
 
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
-    access_token_minutes: int = 60
+    access_token_minutes: int = Field(default=60, ge=1)
+    jwt_issuer: str = "spondyscan"
+    jwt_audience: str = "spondyscan-api"
     # argon2 cost; the defaults are passlib's recommended ones, tests lower them.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
@@ -47,10 +49,40 @@ class Settings(BaseSettings):
     spa_dir: Path = ROOT / "frontend" / "dist"
     cors_origins: list[str] = Field(default_factory=list)
 
-    max_upload_bytes: int = 64 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_frames: int = 2_000
-    max_models_per_request: int = 8
+    # Every input is bounded before it is parsed or decoded (house rule 13).
+    max_upload_bytes: int = Field(default=64 * 1024**2, ge=1, description="one image upload")
+    max_request_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="JSON and small form bodies (auth, API keys)"
+    )
+    multipart_overhead_bytes: int = Field(
+        default=256 * 1024, ge=0, description="room for part headers and form fields"
+    )
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    max_frames: int = Field(default=2_000, ge=1)
+    max_decoded_bytes: int = Field(
+        default=512 * 1024**2, ge=1, description="decoded pixels (or inflated gzip) of one upload"
+    )
+    decode_concurrency: int = Field(default=2, ge=1, description="uploads decoded at once")
+    decode_queue: int = Field(default=32, ge=0, description="uploads waiting to be decoded")
+    max_models_per_request: int = Field(default=8, ge=1)
+
+    # Abuse limits: rates per client address and per account, lockout, quotas.
+    rate_limit_storage: str = Field(
+        default="memory://", description="limits storage: memory:// or redis://host:port/db"
+    )
+    signup_rate: str = "10/hour"
+    login_rate_per_address: str = "30/minute"
+    login_rate_per_account: str = "10/minute"
+    # After this many failed log-ins in a row an account is locked for lockout_seconds, doubled
+    # for every further failure (at most lockout_max_seconds).
+    lockout_failures: int = Field(default=5, ge=1)
+    lockout_seconds: float = Field(default=30.0, gt=0)
+    lockout_max_seconds: float = Field(default=3600.0, gt=0)
+    max_concurrent_analyses: int = Field(default=4, ge=1, description="per user, at once")
+    max_open_jobs: int = Field(default=5, ge=1, description="per user, not finished")
+    storage_quota_bytes: int = Field(default=2 * 1024**3, ge=0, description="per user")
+    password_hash_workers: int = Field(default=2, ge=1)
+    password_hash_queue: int = Field(default=16, ge=0)
 
     batch_size: int = 16
     batch_wait_ms: float = 4.0
@@ -65,11 +97,13 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     job_queue: str = "spondyscan"
     job_concurrency: int = Field(default=2, ge=1, description="embedded: items at once")
-    job_max_items: int = Field(default=1000, ge=1)
+    job_max_items: int = Field(default=1000, ge=1, le=100_000)
     job_max_bytes: int = Field(default=2 * 1024**3, description="all files of one job together")
     # A claimed item stays its worker's while the worker renews this lease; a killed worker's
     # items are taken over once it lapses.
     job_lease_seconds: float = Field(default=30.0, gt=0)
+    # An item whose worker died this many times (out of memory, killed) is failed, not retried.
+    job_max_attempts: int = Field(default=3, ge=1)
     # Redis broker: an unacknowledged task (its worker died) is delivered again after this.
     job_visibility_timeout: int = Field(default=300, ge=1)
     job_restore_interval: float = Field(default=10.0, gt=0)
@@ -88,6 +122,10 @@ class Settings(BaseSettings):
                 f"(environment={self.environment}, host={self.host})"
             )
         return self
+
+    @property
+    def uses_default_secret(self) -> bool:
+        return self.secret_key.get_secret_value() == DEFAULT_SECRET
 
     @property
     def resolved_database_url(self) -> str:

@@ -84,6 +84,18 @@ class ServiceBusy(AppError):
         self.retry_after = retry_after
 
 
+class TooManyRequests(AppError):
+    """A rate limit, a lockout or a per-user quota of things at once: retry after a while."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float = 1) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds
+
+
 class NotReady(AppError):
     status_code = 503
     code = "not_ready"

@@ -55,32 +55,58 @@ def _dummy_hash(time_cost: int, memory_kib: int) -> str:
     return hash_password(secrets.token_hex(16), time_cost=time_cost, memory_kib=memory_kib)
 
 
+DEFAULT_ISSUER = "spondyscan"
+DEFAULT_AUDIENCE = "spondyscan-api"
+
+
 @dataclass(frozen=True)
 class TokenClaims:
     user_id: uuid.UUID
     expires_at: datetime
+    # The user's token generation when it was issued: logging out or changing the password
+    # moves the user to the next generation, which revokes every earlier token.
+    generation: int
 
 
 def create_access_token(
-    user_id: uuid.UUID, secret: str, minutes: int, now: datetime | None = None
+    user_id: uuid.UUID,
+    secret: str,
+    minutes: int,
+    now: datetime | None = None,
+    *,
+    generation: int = 0,
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = DEFAULT_AUDIENCE,
 ) -> tuple[str, datetime]:
-    """A signed HS256 JWT for the user, with its expiry time."""
+    """A signed HS256 JWT for the user (issuer, audience, generation), with its expiry time."""
     issued = now or datetime.now(UTC)
     expires = issued + timedelta(minutes=minutes)
     claims = {
         "sub": str(user_id),
+        "iss": issuer,
+        "aud": audience,
         "iat": int(issued.timestamp()),
         "exp": int(expires.timestamp()),
         "typ": "access",
+        "gen": int(generation),
         "jti": secrets.token_hex(8),
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
 
 
-def decode_access_token(token: str, secret: str) -> TokenClaims:
-    """Verify signature and expiry; raise TokenError with a machine-readable code."""
+def decode_access_token(
+    token: str, secret: str, *, issuer: str = DEFAULT_ISSUER, audience: str = DEFAULT_AUDIENCE
+) -> TokenClaims:
+    """Verify signature, expiry, issuer and audience; raise TokenError with a code."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM])
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            audience=audience,
+            options={"require_iss": True, "require_aud": True, "require_exp": True},
+        )
     except ExpiredSignatureError as exc:
         raise TokenError("token_expired", "The access token has expired; log in again.") from exc
     except JWTError as exc:
@@ -90,9 +116,10 @@ def decode_access_token(token: str, secret: str) -> TokenClaims:
     try:
         user_id = uuid.UUID(str(claims["sub"]))
         expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        generation = int(claims["gen"])
     except (KeyError, ValueError, TypeError) as exc:
         raise TokenError("invalid_token", "The access token is not valid.") from exc
-    return TokenClaims(user_id=user_id, expires_at=expires)
+    return TokenClaims(user_id=user_id, expires_at=expires, generation=generation)
 
 
 def new_api_key() -> tuple[str, str, str]:

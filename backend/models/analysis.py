@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db.base import Base, UTCDateTime, utcnow
@@ -31,6 +31,8 @@ class Analysis(Base):
     image_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     input_sha256: Mapped[str] = mapped_column(String(64), index=True)
     original_filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Bytes of its files in the artifact store (the owner's storage quota counts them).
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     # Headline values from the first classifier, for listing and filtering.
     as_status: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)

@@ -75,6 +75,9 @@ class JobItem(Base):
 
     status: Mapped[str] = mapped_column(String(16), default=ITEM_QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times a worker died holding this item (its lease lapsed and another took it over): an
+    # item that kills its worker is failed after settings.job_max_attempts of these.
+    lost: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

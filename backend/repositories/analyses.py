@@ -95,3 +95,11 @@ async def results_by_ids(
         select(Analysis.id, Analysis.result).where(Analysis.id.in_(analysis_ids))
     )
     return {r[0]: r[1] for r in rows}
+
+
+async def stored_bytes_of(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Bytes of every stored result of this user (their quota counts them)."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(Analysis.stored_bytes), 0)).where(Analysis.user_id == user_id)
+    )
+    return int(total or 0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, literal_column, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.models import Job, JobItem
@@ -95,10 +95,21 @@ async def get_item(session: AsyncSession, job_id: uuid.UUID, index: int) -> JobI
     )
 
 
+async def database_now(session: AsyncSession) -> datetime:
+    """The database's clock (UTC): every worker compares leases against this one clock."""
+    if session.get_bind().dialect.name == "sqlite":
+        raw = await session.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+        return datetime.fromisoformat(str(raw)).replace(tzinfo=UTC)
+    value = await session.scalar(select(literal_column("clock_timestamp()")))
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 async def claim_item(
     session: AsyncSession, item_id: int, worker: str, now: datetime, lease_until: datetime
 ) -> bool:
-    """Take an item: queued, or running under a lease that lapsed (its worker died)."""
+    """Take an item: queued, or running under a lease that lapsed (its worker died, which
+    counts in ``lost``)."""
     result = await session.execute(
         update(JobItem)
         .where(
@@ -117,6 +128,7 @@ async def claim_item(
             lease_until=lease_until,
             started_at=now,
             attempts=JobItem.attempts + 1,
+            lost=JobItem.lost + case((JobItem.status == ITEM_RUNNING, 1), else_=0),
         )
         .execution_options(synchronize_session=False)
     )
@@ -177,15 +189,33 @@ async def finish_item(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def cancel_queued(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> int:
-    """Cancel every item of the job that no worker has started."""
+async def cancel_open(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> int:
+    """Cancel every item of the job that no live worker holds: queued ones, and running ones
+    whose lease lapsed (their worker died)."""
     result = await session.execute(
         update(JobItem)
-        .where(JobItem.job_id == job_id, JobItem.status == ITEM_QUEUED)
-        .values(status=ITEM_CANCELLED, finished_at=now)
+        .where(
+            JobItem.job_id == job_id,
+            or_(
+                JobItem.status == ITEM_QUEUED,
+                and_(
+                    JobItem.status == ITEM_RUNNING,
+                    or_(JobItem.lease_until.is_(None), JobItem.lease_until < now),
+                ),
+            ),
+        )
+        .values(status=ITEM_CANCELLED, finished_at=now, lease_until=None)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def cancelled_unfinished_jobs(session: AsyncSession) -> list[uuid.UUID]:
+    """Jobs cancelled but not closed yet (an item was running when they were cancelled)."""
+    rows = await session.scalars(
+        select(Job.id).where(Job.cancelled_at.is_not(None), Job.finished_at.is_(None))
+    )
+    return list(rows)
 
 
 async def mark_started(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
@@ -247,3 +277,21 @@ async def expire_leases(session: AsyncSession, backend: str, now: datetime) -> i
 async def delete_job(session: AsyncSession, job: Job) -> None:
     await session.delete(job)
     await session.flush()
+
+
+async def open_input_bytes_of(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Bytes of the uploaded files of this user's jobs that are not finished (kept until then)."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(JobItem.size_bytes), 0))
+        .join(Job, Job.id == JobItem.job_id)
+        .where(Job.user_id == user_id, Job.finished_at.is_(None))
+    )
+    return int(total or 0)
+
+
+async def open_jobs_of(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """This user's jobs that are not finished."""
+    total = await session.scalar(
+        select(func.count(Job.id)).where(Job.user_id == user_id, Job.finished_at.is_(None))
+    )
+    return int(total or 0)

@@ -30,6 +30,13 @@ class UserCreate(BaseModel):
         return value.strip().lower()
 
 
+class PasswordChange(BaseModel):
+    """The current password (checked again) and the new one."""
+
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
+
+
 class UserPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -7,6 +7,7 @@ credentials as the rest of the API.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
@@ -18,6 +19,11 @@ from backend.schemas.models import LabelProvenance
 from ml.vocab import AsStatus, CamMethod, Focus, Head, Stage
 
 Kind = Literal["segment", "classify", "explain", "analysis"]
+# Pages past this are refused (422) rather than handed to the database driver.
+MAX_OFFSET = 2**31 - 1
+ISO_DATE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
 
 
 class ModelRef(BaseModel):
@@ -181,4 +187,12 @@ class HistoryFilter(BaseModel):
         return value
 
     limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+    @field_validator("date_from", "date_to", mode="before")
+    @classmethod
+    def _iso_only(cls, value: object) -> object:
+        # Without this a number-like string ("0.5") would be read as a Unix timestamp.
+        if isinstance(value, str) and not ISO_DATE.match(value.strip()):
+            raise ValueError("use an ISO 8601 date (2026-11-30) or date-time")
+        return value

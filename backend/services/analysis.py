@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
-from backend.core.errors import NotReady
+from backend.core.errors import NotReady, TooManyRequests
 from backend.inference.registry import ModelEntry, ModelRegistry
 from backend.inference.runner import InferenceRunner
 from backend.models import ModelResult
-from backend.runtime import Runtime
+from backend.runtime import Guards, Runtime
 from backend.schemas.results import (
     AnalysisResult,
     ClassifyResult,
@@ -73,6 +73,7 @@ class AnalysisContext:
     session: AsyncSession
     settings: Settings
     store: ArtifactStore
+    guards: Guards
     registry: ModelRegistry | None
     runner: InferenceRunner | None
 
@@ -82,6 +83,7 @@ class AnalysisContext:
             session=session,
             settings=runtime.settings,
             store=runtime.store,
+            guards=runtime.guards,
             registry=runtime.registry,
             runner=runtime.runner,
         )
@@ -138,9 +140,43 @@ async def _run(
     analysis_id: uuid.UUID | None,
     job_id: str | None,
 ) -> R:
-    """The skeleton every use case shares: decode, do ``step``, build the result, store it."""
+    """The skeleton every use case shares: decode, do ``step``, build the result, store it.
+
+    An interactive request counts against the caller's analyses in flight; a job item does
+    not (jobs have their own limit and their items must not fail for being many).
+    """
+    if job_id is not None:
+        return await _run_once(
+            ctx, principal, upload, result_type, step, kind, frame, analysis_id, job_id
+        )
+
+    def refuse() -> Exception:
+        return TooManyRequests(
+            f"You have {ctx.settings.max_concurrent_analyses} analyses running; wait for one "
+            "to finish.",
+            code="too_many_analyses",
+            retry_after=2,
+        )
+
+    with ctx.guards.analyses.hold(principal.user_id, refuse):
+        return await _run_once(
+            ctx, principal, upload, result_type, step, kind, frame, analysis_id, job_id
+        )
+
+
+async def _run_once(
+    ctx: AnalysisContext,
+    principal: Principal,
+    upload: Upload,
+    result_type: type[R],
+    step: Step,
+    kind: str,
+    frame: int | None,
+    analysis_id: uuid.UUID | None,
+    job_id: str | None,
+) -> R:
     timer = Timer()
-    decoded = await decode_upload(ctx.settings, upload, frame)
+    decoded = await decode_upload(ctx.settings, ctx.guards.decoding, upload, frame)
     timer.mark("decode")
     aid, created = analysis_id or uuid.uuid4(), datetime.now(UTC)
     work = await step(decoded, aid, timer)
@@ -155,6 +191,7 @@ async def _run(
     await store_result(
         ctx.session,
         ctx.store,
+        ctx.settings,
         principal,
         result,
         kind=kind,

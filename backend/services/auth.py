@@ -1,21 +1,26 @@
-"""Sign-up, log-in, credential checks and API keys (use cases; no HTTP)."""
+"""Sign-up, log-in, log-out, password change, credential checks and API keys (no HTTP).
+
+Abuse limits live here too: sign-ups and log-ins are rate-limited per client address and per
+account, repeated failed log-ins lock the account for a while (doubling each time), password
+hashing runs on its own small pool, and an API key cannot manage API keys.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core import security
 from backend.core.config import Settings
-from backend.core.errors import Conflict, NotFound, Unauthorized
+from backend.core.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from backend.models import ApiKey, User
 from backend.repositories import audit
 from backend.repositories import users as users_repo
+from backend.runtime import Guards
 from backend.schemas.auth import ApiKeyCreated, ApiKeyPublic, Token, UserCreate
 
 
@@ -39,17 +44,43 @@ class Principal:
         return f"api_key:{self.api_key_id}" if self.api_key_id else "user"
 
 
-async def signup(session: AsyncSession, settings: Settings, data: UserCreate) -> User:
-    """Create a user with the ordinary role (admins are made only by ``set_role``)."""
-    if await users_repo.get_user_by_email(session, data.email) is not None:
-        raise Conflict("An account with this email already exists.", code="email_taken")
-    # argon2 is deliberately slow: keep it off the event loop.
-    hashed = await asyncio.to_thread(
+@dataclass(frozen=True)
+class Caller:
+    """What an unauthenticated request tells about its sender: the client address."""
+
+    address: str
+
+
+async def _rate(guards: Guards, rule: str, message: str, *keys: str) -> None:
+    wait = await guards.rates.hit(rule, *keys)
+    if wait is not None:
+        raise TooManyRequests(message, code="rate_limited", retry_after=wait)
+
+
+async def _hash(settings: Settings, guards: Guards, password: str) -> str:
+    # argon2 is deliberately slow and memory-hungry: its own bounded pool, off the event loop.
+    return await guards.hashing.run(
         security.hash_password,
-        data.password,
+        password,
         time_cost=settings.argon2_time_cost,
         memory_kib=settings.argon2_memory_kib,
     )
+
+
+async def signup(
+    session: AsyncSession, settings: Settings, guards: Guards, caller: Caller, data: UserCreate
+) -> User:
+    """Create a user with the ordinary role (admins are made only by ``set_role``)."""
+    await _rate(
+        guards,
+        settings.signup_rate,
+        "Too many sign-ups from this address; retry later.",
+        "signup",
+        caller.address,
+    )
+    if await users_repo.get_user_by_email(session, data.email) is not None:
+        raise Conflict("An account with this email already exists.", code="email_taken")
+    hashed = await _hash(settings, guards, data.password)
     try:
         user = await users_repo.add_user(session, data.email, hashed, "user")
         await audit.record(
@@ -90,44 +121,160 @@ async def set_role(session: AsyncSession, email: str, role: str, *, actor: str =
     return user
 
 
-async def login(session: AsyncSession, settings: Settings, email: str, password: str) -> Token:
-    """Check email and password; return a signed access token."""
-    user = await users_repo.get_user_by_email(session, email)
+def _token(settings: Settings, user: User) -> Token:
+    token, expires = security.create_access_token(
+        user.id,
+        settings.secret_key.get_secret_value(),
+        settings.access_token_minutes,
+        generation=user.token_generation,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    return Token(
+        access_token=token, expires_in=settings.access_token_minutes * 60, expires_at=expires
+    )
+
+
+def _locked_for(user: User, now: datetime) -> float:
+    if user.locked_until is None:
+        return 0.0
+    locked_until = user.locked_until
+    if locked_until.tzinfo is None:
+        locked_until = locked_until.replace(tzinfo=UTC)
+    return max(0.0, (locked_until - now).total_seconds())
+
+
+async def _failed_login(session: AsyncSession, settings: Settings, user: User) -> None:
+    """Count a failure; from ``lockout_failures`` in a row on, lock the account, doubling."""
+    user.failed_logins += 1
+    beyond = user.failed_logins - settings.lockout_failures
+    if beyond >= 0:
+        seconds = min(settings.lockout_max_seconds, settings.lockout_seconds * 2.0**beyond)
+        user.locked_until = datetime.now(UTC) + timedelta(seconds=seconds)
+    await audit.record(
+        session,
+        action="auth.login_failed",
+        actor="user",
+        user_id=user.id,
+        detail={"failed_in_a_row": user.failed_logins},
+    )
+    await session.commit()
+
+
+async def _check_password(
+    settings: Settings, guards: Guards, user: User | None, password: str
+) -> bool:
     if user is None:
-        await asyncio.to_thread(
+        # Spend the time of a real check, so unknown emails cannot be told apart by timing.
+        await guards.hashing.run(
             security.burn_password_check,
             password,
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
         )
-        ok = False
-    else:
-        ok = await asyncio.to_thread(security.verify_password, password, user.hashed_password)
+        return False
+    return await guards.hashing.run(security.verify_password, password, user.hashed_password)
+
+
+async def login(
+    session: AsyncSession,
+    settings: Settings,
+    guards: Guards,
+    caller: Caller,
+    email: str,
+    password: str,
+) -> Token:
+    """Check email and password; return a signed access token."""
+    account = email.strip().lower()
+    await _rate(
+        guards,
+        settings.login_rate_per_address,
+        "Too many log-in attempts from this address; retry later.",
+        "login-address",
+        caller.address,
+    )
+    await _rate(
+        guards,
+        settings.login_rate_per_account,
+        "Too many log-in attempts for this account; retry later.",
+        "login-account",
+        account,
+    )
+    user = await users_repo.get_user_by_email(session, account)
+    if user is not None and (wait := _locked_for(user, datetime.now(UTC))) > 0:
+        raise TooManyRequests(
+            "This account is locked for a while after repeated failed log-ins.",
+            code="account_locked",
+            retry_after=wait,
+        )
+    ok = await _check_password(settings, guards, user, password)
     if not ok or user is None or not user.is_active:
         if user is not None:
-            await audit.record(session, action="auth.login_failed", actor="user", user_id=user.id)
-            await session.commit()
+            await _failed_login(session, settings, user)
         raise Unauthorized("Incorrect email or password.", code="invalid_credentials")
-    token, expires = security.create_access_token(
-        user.id, settings.secret_key.get_secret_value(), settings.access_token_minutes
-    )
+    user.failed_logins, user.locked_until = 0, None
     await audit.record(session, action="auth.login", actor="user", user_id=user.id)
     await session.commit()
-    return Token(
-        access_token=token,
-        expires_in=settings.access_token_minutes * 60,
-        expires_at=expires,
-    )
+    return _token(settings, user)
+
+
+def _password_session_only(principal: Principal, what: str) -> None:
+    """Key management and sessions need the account's password, not an API key."""
+    if principal.api_key_id is not None:
+        raise Forbidden(
+            f"An API key cannot {what}; log in with the account's password.",
+            code="api_key_not_allowed",
+        )
+
+
+async def logout(session: AsyncSession, principal: Principal) -> None:
+    """Revoke every access token of the account issued so far (log out everywhere)."""
+    _password_session_only(principal, "log out")
+    principal.user.token_generation += 1
+    await audit.record(session, action="auth.logout", actor="user", user_id=principal.user_id)
+    await session.commit()
+
+
+async def change_password(
+    session: AsyncSession,
+    settings: Settings,
+    guards: Guards,
+    principal: Principal,
+    current: str,
+    new: str,
+) -> Token:
+    """Replace the password after checking the current one; earlier tokens stop working."""
+    _password_session_only(principal, "change the password")
+    user = principal.user
+    if not await _check_password(settings, guards, user, current):
+        await _failed_login(session, settings, user)
+        raise Unauthorized("The current password is not correct.", code="invalid_credentials")
+    user.hashed_password = await _hash(settings, guards, new)
+    user.token_generation += 1
+    user.failed_logins, user.locked_until = 0, None
+    await audit.record(session, action="auth.password_changed", actor="user", user_id=user.id)
+    await session.commit()
+    return _token(settings, user)
 
 
 async def principal_from_token(session: AsyncSession, settings: Settings, token: str) -> Principal:
     try:
-        claims = security.decode_access_token(token, settings.secret_key.get_secret_value())
+        claims = security.decode_access_token(
+            token,
+            settings.secret_key.get_secret_value(),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
     except security.TokenError as exc:
         raise Unauthorized(exc.message, code=exc.code) from exc
     user = await users_repo.get_user(session, claims.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("The account for this token no longer exists.", code="invalid_token")
+    if claims.generation != user.token_generation:
+        raise Unauthorized(
+            "This token was revoked (log-out or password change); log in again.",
+            code="token_revoked",
+        )
     return Principal(user=user)
 
 
@@ -181,6 +328,7 @@ def _key_public(row: ApiKey) -> ApiKeyPublic:
 
 async def create_api_key(session: AsyncSession, principal: Principal, name: str) -> ApiKeyCreated:
     """Create an API key for the caller; the full key is in this response only."""
+    _password_session_only(principal, "create API keys")
     key, prefix, key_hash = security.new_api_key()
     row = await users_repo.add_api_key(session, principal.user_id, name.strip(), prefix, key_hash)
     await audit.record(
@@ -196,6 +344,7 @@ async def create_api_key(session: AsyncSession, principal: Principal, name: str)
 
 
 async def list_api_keys(session: AsyncSession, principal: Principal) -> list[ApiKeyPublic]:
+    _password_session_only(principal, "list API keys")
     return [_key_public(r) for r in await users_repo.list_api_keys(session, principal.user_id)]
 
 
@@ -203,6 +352,7 @@ async def revoke_api_key(
     session: AsyncSession, principal: Principal, key_id: uuid.UUID
 ) -> ApiKeyPublic:
     """Revoke one of the caller's keys (idempotent); someone else's key is simply not found."""
+    _password_session_only(principal, "revoke API keys")
     row = await users_repo.get_api_key(session, key_id, principal.user_id)
     if row is None:
         raise NotFound("No such API key.", code="api_key_not_found")

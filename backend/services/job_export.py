@@ -46,6 +46,20 @@ async def results_json(
     return JobResults(job=summary, items=items)
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def safe_cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula, prefixed with ' so it stays text.
+
+    Numbers are left alone: a negative number is data, not a formula.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 async def results_csv(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> str:
     """One row per item: status, error code, and per model AS status and stage."""
     job = await get_job(session, principal, job_id)
@@ -58,7 +72,7 @@ async def results_csv(session: AsyncSession, principal: Principal, job_id: uuid.
     header += CSV_TAIL
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(header)
+    writer.writerow([safe_cell(h) for h in header])
     for item in job.items:
         row: list[Any] = [
             job.id,
@@ -83,5 +97,5 @@ async def results_csv(session: AsyncSession, principal: Principal, job_id: uuid.
         roi = seg.get("roi") or {}
         row += [roi.get("x1", ""), roi.get("y1", ""), roi.get("x2", ""), roi.get("y2", "")]
         row += [seg.get("mask_fraction", ""), "true"]
-        writer.writerow(row)
+        writer.writerow([safe_cell(v) for v in row])
     return buf.getvalue()

@@ -23,9 +23,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import AppError, NotReady, ServiceBusy
-from backend.db.base import utcnow
+from backend.models import JobItem
 from backend.models.job import ITEM_DONE, ITEM_FAILED, ITEM_RUNNING, ITEM_TERMINAL
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import jobs as jobs_repo
@@ -114,12 +115,12 @@ async def _claim(
             return ItemOutcome("skipped", detail="no such item (job deleted?)")
         if item.status in ITEM_TERMINAL:
             return ItemOutcome("skipped", detail=f"already {item.status}")
+        now = await jobs_repo.database_now(session)
         if job.cancelled_at is not None:
-            await jobs_repo.cancel_queued(session, job_id, utcnow())
+            await jobs_repo.cancel_open(session, job_id, now)
             await session.commit()
             await finalize_job(session, job_inputs(runtime.settings), job_id)
             return ItemOutcome("skipped", detail="job cancelled")
-        now = utcnow()
         if not await jobs_repo.claim_item(
             session, item.id, worker, now, now + timedelta(seconds=lease)
         ):
@@ -128,7 +129,7 @@ async def _claim(
             if item.status == ITEM_RUNNING and item.lease_until is not None:
                 # Another live worker holds it. Look again once its lease could have lapsed,
                 # in case that worker dies before finishing.
-                wait = (item.lease_until - utcnow()).total_seconds() + 0.5
+                wait = (item.lease_until - now).total_seconds() + 0.5
                 return ItemOutcome(
                     "retry",
                     retry_in=max(1.0, min(wait, lease + 1.0)),
@@ -137,6 +138,9 @@ async def _claim(
             return ItemOutcome("skipped", detail=f"already {item.status}")
         await jobs_repo.mark_started(session, job_id, now)
         await session.commit()
+        await session.refresh(item)
+        if item.lost >= runtime.settings.job_max_attempts:
+            return await _poisoned(runtime, session, item, job_id, worker)
         user = await users_repo.get_user(session, job.user_id)
         if user is None:
             return ItemOutcome("skipped", detail="owner gone")
@@ -152,14 +156,39 @@ async def _claim(
         )
 
 
+async def _poisoned(
+    runtime: Runtime, session: AsyncSession, item: JobItem, job_id: uuid.UUID, worker: str
+) -> ItemOutcome:
+    """An item whose worker died ``lost`` times is not tried again: it fails with the reason."""
+    message = (
+        f"This item stopped its worker {item.lost} times (out of memory or killed) and is not "
+        "tried again."
+    )
+    log.error("job item %s/%s: %s", job_id, item.index, message)
+    now = await jobs_repo.database_now(session)
+    await jobs_repo.finish_item(
+        session,
+        item.id,
+        worker,
+        status=ITEM_FAILED,
+        now=now,
+        error_code="worker_lost",
+        error_message=message,
+    )
+    await session.commit()
+    await finalize_job(session, job_inputs(runtime.settings), job_id)
+    return ItemOutcome(ITEM_FAILED, detail="worker_lost")
+
+
 async def _heartbeat(runtime: Runtime, item_id: int, worker: str) -> None:
     lease = runtime.settings.job_lease_seconds
     while True:
         await asyncio.sleep(lease / 3.0)
         try:
             async with runtime.sessionmaker() as session:
+                now = await jobs_repo.database_now(session)
                 ok = await jobs_repo.renew_lease(
-                    session, item_id, worker, utcnow() + timedelta(seconds=lease)
+                    session, item_id, worker, now + timedelta(seconds=lease)
                 )
                 await session.commit()
         except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease is generous
@@ -173,8 +202,9 @@ async def _finish(
     runtime: Runtime, c: _Claimed, worker: str, status: str, **values: Any
 ) -> ItemOutcome:
     async with runtime.sessionmaker() as session:
+        now = await jobs_repo.database_now(session)
         mine = await jobs_repo.finish_item(
-            session, c.item_id, worker, status=status, now=utcnow(), **values
+            session, c.item_id, worker, status=status, now=now, **values
         )
         await session.commit()
     if not mine:
@@ -294,3 +324,15 @@ async def process_item(runtime: Runtime, job_id: uuid.UUID, index: int, worker: 
         async with runtime.sessionmaker() as session:
             await finalize_job(session, job_inputs(runtime.settings), job_id)
     return outcome
+
+
+async def reap(runtime: Runtime) -> int:
+    """Close cancelled jobs whose last items were held by workers that died: cancel those
+    items once their leases lapse, and remove the jobs' inputs. Returns jobs closed."""
+    closed = 0
+    async with runtime.sessionmaker() as session:
+        for job_id in await jobs_repo.cancelled_unfinished_jobs(session):
+            await jobs_repo.cancel_open(session, job_id, await jobs_repo.database_now(session))
+            await session.commit()
+            closed += int(await finalize_job(session, job_inputs(runtime.settings), job_id))
+    return closed

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.errors import AppError, BadInput, NotFound, NotReady
+from backend.core.errors import AppError, BadInput, NotFound, NotReady, TooManyRequests
 from backend.db.base import utcnow
 from backend.models import Job, JobItem
 from backend.models.job import (
@@ -44,6 +44,7 @@ from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, StagedItem, job_inputs, stage_files
 from backend.services.pipeline import check_explain
+from backend.services.result_store import check_quota
 from backend.storage.job_inputs import JobInputStore
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,8 @@ async def _record(
     staged = store.stage(job.id)
     async with files_then_rows(session, staged):
         staged_items = await asyncio.to_thread(stage_files, staged, files, runtime.settings)
+        kept = sum(s.size for s in staged_items if s.error is None)
+        await check_quota(session, runtime.settings, principal, kept)
         await asyncio.to_thread(staged.commit)
         items = _rows(job, staged_items)
         job.total = len(items)
@@ -232,6 +235,13 @@ async def create_job(
 ) -> JobPublic:
     """Store the files, record the job, hand its items to the executor; returns at once."""
     resolved = _job_options(runtime, options)
+    limit = runtime.settings.max_open_jobs
+    if await jobs_repo.open_jobs_of(session, principal.user_id) >= limit:
+        raise TooManyRequests(
+            f"You have {limit} jobs that are not finished; wait for one or cancel it.",
+            code="too_many_jobs",
+            retry_after=10,
+        )
     if not files:
         raise BadInput("Upload one or more files (field 'files'), or one zip.", code="no_files")
     job = Job(
@@ -303,7 +313,7 @@ async def finalize_job(session: AsyncSession, store: JobInputStore, job_id: uuid
         return False
     await session.refresh(job)
     status = "cancelled" if job.cancelled_at is not None else "completed"
-    won = await jobs_repo.finalize(session, job_id, status, utcnow())
+    won = await jobs_repo.finalize(session, job_id, status, await jobs_repo.database_now(session))
     await session.commit()
     if won:
         await asyncio.to_thread(store.delete, job_id)
@@ -313,13 +323,14 @@ async def finalize_job(session: AsyncSession, store: JobInputStore, job_id: uuid
 async def cancel_job(
     session: AsyncSession, runtime: Runtime, principal: Principal, job_id: uuid.UUID
 ) -> JobPublic:
-    """Stop the job: items not started are cancelled; items running now finish."""
+    """Stop the job: items not started, and items whose worker died, are cancelled; items a
+    live worker is running finish. The job's inputs go once no item is open."""
     job = await _owned(session, principal, job_id)
     if job.finished_at is None and job.cancelled_at is None:
-        now = utcnow()
+        now = await jobs_repo.database_now(session)
         job.cancelled_at = now
         job.status = "cancelled"
-        n = await jobs_repo.cancel_queued(session, job_id, now)
+        n = await jobs_repo.cancel_open(session, job_id, now)
         await audit.record(
             session,
             action="job.cancel",

@@ -17,6 +17,7 @@ import numpy as np
 
 from backend.core.config import Settings
 from backend.core.errors import IMAGE_ERROR_STATUS, AppError, BadInput
+from backend.core.pools import BoundedPool
 from backend.inference import mappers
 from backend.inference.registry import ModelEntry
 from backend.inference.runner import CamOutput, InferenceRunner
@@ -90,7 +91,11 @@ def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
 
     try:
         loaded = read_image(
-            data, frame=frame, max_pixels=settings.max_pixels, max_frames=settings.max_frames
+            data,
+            frame=frame,
+            max_pixels=settings.max_pixels,
+            max_frames=settings.max_frames,
+            max_decoded_bytes=settings.max_decoded_bytes,
         )
         require_content(loaded.pixels)
         display = preprocess(loaded.pixels, IMAGE_SIZE)
@@ -113,13 +118,16 @@ def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
     )
 
 
-async def decode_upload(settings: Settings, upload: Upload, frame: int | None) -> Decoded:
-    """Decode off the event loop; bad input becomes a BadInput with the reader's code."""
+async def decode_upload(
+    settings: Settings, pool: BoundedPool, upload: Upload, frame: int | None
+) -> Decoded:
+    """Decode on the decode pool (a few at a time, 503 when its queue is full); bad input
+    becomes a BadInput with the reader's code."""
     if len(upload.data) > settings.max_upload_bytes:
         raise AppError("The upload is larger than the limit.", code="too_large", status_code=413)
     if frame is not None and frame < 0:
         raise BadInput("The frame index must be 0 or more.", code="bad_frame")
-    return await asyncio.to_thread(_decode_sync, upload.data, frame, settings)
+    return await pool.run(_decode_sync, upload.data, frame, settings)
 
 
 @dataclass

@@ -11,11 +11,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core.config import Settings
+from backend.core.errors import AppError
 from backend.inference import mappers
 from backend.inference.registry import ModelEntry
 from backend.models import Analysis, ModelResult
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import audit
+from backend.repositories import jobs as jobs_repo
 from backend.schemas.results import ClassificationOutput, ResultBase, SegmentationOutput
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
@@ -84,6 +87,7 @@ async def _clear_leftovers(
 
 
 def _row(
+    stored_bytes: int,
     principal: Principal,
     result: ResultBase,
     *,
@@ -102,6 +106,7 @@ def _row(
         image_format=decoded.format,
         input_sha256=decoded.sha256,
         original_filename=result.image.filename,
+        stored_bytes=stored_bytes,
         models=[e.key for e in used],
         model_versions={e.key: e.version for e in used},
         label_provenance={e.key: e.label_provenance.model_dump(mode="json") for e in used},
@@ -112,9 +117,26 @@ def _row(
     )
 
 
+async def check_quota(
+    session: AsyncSession, settings: Settings, principal: Principal, adding: int
+) -> None:
+    """Refuse (413) what would take the user past their storage quota."""
+    used = await analyses_repo.stored_bytes_of(session, principal.user_id)
+    used += await jobs_repo.open_input_bytes_of(session, principal.user_id)
+    quota = settings.storage_quota_bytes
+    if used + adding > quota:
+        raise AppError(
+            f"Your stored results use {used / 2**20:.1f} of your {quota / 2**20:.0f} MiB; "
+            "delete some from your history first.",
+            code="storage_quota_exceeded",
+            status_code=413,
+        )
+
+
 async def store_result(
     session: AsyncSession,
     store: ArtifactStore,
+    settings: Settings,
     principal: Principal,
     result: ResultBase,
     *,
@@ -129,6 +151,8 @@ async def store_result(
     """Files first (atomic folder rename), then rows and audit event in one transaction."""
     analysis_id = result.id
     files = {"input.png": mappers.png(decoded.display), **files}
+    stored_bytes = sum(len(data) for data in files.values())
+    await check_quota(session, settings, principal, stored_bytes)
     await _clear_leftovers(session, store, analysis_id, job_id)
     staged = store.stage(analysis_id)
     async with files_then_rows(session, staged):
@@ -140,6 +164,7 @@ async def store_result(
 
         await asyncio.to_thread(write)
         row = _row(
+            stored_bytes,
             principal,
             result,
             kind=kind,

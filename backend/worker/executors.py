@@ -21,11 +21,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from backend.core.config import Settings
-from backend.db.base import utcnow
 from backend.repositories import jobs as jobs_repo
 from backend.runtime import Runtime
 from backend.services.job_intake import job_inputs
-from backend.services.job_processing import ItemOutcome, process_item
+from backend.services.job_processing import ItemOutcome, process_item, reap
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,9 @@ class EmbeddedExecutor:
     async def start(self) -> None:
         """Resume this back end's unfinished items (left by a previous run of the API)."""
         async with self.runtime.sessionmaker() as session:
-            # Only one process runs embedded jobs, so nobody else can hold these claims.
-            await jobs_repo.expire_leases(session, self.name, utcnow())
+            # Only one process runs embedded jobs: whatever it held before is a dead worker's.
+            now = await jobs_repo.database_now(session)
+            await jobs_repo.expire_leases(session, self.name, now)
             pending = await jobs_repo.open_items_for_backend(session, self.name)
             await session.commit()
         for job_id, index in pending:
@@ -155,11 +155,29 @@ async def start_executor(runtime: Runtime) -> EmbeddedExecutor | CeleryExecutor:
     return executor
 
 
+async def _reap_forever(runtime: Runtime) -> None:
+    """Close cancelled jobs whose last items died with their workers, once a lease period."""
+    while True:
+        await asyncio.sleep(runtime.settings.job_lease_seconds)
+        try:
+            closed = await reap(runtime)
+        except Exception:  # noqa: BLE001 - the database may be away for a moment: next round
+            log.warning("could not reap cancelled jobs", exc_info=True)
+            continue
+        if closed:
+            log.info("closed %d cancelled jobs whose last items had lost their workers", closed)
+
+
 @asynccontextmanager
 async def running_executor(runtime: Runtime) -> AsyncIterator[EmbeddedExecutor | CeleryExecutor]:
-    """The configured executor, started for the life of the block and closed after it."""
+    """The configured executor (and the reaper of cancelled jobs), started for the life of
+    the block and stopped after it."""
     executor = await start_executor(runtime)
+    reaper = asyncio.create_task(_reap_forever(runtime), name="job-reaper")
     try:
         yield executor
     finally:
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
         await executor.close()

@@ -84,6 +84,13 @@ def make_settings(tmp: Path, database_url: str, models_dir: Path, **overrides: A
         "faithfulness_steps": 4,
         "batch_wait_ms": 15,
         "spa_dir": tmp / "no-spa",
+        # The suite signs up and logs in many accounts from one address: abuse limits have
+        # their own tests with tight settings.
+        "signup_rate": "10000/minute",
+        "login_rate_per_address": "10000/minute",
+        "login_rate_per_account": "10000/minute",
+        "max_concurrent_analyses": 64,
+        "max_open_jobs": 100,
     }
     values.update(overrides)
     return Settings(**values)

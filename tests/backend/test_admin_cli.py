@@ -11,17 +11,21 @@ from backend.cli import main
 from backend.core.config import Settings
 from backend.db.session import make_engine, make_sessionmaker
 from backend.repositories import users as users_repo
+from backend.runtime import Guards
 from backend.schemas.auth import UserCreate
 from backend.services import auth
 
 
 async def _signup(url: str, email: str) -> None:
     settings = Settings(argon2_time_cost=1, argon2_memory_kib=8192)
+    guards = Guards.from_settings(settings)
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as session:
-            await auth.signup(session, settings, UserCreate(email=email, password="pass-word-1"))
+            data = UserCreate(email=email, password="pass-word-1")
+            await auth.signup(session, settings, guards, auth.Caller("127.0.0.1"), data)
     finally:
+        guards.close()
         await engine.dispose()
 
 

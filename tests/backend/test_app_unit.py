@@ -94,7 +94,7 @@ async def test_url_space_app_under_its_prefix_api_at_the_root(tmp_path: Path) ->
     app = create_app(Settings(spa_dir=dist, data_dir=tmp_path))
     transport = httpx.ASGITransport(app=app)  # no lifespan: only static routes are exercised
     html = {"Accept": "text/html,application/xhtml+xml"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         root = await client.get("/", headers=html)
         assert root.status_code == 307 and root.headers["location"] == "/app/"
         assert (await client.get("/app")).headers["location"] == "/app/"
@@ -128,7 +128,7 @@ async def test_app_prefix_without_a_build_says_so(tmp_path: Path) -> None:
 
     app = create_app(Settings(spa_dir=tmp_path / "nothing", data_dir=tmp_path))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         r = await client.get("/app/history")
         assert r.status_code == 404 and r.json()["code"] == "no_web_app"
         assert "make spa" in r.json()["message"]

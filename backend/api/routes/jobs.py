@@ -18,18 +18,14 @@ from backend.schemas.jobs import (
     JobResults,
     JobStatus,
 )
+from backend.schemas.results import MAX_OFFSET
 from backend.services import job_export
 from backend.services import jobs as jobs_service
 from backend.services.job_intake import IncomingFile
 from backend.services.jobs import JobExecutor
 
-# The job's own limit (settings.job_max_items) applies; the form parser's default of 1000
-# files would otherwise answer first with a less helpful error.
-router = APIRouter(
-    prefix="/jobs",
-    tags=["jobs"],
-    form_limits={"max_files": 100_000},
-)
+# Body and form limits come from the settings when the app includes this router (main.py).
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def get_executor(request: Request) -> JobExecutor:
@@ -89,7 +85,7 @@ async def list_jobs(
     session: SessionDep,
     principal: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: JobStatus | None = None,
 ) -> JobPage:
     """Your jobs, newest first, with their progress."""
