@@ -348,3 +348,90 @@ async def test_restart_resumes_unfinished_jobs(
                 )
             assert ids == {item_analysis_id(uuid.UUID(job_id), i) for i in range(12)}
             assert runtime.store.count_dirs() == 12 and not runtime.store.leftovers()
+
+
+async def _pretend_worker_died(env: JobEnv, job_id: uuid.UUID, index: int) -> None:
+    """What a killed worker leaves: its item running under a lease that lapsed."""
+    from backend.db.base import utcnow
+
+    async with env.runtime.sessionmaker() as session:
+        await session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.index == index)
+            .values(status="running", worker="dead", lease_until=utcnow().replace(year=2000))
+        )
+        await session.execute(update(Job).where(Job.id == job_id).values(finished_at=None))
+        await session.commit()
+
+
+async def test_poison_item_fails_after_its_workers_die(jenv: JobEnv) -> None:
+    """An item whose worker dies every time is taken over at most job_max_attempts times,
+    then failed with worker_lost; its job closes and its inputs go."""
+    r = await jenv.client.post("/jobs", files=multipart(images(1, 70)), headers=jenv.alice)
+    job_id = uuid.UUID(r.json()["id"])
+    await wait_job(jenv.client, str(job_id), jenv.alice)
+    runtime = jenv.runtime
+    async with runtime.sessionmaker() as session:
+        await session.execute(
+            update(JobItem).where(JobItem.job_id == job_id).values(analysis_id=None, lost=0)
+        )
+        await session.commit()
+    await _pretend_worker_died(jenv, job_id, 0)
+    # Each takeover counts a lost worker; the claim itself is where the item would run (and,
+    # for a poison item, kill its worker again).
+    for lost in range(1, jenv.settings.job_max_attempts):
+        claimed = await job_processing._claim(runtime, job_id, 0, f"worker-{lost}")
+        assert not isinstance(claimed, job_processing.ItemOutcome), claimed
+        await _pretend_worker_died(jenv, job_id, 0)
+    out = await job_processing.process_item(runtime, job_id, 0, "last-worker")
+    assert out.status == "failed" and out.detail == "worker_lost"
+    job = (await jenv.client.get(f"/jobs/{job_id}", headers=jenv.alice)).json()
+    item = job["items"][0]
+    assert item["status"] == "failed" and item["error"]["code"] == "worker_lost"
+    assert f"{jenv.settings.job_max_attempts} times" in item["error"]["message"]
+    assert job["status"] == "completed" and job["finished_at"]
+    # Delivered once more (a broker redelivery): still nothing runs.
+    out = await job_processing.process_item(runtime, job_id, 0, "late-worker")
+    assert out.status == "skipped"
+
+
+async def test_cancel_closes_items_whose_worker_died(jenv: JobEnv) -> None:
+    r = await jenv.client.post("/jobs", files=multipart(images(2, 80)), headers=jenv.alice)
+    job_id = uuid.UUID(r.json()["id"])
+    await wait_job(jenv.client, str(job_id), jenv.alice)
+    # Leave the job open with one item held by a dead worker, its input still stored.
+    store = job_inputs(jenv.settings)
+    staged = store.stage(job_id)
+    staged.add_stream(1, io.BytesIO(samples.phantom_png(3)), 10**7)
+    staged.commit()
+    await _pretend_worker_died(jenv, job_id, 1)
+    r = await jenv.client.post(f"/jobs/{job_id}/cancel", headers=jenv.alice)
+    job = r.json()
+    assert job["status"] == "cancelled" and job["finished_at"]
+    assert job["items"][1]["status"] == "cancelled"
+    assert job["progress"]["running"] == 0
+    assert not store.exists(job_id)
+
+
+async def test_reaper_closes_cancelled_jobs_once_leases_lapse(jenv: JobEnv) -> None:
+    from backend.db.base import utcnow
+
+    r = await jenv.client.post("/jobs", files=multipart(images(1, 90)), headers=jenv.alice)
+    job_id = uuid.UUID(r.json()["id"])
+    await wait_job(jenv.client, str(job_id), jenv.alice)
+    # Cancelled while a worker held the item under a live lease; then that worker died.
+    async with jenv.runtime.sessionmaker() as session:
+        await session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id)
+            .values(status="running", worker="w", lease_until=utcnow().replace(year=2999))
+        )
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(finished_at=None, cancelled_at=utcnow())
+        )
+        await session.commit()
+    assert await job_processing.reap(jenv.runtime) == 0  # the lease is still live
+    await _pretend_worker_died(jenv, job_id, 0)
+    assert await job_processing.reap(jenv.runtime) == 1
+    job = (await jenv.client.get(f"/jobs/{job_id}", headers=jenv.alice)).json()
+    assert job["status"] == "cancelled" and job["items"][0]["status"] == "cancelled"
