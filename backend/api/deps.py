@@ -91,7 +91,10 @@ async def read_upload(
     settings: SettingsDep,
     file: Annotated[
         UploadFile,
-        File(description="the image: PNG, JPEG, .npy, DICOM or NIfTI (recognised by content)"),
+        File(
+            description="the image: PNG, JPEG, .npy, DICOM or NIfTI (recognised by content)",
+            json_schema_extra={"minLength": 1},
+        ),
     ],
 ) -> Upload:
     """The uploaded bytes, refusing more than settings.max_upload_bytes without reading it all."""

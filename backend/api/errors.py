@@ -94,8 +94,26 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             if message.startswith(prefix):
                 return JSONResponse(error_body(form_code, message), status_code=form_status)
         if message == "There was an error parsing the body":
-            code, message = "bad_body", "The request body could not be parsed."
+            # Undecodable bytes where JSON or a form was expected: a validation error like any
+            # other malformed body.
+            body = error_body("bad_body", "The request body could not be parsed.")
+            return JSONResponse(body, status_code=422)
+    elif status == 405:
+        headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+        return JSONResponse(error_body(code, message), status_code=405, headers=headers)
     return JSONResponse(error_body(code, message), status_code=status, headers=exc.headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, gt=0)
     # An item whose worker died this many times (out of memory, killed) is failed, not retried.
     job_max_attempts: int = Field(default=3, ge=1)
+    # A result folder with no database row older than this was left by a killed process.
+    orphan_grace_seconds: float = Field(default=600.0, ge=0)
     # Redis broker: an unacknowledged task (its worker died) is delivered again after this.
     job_visibility_timeout: int = Field(default=300, ge=1)
     job_restore_interval: float = Field(default=10.0, gt=0)

@@ -103,3 +103,12 @@ async def stored_bytes_of(session: AsyncSession, user_id: uuid.UUID) -> int:
         select(func.coalesce(func.sum(Analysis.stored_bytes), 0)).where(Analysis.user_id == user_id)
     )
     return int(total or 0)
+
+
+async def existing_ids(session: AsyncSession, analysis_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these analyses have a row."""
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(analysis_ids), 500):
+        chunk = analysis_ids[start : start + 500]
+        found.update(await session.scalars(select(Analysis.id).where(Analysis.id.in_(chunk))))
+    return found

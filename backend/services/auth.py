@@ -248,7 +248,9 @@ async def change_password(
     user = principal.user
     if not await _check_password(settings, guards, user, current):
         await _failed_login(session, settings, user)
-        raise Unauthorized("The current password is not correct.", code="invalid_credentials")
+        # 403, not 401: the caller is authenticated (their session stays valid), the change is
+        # what is refused.
+        raise Forbidden("The current password is not correct.", code="invalid_current_password")
     user.hashed_password = await _hash(settings, guards, new)
     user.token_generation += 1
     user.failed_logins, user.locked_until = 0, None

@@ -146,4 +146,11 @@ def stage_files(
         item = intake.new_item(incoming.filename)
         incoming.stream.seek(0)
         intake.add(item, incoming.stream)
+        if item.size == 0:
+            # An uploaded file must have content (the schema says so); a zip member with none
+            # fails alone instead.
+            raise BadInput(
+                f"The file {item.filename or item.index!r} is empty (0 bytes).",
+                code="empty_image",
+            )
     return intake.items

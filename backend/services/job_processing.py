@@ -148,7 +148,7 @@ async def _claim(
             job_id=job_id,
             index=index,
             item_id=item.id,
-            attempt=item.attempts + 1,
+            attempt=item.attempts,
             filename=item.filename,
             input_name=item.input_name,
             options=dict(job.options),
@@ -324,15 +324,3 @@ async def process_item(runtime: Runtime, job_id: uuid.UUID, index: int, worker: 
         async with runtime.sessionmaker() as session:
             await finalize_job(session, job_inputs(runtime.settings), job_id)
     return outcome
-
-
-async def reap(runtime: Runtime) -> int:
-    """Close cancelled jobs whose last items were held by workers that died: cancel those
-    items once their leases lapse, and remove the jobs' inputs. Returns jobs closed."""
-    closed = 0
-    async with runtime.sessionmaker() as session:
-        for job_id in await jobs_repo.cancelled_unfinished_jobs(session):
-            await jobs_repo.cancel_open(session, job_id, await jobs_repo.database_now(session))
-            await session.commit()
-            closed += int(await finalize_job(session, job_inputs(runtime.settings), job_id))
-    return closed

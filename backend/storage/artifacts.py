@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from backend.storage.owners import abandoned_here, owner_tag
 from ml.fsutil import write_atomic  # re-exported: the store and job inputs write with it
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class StagedArtifacts:
     def __init__(self, store: ArtifactStore, analysis_id: uuid.UUID) -> None:
         self.store = store
         self.analysis_id = analysis_id
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{analysis_id}.", dir=store.staging_dir))
+        self.dir = Path(
+            tempfile.mkdtemp(prefix=f"{analysis_id}.{owner_tag()}.", dir=store.staging_dir)
+        )
         self.names: list[str] = []
         self.committed = False
 
@@ -102,7 +105,7 @@ class ArtifactStore:
         folder = self.dir_for(analysis_id)
         if not folder.is_dir():
             return None
-        target = self.trash_dir / f"{analysis_id}.{uuid.uuid4().hex[:8]}"
+        target = self.trash_dir / f"{analysis_id}.{owner_tag()}.{uuid.uuid4().hex[:8]}"
         os.replace(folder, target)
         # A rename keeps the folder's old mtime; stamp it so sweep() sees it as in flight.
         os.utime(target)
@@ -120,17 +123,18 @@ class ArtifactStore:
         self.purge(self.move_to_trash(analysis_id))
 
     def sweep(self, max_age_s: float = SWEEP_AGE_S) -> int:
-        """Remove staging and trash entries older than ``max_age_s`` (left by a crash).
+        """Remove staging and trash entries left by a crash: those of dead processes on this
+        machine at once, any older than ``max_age_s``.
 
-        Only old ones: the store may be shared by other API replicas and workers, whose
-        in-flight uploads and deletions live in these same folders right now.
+        Not the young entries of live processes: the store may be shared by other API
+        replicas and workers, whose in-flight uploads and deletions live here right now.
         """
         removed = 0
         cutoff = time.time() - max_age_s
         for folder in (self.staging_dir, self.trash_dir):
             for child in folder.iterdir():
                 try:
-                    if child.stat().st_mtime >= cutoff:
+                    if child.stat().st_mtime >= cutoff and not abandoned_here(child):
                         continue
                 except FileNotFoundError:
                     continue  # its owner finished with it meanwhile
@@ -157,6 +161,18 @@ class ArtifactStore:
         if removed:
             log.info("removed %d staging folders of an earlier attempt at %s", removed, analysis_id)
         return removed
+
+    def analysis_ids(self) -> list[tuple[uuid.UUID, float]]:
+        """(id, mtime) of every committed analysis folder."""
+        out = []
+        for child in self.root.iterdir():
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            try:
+                out.append((uuid.UUID(child.name), child.stat().st_mtime))
+            except (ValueError, FileNotFoundError):
+                continue
+        return out
 
     def leftovers(self) -> list[Path]:
         """Anything in staging or trash (should be empty between requests)."""

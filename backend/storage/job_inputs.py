@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+from backend.storage.owners import abandoned_here, owner_tag
+
 _CHUNK = 1024 * 1024
 
 
@@ -29,7 +31,7 @@ class StagedInputs:
     def __init__(self, store: JobInputStore, job_id: uuid.UUID) -> None:
         self.store = store
         self.job_id = job_id
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{job_id}.", dir=store.staging_dir))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{job_id}.{owner_tag()}.", dir=store.staging_dir))
         self.committed = False
 
     @staticmethod
@@ -108,7 +110,7 @@ class JobInputStore:
         folder = self.dir_for(job_id)
         if not folder.is_dir():
             return
-        doomed = self.staging_dir / f"{job_id}.deleting.{uuid.uuid4().hex[:8]}"
+        doomed = self.staging_dir / f"{job_id}.{owner_tag()}.deleting-{uuid.uuid4().hex[:8]}"
         try:
             os.replace(folder, doomed)
         except FileNotFoundError:
@@ -119,9 +121,10 @@ class JobInputStore:
         return self.dir_for(job_id).is_dir()
 
     def sweep(self, max_age_s: float = 24 * 3600) -> int:
-        """Remove staging folders older than ``max_age_s`` (left by a crash mid-upload).
+        """Remove staging folders left by a crash mid-upload: those of dead processes on this
+        machine at once, any older than ``max_age_s``.
 
-        Only old ones: other processes sharing the folder may be uploading right now.
+        Not the young ones of live processes: they may be uploading right now.
         """
         import time
 
@@ -129,7 +132,7 @@ class JobInputStore:
         cutoff = time.time() - max_age_s
         for child in self.staging_dir.iterdir():
             try:
-                if child.stat().st_mtime < cutoff:
+                if child.stat().st_mtime < cutoff or abandoned_here(child):
                     shutil.rmtree(child, ignore_errors=True)
                     removed += 1
             except FileNotFoundError:

@@ -23,8 +23,9 @@ from contextlib import asynccontextmanager
 from backend.core.config import Settings
 from backend.repositories import jobs as jobs_repo
 from backend.runtime import Runtime
+from backend.services.housekeeping import housekeeping
 from backend.services.job_intake import job_inputs
-from backend.services.job_processing import ItemOutcome, process_item, reap
+from backend.services.job_processing import ItemOutcome, process_item
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +156,17 @@ async def start_executor(runtime: Runtime) -> EmbeddedExecutor | CeleryExecutor:
     return executor
 
 
-async def _reap_forever(runtime: Runtime) -> None:
-    """Close cancelled jobs whose last items died with their workers, once a lease period."""
+async def _housekeeping_forever(runtime: Runtime) -> None:
+    """Clear what crashed processes left (services.housekeeping): now, then once a lease."""
     while True:
-        await asyncio.sleep(runtime.settings.job_lease_seconds)
         try:
-            closed = await reap(runtime)
+            closed, orphans = await housekeeping(runtime)
         except Exception:  # noqa: BLE001 - the database may be away for a moment: next round
-            log.warning("could not reap cancelled jobs", exc_info=True)
-            continue
-        if closed:
-            log.info("closed %d cancelled jobs whose last items had lost their workers", closed)
+            log.warning("housekeeping failed; trying again later", exc_info=True)
+        else:
+            if closed:
+                log.info("closed %d cancelled jobs whose last items lost their workers", closed)
+        await asyncio.sleep(runtime.settings.job_lease_seconds)
 
 
 @asynccontextmanager
@@ -173,7 +174,7 @@ async def running_executor(runtime: Runtime) -> AsyncIterator[EmbeddedExecutor |
     """The configured executor (and the reaper of cancelled jobs), started for the life of
     the block and stopped after it."""
     executor = await start_executor(runtime)
-    reaper = asyncio.create_task(_reap_forever(runtime), name="job-reaper")
+    reaper = asyncio.create_task(_housekeeping_forever(runtime), name="housekeeping")
     try:
         yield executor
     finally:

@@ -11,6 +11,7 @@ const AXE_BLOCKING = new Set(['serious', 'critical']);
 
 const EMAIL = `reader.${Date.now()}@example.org`;
 const PASSWORD = 'a long passphrase for e2e';
+const NEW_PASSWORD = 'another long passphrase for e2e';
 const TIMEOUT = 30_000;
 const ANALYSIS_TIMEOUT = 120_000;
 
@@ -165,11 +166,15 @@ export function makeSuite({ base, files, artifacts, log }) {
     {
       name: 'log out',
       async run(page) {
+        const before = await page.evaluate(() => window.sessionStorage.getItem('spondyscan.token'));
         await page.getByRole('button', { name: 'Account menu' }).click();
         await page.getByRole('menuitem', { name: 'Log out' }).click();
         await page.getByRole('heading', { name: 'Log in', exact: true }).waitFor();
         const token = await page.evaluate(() => window.sessionStorage.getItem('spondyscan.token'));
         assert(token === null, 'log-out removes the token');
+        // The server revoked it too: a copy of the old token no longer works.
+        const reuse = await page.request.get(`${base}/auth/me`, { headers: { Authorization: `Bearer ${before}` } });
+        assert(reuse.status() === 401, `a logged-out token must be refused, got ${reuse.status()}`);
       },
     },
     {
@@ -440,6 +445,34 @@ export function makeSuite({ base, files, artifacts, log }) {
       async run(page) {
         await page.goto(`${app}/history/${resultId}`);
         await page.getByRole('heading', { name: 'Result not found' }).waitFor();
+      },
+    },
+    {
+      name: 'change the password from the account menu',
+      allow: [401, 403],
+      async run(page) {
+        await page.getByRole('button', { name: 'Account menu' }).click();
+        await page.getByRole('menuitem', { name: 'Change password' }).click();
+        await page.getByRole('heading', { name: 'Change password' }).waitFor();
+        const form = page.getByRole('form', { name: 'Change password' });
+        const field = (name) => form.getByRole('textbox', { name, exact: true });
+        await field('Current password').fill('not my password');
+        await field('New password').fill(NEW_PASSWORD);
+        await field('Confirm new password').fill(NEW_PASSWORD);
+        await form.getByRole('button', { name: 'Change password' }).click();
+        await page.getByText('The current password is not correct.').waitFor();
+        await screenshot(page, 'account-wrong-password');
+        await field('Current password').fill(PASSWORD);
+        await form.getByRole('button', { name: 'Change password' }).click();
+        await page.getByText('Password changed').waitFor();
+        await screenshot(page, 'account-password-changed');
+        // Still logged in with the new token, and the new password is the one that works.
+        await page.getByRole('link', { name: 'History' }).first().click();
+        await page.getByRole('heading', { name: 'History', exact: true }).waitFor();
+        const old = await page.request.post(`${base}/auth/token`, { form: { username: EMAIL, password: PASSWORD } });
+        assert(old.status() === 401, 'the old password no longer logs in');
+        const fresh = await page.request.post(`${base}/auth/token`, { form: { username: EMAIL, password: NEW_PASSWORD } });
+        assert(fresh.ok(), 'the new password logs in');
       },
     },
     {

@@ -1,5 +1,6 @@
 import { Navigate, Route, Routes } from 'react-router-dom';
 import { AppLayout } from './components/AppLayout';
+import { AccountPage } from './pages/AccountPage';
 import { AuthProvider, RequireAuth } from './lib/auth';
 import { AnalyzePage } from './pages/AnalyzePage';
 import { ApiKeysPage } from './pages/ApiKeysPage';
@@ -31,6 +32,7 @@ export function AppRoutes() {
           <Route path="/models" element={<ModelsPage />} />
           <Route path="/models/:key" element={<ModelDetailPage />} />
           <Route path="/api-keys" element={<ApiKeysPage />} />
+          <Route path="/account" element={<AccountPage />} />
           <Route path="*" element={<NotFoundPage />} />
         </Route>
       </Routes>

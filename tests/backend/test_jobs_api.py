@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from backend.core.config import Settings
 from backend.models import Analysis, AuditEvent, Job, JobItem
 from backend.services import job_processing
+from backend.services.housekeeping import reap_cancelled_jobs
 from backend.services.job_intake import job_inputs
 from backend.services.jobs import item_analysis_id
 
@@ -86,7 +87,6 @@ async def test_many_files_bad_items_fail_alone(jenv: JobEnv) -> None:
         "report.pdf": samples.not_an_image(),  # unsupported_format
         "cut.png": samples.truncated_png(),  # corrupt_image
         "blank.png": samples.blank_png(),  # empty_image (no content)
-        "zero.png": b"",  # empty_image (0 bytes, refused at upload)
         "huge.png": samples.huge_png(),  # too_large (pixels)
         "big.npy": b"\x93NUMPY" + b"\0" * (3 * 1024 * 1024 + 10),  # too_large (bytes)
     }
@@ -101,13 +101,13 @@ async def test_many_files_bad_items_fail_alone(jenv: JobEnv) -> None:
     job = await wait_job(jenv.client, created["id"], jenv.alice)
     assert job["status"] == "completed"
     assert job["progress"] | {"percent": 0} == {
-        "total": 11,
+        "total": 10,
         "done": 5,
-        "failed": 6,
+        "failed": 5,
         "cancelled": 0,
         "queued": 0,
         "running": 0,
-        "finished": 11,
+        "finished": 10,
         "percent": 0,
     }
     by_name = {item["filename"]: item for item in job["items"]}
@@ -115,7 +115,6 @@ async def test_many_files_bad_items_fail_alone(jenv: JobEnv) -> None:
         "report.pdf": "unsupported_format",
         "cut.png": "corrupt_image",
         "blank.png": "empty_image",
-        "zero.png": "empty_image",
         "huge.png": "too_large",
         "big.npy": "too_large",
     }
@@ -123,7 +122,7 @@ async def test_many_files_bad_items_fail_alone(jenv: JobEnv) -> None:
         item = by_name[name]
         assert item["status"] == "failed" and item["error"]["code"] == code, item
         assert item["analysis_id"] is None and item["result"] is None
-    assert [i["index"] for i in job["items"]] == list(range(11))
+    assert [i["index"] for i in job["items"]] == list(range(10))
 
     # Every good file is an analysis in the owner's history, with the item's own id.
     for name, _ in good:
@@ -407,8 +406,8 @@ async def test_cancel_closes_items_whose_worker_died(jenv: JobEnv) -> None:
     await _pretend_worker_died(jenv, job_id, 1)
     r = await jenv.client.post(f"/jobs/{job_id}/cancel", headers=jenv.alice)
     job = r.json()
-    assert job["status"] == "cancelled" and job["finished_at"]
-    assert job["items"][1]["status"] == "cancelled"
+    assert job["status"] == "cancelled" and job["finished_at"], job
+    assert job["items"][1]["status"] == "cancelled", job
     assert job["progress"]["running"] == 0
     assert not store.exists(job_id)
 
@@ -430,8 +429,18 @@ async def test_reaper_closes_cancelled_jobs_once_leases_lapse(jenv: JobEnv) -> N
             update(Job).where(Job.id == job_id).values(finished_at=None, cancelled_at=utcnow())
         )
         await session.commit()
-    assert await job_processing.reap(jenv.runtime) == 0  # the lease is still live
+    assert await reap_cancelled_jobs(jenv.runtime) == 0  # the lease is still live
     await _pretend_worker_died(jenv, job_id, 0)
-    assert await job_processing.reap(jenv.runtime) == 1
+    assert await reap_cancelled_jobs(jenv.runtime) == 1
     job = (await jenv.client.get(f"/jobs/{job_id}", headers=jenv.alice)).json()
     assert job["status"] == "cancelled" and job["items"][0]["status"] == "cancelled"
+
+
+async def test_a_zero_byte_file_refuses_the_job(jenv: JobEnv) -> None:
+    """The schema asks for non-empty files: a 0-byte part is refused up front, nothing kept."""
+    files = [*images(2, 100), ("zero.png", b"")]
+    before = await jenv.scalar(select(func.count(Job.id)))
+    r = await jenv.client.post("/jobs", files=multipart(files), headers=jenv.alice)
+    assert r.status_code == 400 and r.json()["code"] == "empty_image"
+    assert "zero.png" in r.json()["message"]
+    assert await jenv.scalar(select(func.count(Job.id))) == before

@@ -283,3 +283,48 @@ async def test_worker_killed_mid_job_loses_and_duplicates_nothing(cluster: Clust
     item = next(i for i in await cluster.items(job_id) if i.index == held)
     assert item.worker == survivor.worker_id
     assert not cluster.runtime.store.leftovers()
+
+
+async def test_item_that_kills_its_workers_is_failed_after_its_attempts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A poison item: every worker that takes it dies (SIGKILL, as out-of-memory would). It is
+    taken over job_max_attempts - 1 times, then failed with worker_lost; the rest of the job
+    is done once. (Runs last: it replaces the module's workers as it kills them.)"""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    poison = samples.dicom((rng.random((1200, 1200)) * 4000).astype(np.uint16))
+    job_id = await _submit(cluster, [("poison.dcm", poison), *images(3, 400)], explain="false")
+    kills, attempts = 0, cluster.settings.job_max_attempts
+    deadline = asyncio.get_running_loop().time() + 240
+    # The item kills each of the workers that runs it, until its attempts are spent; the next
+    # claim must fail it without running it (so no further worker is harmed).
+    while kills < attempts and asyncio.get_running_loop().time() < deadline:
+        item = (await cluster.items(job_id))[0]
+        if item.status in ("done", "failed"):
+            break
+        holder = next(
+            (w for w in cluster.workers if w.worker_id == item.worker and w.proc.poll() is None),
+            None,
+        )
+        if item.status == "running" and holder is not None:
+            holder.signal(signal.SIGSTOP)
+            holder.signal(signal.SIGKILL)
+            await asyncio.to_thread(holder.proc.wait, 10)
+            kills += 1
+            # A replacement, so some worker is always there to take the item over; it loads
+            # its models while this loop keeps watching the others.
+            fresh = WorkerProcess(f"w{len(cluster.workers) + 1}", cluster.settings, tmp_path)
+            cluster.workers.append(fresh)
+        await asyncio.sleep(0.01)
+    job = await wait_job(cluster.client, job_id, cluster.headers, 120, cluster.logs)
+    items = job["items"]
+    assert items[0]["status"] == "failed", (items[0], cluster.logs())
+    assert items[0]["error"]["code"] == "worker_lost"
+    row = (await cluster.items(job_id))[0]
+    assert kills == attempts and row.lost == attempts, (kills, row.lost, cluster.logs())
+    assert [i["status"] for i in items[1:]] == ["done"] * 3
+    stored = await cluster.scalar(select(func.count(Analysis.id)).where(Analysis.job_id == job_id))
+    assert stored == 3
+    assert not cluster.runtime.store.leftovers()

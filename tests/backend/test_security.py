@@ -219,7 +219,7 @@ async def test_logout_and_password_change_revoke_earlier_tokens(app_with: Factor
         third = await signup_and_login_again(client, "rev@example.org")
         body = {"current_password": "wrong-one", "new_password": "another pass phrase"}
         r = await client.post("/auth/password", json=body, headers=third)
-        assert r.status_code == 401 and r.json()["code"] == "invalid_credentials"
+        assert r.status_code == 403 and r.json()["code"] == "invalid_current_password"
         body["current_password"] = "pass-word-1"
         r = await client.post("/auth/password", json=body, headers=third)
         assert r.status_code == 200

@@ -56,7 +56,11 @@ async def create_job(
     response: Response,
     files: Annotated[
         list[UploadFile],
-        File(description="the images (repeat the field), or a single zip of images"),
+        File(
+            description="the images (repeat the field), or a single zip of images",
+            min_length=1,
+            json_schema_extra={"items": {"type": "string", "format": "binary", "minLength": 1}},
+        ),
     ],
     models: Models = None,
     segmentation_model: Annotated[str | None, Form()] = None,

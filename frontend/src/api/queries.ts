@@ -1,6 +1,7 @@
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import {
   inferenceAnalyze,
+  authChangePassword,
   authCreateApiKey,
   authListApiKeys,
   authLogin,
@@ -125,6 +126,19 @@ export function useDeleteResult() {
     onSuccess: (_data, id) => {
       queryClient.removeQueries({ queryKey: queryKeys.result(id) });
       void queryClient.invalidateQueries({ queryKey: queryKeys.historyAll });
+    },
+  });
+}
+
+/** Change the password; earlier tokens stop working, so the new token replaces the session's. */
+export function useChangePassword() {
+  return useMutation({
+    mutationFn: async ({ current, next }: { current: string; next: string }) => {
+      const token = await unwrap(
+        authChangePassword({ body: { current_password: current, new_password: next } }),
+      );
+      saveSession(token.access_token, token.expires_at);
+      return token;
     },
   });
 }

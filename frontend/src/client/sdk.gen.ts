@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape, urlSearchParamsBodySerializer } from './client';
 import { client } from './client.gen';
-import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses } from './types.gen';
+import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthChangePasswordData, AuthChangePasswordErrors, AuthChangePasswordResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthLogoutData, AuthLogoutErrors, AuthLogoutResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -83,6 +83,17 @@ export const authRevokeApiKey = <ThrowOnError extends boolean = false>(options: 
 });
 
 /**
+ * Logout
+ *
+ * Revoke every access token of your account issued so far (log out everywhere).
+ */
+export const authLogout = <ThrowOnError extends boolean = false>(options?: Options<AuthLogoutData, ThrowOnError>) => (options?.client ?? client).post<AuthLogoutResponses, AuthLogoutErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/auth/logout',
+    ...options
+});
+
+/**
  * Read Me
  *
  * The account the credentials belong to.
@@ -91,6 +102,21 @@ export const authReadMe = <ThrowOnError extends boolean = false>(options?: Optio
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
     url: '/auth/me',
     ...options
+});
+
+/**
+ * Change Password
+ *
+ * Change your password; earlier tokens stop working and a new one is returned.
+ */
+export const authChangePassword = <ThrowOnError extends boolean = false>(options: Options<AuthChangePasswordData, ThrowOnError>) => (options.client ?? client).post<AuthChangePasswordResponses, AuthChangePasswordErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/auth/password',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
 });
 
 /**

@@ -1569,6 +1569,22 @@ export type Outputs = {
 };
 
 /**
+ * PasswordChange
+ *
+ * The current password (checked again) and the new one.
+ */
+export type PasswordChange = {
+    /**
+     * Current Password
+     */
+    current_password: string;
+    /**
+     * New Password
+     */
+    new_password: string;
+};
+
+/**
  * PlotLink
  */
 export type PlotLink = {
@@ -1976,6 +1992,14 @@ export type AuthListApiKeysErrors = {
      * Unauthorized
      */
     401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
 };
 
 export type AuthListApiKeysError = AuthListApiKeysErrors[keyof AuthListApiKeysErrors];
@@ -2004,9 +2028,21 @@ export type AuthCreateApiKeyErrors = {
      */
     401: ErrorResponse;
     /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
      * Unprocessable Entity
      */
     422: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
 };
 
 export type AuthCreateApiKeyError = AuthCreateApiKeyErrors[keyof AuthCreateApiKeyErrors];
@@ -2038,13 +2074,21 @@ export type AuthRevokeApiKeyErrors = {
      */
     401: ErrorResponse;
     /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
     /**
-     * Validation Error
+     * Unprocessable Entity
      */
-    422: HttpValidationError;
+    422: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
 };
 
 export type AuthRevokeApiKeyError = AuthRevokeApiKeyErrors[keyof AuthRevokeApiKeyErrors];
@@ -2058,6 +2102,39 @@ export type AuthRevokeApiKeyResponses = {
 
 export type AuthRevokeApiKeyResponse = AuthRevokeApiKeyResponses[keyof AuthRevokeApiKeyResponses];
 
+export type AuthLogoutData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/auth/logout';
+};
+
+export type AuthLogoutErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type AuthLogoutError = AuthLogoutErrors[keyof AuthLogoutErrors];
+
+export type AuthLogoutResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type AuthLogoutResponse = AuthLogoutResponses[keyof AuthLogoutResponses];
+
 export type AuthReadMeData = {
     body?: never;
     path?: never;
@@ -2070,6 +2147,10 @@ export type AuthReadMeErrors = {
      * Unauthorized
      */
     401: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
 };
 
 export type AuthReadMeError = AuthReadMeErrors[keyof AuthReadMeErrors];
@@ -2082,6 +2163,51 @@ export type AuthReadMeResponses = {
 };
 
 export type AuthReadMeResponse = AuthReadMeResponses[keyof AuthReadMeResponses];
+
+export type AuthChangePasswordData = {
+    body: PasswordChange;
+    path?: never;
+    query?: never;
+    url: '/auth/password';
+};
+
+export type AuthChangePasswordErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type AuthChangePasswordError = AuthChangePasswordErrors[keyof AuthChangePasswordErrors];
+
+export type AuthChangePasswordResponses = {
+    /**
+     * Successful Response
+     */
+    200: Token;
+};
+
+export type AuthChangePasswordResponse = AuthChangePasswordResponses[keyof AuthChangePasswordResponses];
 
 export type AuthSignupData = {
     body: UserCreate;
@@ -2096,9 +2222,21 @@ export type AuthSignupErrors = {
      */
     409: ErrorResponse;
     /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
      * Unprocessable Entity
      */
     422: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
 };
 
 export type AuthSignupError = AuthSignupErrors[keyof AuthSignupErrors];
@@ -2125,9 +2263,21 @@ export type AuthLoginErrors = {
      */
     401: ErrorResponse;
     /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
      * Unprocessable Entity
      */
     422: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
 };
 
 export type AuthLoginError = AuthLoginErrors[keyof AuthLoginErrors];

@@ -17,6 +17,7 @@ import {
   IconCpu,
   IconHistory,
   IconKey,
+  IconLock,
   IconLogout,
   IconScan,
   IconUserCircle,
@@ -111,6 +112,9 @@ export function AppLayout() {
               )}
               <Menu.Item component={Link} to="/api-keys" leftSection={<IconKey size={16} aria-hidden />}>
                 API keys
+              </Menu.Item>
+              <Menu.Item component={Link} to="/account" leftSection={<IconLock size={16} aria-hidden />}>
+                Change password
               </Menu.Item>
               <Menu.Item onClick={logOut} leftSection={<IconLogout size={16} aria-hidden />} color="red">
                 Log out

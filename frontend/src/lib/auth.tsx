@@ -1,6 +1,7 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
 import { Navigate, useLocation } from 'react-router-dom';
+import { authLogout } from '../client/sdk.gen';
 import {
   clearSession,
   readSession,
@@ -59,7 +60,11 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     if ((current?.token ?? null) !== (session?.token ?? null)) setSession(current);
   }, [location.pathname, session]);
 
-  const logOut = useCallback(() => clearSession('logout'), []);
+  // Revoke the account's tokens on the server too (log out everywhere); the session ends here
+  // whatever the answer, so an unreachable server cannot keep anyone logged in.
+  const logOut = useCallback(() => {
+    void authLogout().catch(() => undefined).finally(() => clearSession('logout'));
+  }, []);
   const value = useMemo(() => ({ session, endReason, logOut }), [session, endReason, logOut]);
   return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;
 }
