@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 
 from backend.api.errors import install_error_handlers
 from backend.api.middleware import DefaultSecretGuard, SecurityHeaders
-from backend.api.routes import artifacts, auth, health, history, inference, jobs, models
+from backend.api.routes import artifacts, auth, health, history, inference, jobs, models, studies
 from backend.api.spa import install_spa
 from backend.core.config import Settings, get_settings
 from backend.runtime import start_runtime
@@ -79,6 +79,17 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     )
     # The limiter sits inside each route (not around the app) so that SecurityHeaders can turn
     # its plain-text 413 into the API's JSON error.
+    study_body = settings.study_max_bytes + settings.multipart_overhead_bytes
+    study_body += 1024 * settings.study_max_instances
+    app.include_router(
+        studies.router,
+        max_body_size=study_body,
+        form_limits={
+            "max_files": settings.study_max_instances + 1,
+            "max_fields": 64,
+            "max_part_size": 64 * 1024,
+        },
+    )
     small: Any = {"max_files": 0, "max_fields": 16, "max_part_size": 16 * 1024}
     for module in (auth, history, artifacts, models, health):
         app.include_router(

@@ -11,11 +11,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.core.config import Settings
+from backend.core.logs import quiet_value_loggers
 from backend.core.pools import BoundedPool, PerKeyLimit
 from backend.db import migrate
 from backend.db.session import make_engine, make_sessionmaker
@@ -23,6 +26,9 @@ from backend.inference.registry import ModelRegistry, load_registry
 from backend.inference.runner import InferenceRunner
 from backend.storage.artifacts import ArtifactStore
 from backend.storage.rate_limits import RateLimits
+
+if TYPE_CHECKING:
+    from ml.domain import DomainReference
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,8 @@ class Runtime:
     guards: Guards
     registry: ModelRegistry | None = None
     runner: InferenceRunner | None = None
+    # The applicability-domain reference (models_dir/domain_reference.npz), when installed.
+    domain: DomainReference | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     async def database_ok(self) -> bool:
@@ -109,6 +117,7 @@ async def start_runtime(
         sweep: remove abandoned staging folders of the store (the API does; workers
             starting by the dozen need not).
     """
+    quiet_value_loggers()
     t0 = time.perf_counter()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url
@@ -139,6 +148,23 @@ async def start_runtime(
     return runtime
 
 
+def _load_domain(models_dir: Path) -> DomainReference | None:
+    """The applicability-domain reference shipped with the models, or None (with a warning)."""
+    from ml.domain import REFERENCE_FILE, DomainReference
+
+    path = Path(models_dir) / REFERENCE_FILE
+    if not path.is_file():
+        log.warning(
+            "no %s in %s: images are checked by their header only", REFERENCE_FILE, models_dir
+        )
+        return None
+    try:
+        return DomainReference.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        log.error("the domain reference %s cannot be used: %s", path, exc)
+        return None
+
+
 async def _load_models(runtime: Runtime) -> None:
     """Load the registry from settings.models_dir and start a warm runner for it."""
     s = runtime.settings
@@ -157,6 +183,7 @@ async def _load_models(runtime: Runtime) -> None:
         await runner.warm()
         runtime.timings["warm_s"] = runner.warm_seconds
     runtime.registry, runtime.runner = registry, runner
+    runtime.domain = _load_domain(s.models_dir)
     if not registry.models:
         log.warning("no models loaded from %s: inference requests will answer 503", s.models_dir)
     log.info(

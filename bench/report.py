@@ -58,6 +58,7 @@ def server_results(design: Measured, ours: Measured) -> dict[str, Any]:
             "endpoints": ours.endpoints,
             "with_faithfulness": ours.with_faithfulness,
             "inference_counters": ours.inference_counters,
+            "study": ours.study,
         },
     }
 
@@ -104,6 +105,8 @@ def add_comparison(
     results.update(server_results(design, ours))
     results["ratios"] = ratios_table(endpoints, design, ours, peak)
     results["targets"] = targets(results["ratios"])
+    if ours.study:
+        results["targets"]["study_77_slices_at_most_15_s"] = ours.study["within_target"]
     print(
         f"\nstart to ready: design {design.ready_s:.1f}s, ours {ours.ready_s:.1f}s; "
         f"peak memory: design {design.peak_rss_mib or 0:.0f} MiB, "

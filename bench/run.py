@@ -10,7 +10,8 @@ Measured for /classify, /segment, /explain and the full analysis: p50/p95 latenc
 throughput (and p50) with 8 concurrent clients; per server: time from process start to ready and
 peak resident memory; achieved FLOP rate as a share of a matrix-multiply peak measured in the same
 run. Results go to bench/results.json; ratios are printed. Runtime is bounded by --budget-s per
-phase.
+phase. Ours also runs one 77-slice series through ``POST /studies`` (``bench.study``): time
+from upload to finished study against its 15 s target, and the server's peak memory meanwhile.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-faithfulness",
         action="store_true",
         help="skip the extra runs of ours with the faithfulness score",
+    )
+    parser.add_argument(
+        "--no-study", action="store_true", help="skip the 77-slice whole-series scenario"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)

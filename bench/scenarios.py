@@ -38,6 +38,7 @@ class Measured:
     endpoints: dict[str, Any]
     with_faithfulness: dict[str, Any] = field(default_factory=dict)
     inference_counters: dict[str, Any] = field(default_factory=dict)
+    study: dict[str, Any] = field(default_factory=dict)
 
 
 def base_endpoints(inp: Inputs) -> list[Endpoint]:
@@ -215,11 +216,16 @@ def measure_ours(
 ) -> Measured:
     ours = start_ours(inp.models_dir, work, env)
     print(f"ours ready in {ours.ready_s:.1f}s", flush=True)
+    study: dict[str, Any] = {}
     try:
         results, extra, counters = _bench_ours(ours, inp, endpoints, args)
+        if not args.no_study:
+            from bench.study import bench_study
+
+            study = bench_study(ours, inp.cls_keys)
     finally:
         peak = ours.stop()
-    return Measured(ours.ready_s, peak, results, extra, counters)
+    return Measured(ours.ready_s, peak, results, extra, counters, study)
 
 
 def measure_both(

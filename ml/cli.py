@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("ml.evaluation.cli", "evaluate a bundle on a dataset split, update its manifest"),
     "explain": ("ml.explain.cli", "write heatmap overlays and a JSON summary for one image"),
     "analyze": ("ml.analyze", "segment, classify and explain one image with local bundles"),
+    "domain": ("ml.domain_cli", "fit the applicability-domain reference on a training split"),
 }
 
 

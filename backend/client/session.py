@@ -166,3 +166,54 @@ class SpondyscanClient:
 
     async def job_results_json(self, job_id: str) -> dict[str, Any]:
         return dict((await self.request("GET", f"/jobs/{job_id}/results.json")).json())
+
+    # ------------------------------------------------------------------ studies
+
+    async def submit_study(
+        self,
+        files: Iterable[tuple[str, bytes]],
+        *,
+        models: Sequence[str] | None = None,
+        explain: bool = True,
+        method: str = "gradcam",
+        allow_out_of_domain: bool = False,
+    ) -> dict[str, Any]:
+        """Send a whole series (its instances, one zip or one NIfTI) as a study
+        (``POST /studies``); returns it at once, queued."""
+        form: dict[str, Any] = {
+            "explain": str(explain).lower(),
+            "method": method,
+            "allow_out_of_domain": str(allow_out_of_domain).lower(),
+        }
+        if models:
+            form["models"] = list(models)
+        parts = [("files", (name, data)) for name, data in files]
+        response = await self.request("POST", "/studies", files=parts, data=form)
+        return dict(response.json())
+
+    async def get_study(self, study_id: str) -> dict[str, Any]:
+        return dict((await self.request("GET", f"/studies/{study_id}")).json())
+
+    async def wait_study(
+        self,
+        study_id: str,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        on_progress: Any = None,
+    ) -> dict[str, Any]:
+        """Poll until the study is done, failed or cancelled; ``on_progress(study)`` each time."""
+        started = time.monotonic()
+        while True:
+            study = await self.get_study(study_id)
+            if on_progress is not None:
+                on_progress(study)
+            if study["status"] in ("done", "failed", "cancelled"):
+                return study
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise TimeoutError(f"study {study_id} still {study['status']} after {timeout}s")
+            await self._sleep(poll)
+
+    async def study_mask(self, study_id: str) -> bytes:
+        """The study's 3D mask (NIfTI, gzipped)."""
+        return (await self.request("GET", f"/studies/{study_id}/mask.nii.gz")).content

@@ -110,6 +110,19 @@ class Settings(BaseSettings):
     job_visibility_timeout: int = Field(default=300, ge=1)
     job_restore_interval: float = Field(default=10.0, gt=0)
 
+    # Whole series (POST /studies). A series holds at most this many instances (413 beyond),
+    # and its files together at most study_max_bytes.
+    study_max_instances: int = Field(default=1000, ge=3, le=20_000)
+    study_max_bytes: int = Field(default=1024**3, ge=1)
+    # Slices classified for the study-level answer (those around the midline; see ml.study).
+    study_key_slices: int = Field(default=9, ge=1, le=64)
+    # Uploaded instances are deleted once the study is stored; keep them this long instead
+    # (seconds; 0 = delete at once). Housekeeping removes them when the time is up.
+    study_input_retention_seconds: float = Field(default=0.0, ge=0)
+    # Research deployments: strip the DICOM PS3.15 basic profile from the uploaded instances as
+    # they arrive (UIDs kept, names/IDs/dates replaced), so nothing identifying is stored.
+    deidentify: bool = False
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         # The default secret is public (it is in this file): anyone could mint tokens with it.

@@ -36,6 +36,8 @@ class Job(Base):
     )
     # The API key that created the job, so its items are audited under the same actor.
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    # batch: images analysed one by one; study: one item, a whole series (see models.study).
+    kind: Mapped[str] = mapped_column(String(16), default="batch", server_default="batch")
     # queued | running | completed | cancelled (kept in step with the items; see services.jobs)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     backend: Mapped[str] = mapped_column(String(16))  # embedded | celery

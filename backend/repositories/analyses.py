@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.models import Analysis, ModelResult
-from backend.schemas.results import HistoryFilter
+from backend.schemas.results import HistoryFilter, ResultFilter
 
 
 async def add_analysis(
@@ -43,26 +43,32 @@ def _as_datetime(value: date | datetime, *, end: bool) -> datetime:
     return datetime.combine(value + timedelta(days=1) if end else value, time.min)
 
 
-def _filtered(query: Select, user_id: uuid.UUID, f: HistoryFilter) -> Select:
-    query = query.where(Analysis.user_id == user_id)
+def filter_results(query: Select, table: Any, user_id: uuid.UUID, f: ResultFilter) -> Select:
+    """The filters history and studies share, on any table with the headline columns."""
+    query = query.where(table.user_id == user_id)
     if f.date_from is not None:
-        query = query.where(Analysis.created_at >= _as_datetime(f.date_from, end=False))
+        query = query.where(table.created_at >= _as_datetime(f.date_from, end=False))
     if f.date_to is not None:
         bound = _as_datetime(f.date_to, end=True)
         query = query.where(
-            Analysis.created_at < bound
+            table.created_at < bound
             if not isinstance(f.date_to, datetime)
-            else Analysis.created_at <= bound
+            else table.created_at <= bound
         )
-    if f.kind is not None:
-        query = query.where(Analysis.kind == f.kind)
     if f.as_status is not None:
-        query = query.where(Analysis.as_status == f.as_status)
+        query = query.where(table.as_status == f.as_status)
     if f.stage is not None:
-        query = query.where(func.lower(Analysis.stage) == f.stage.lower())
+        query = query.where(func.lower(table.stage) == f.stage.lower())
     if f.model is not None:
         used = select(ModelResult.analysis_id).where(ModelResult.model_key == f.model)
-        query = query.where(Analysis.id.in_(used))
+        query = query.where(table.id.in_(used))
+    return query
+
+
+def _filtered(query: Select, user_id: uuid.UUID, f: HistoryFilter) -> Select:
+    query = filter_results(query, Analysis, user_id, f)
+    if f.kind is not None:
+        query = query.where(Analysis.kind == f.kind)
     return query
 
 

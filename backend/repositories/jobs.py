@@ -44,11 +44,19 @@ async def get_job_for(
 
 
 async def list_jobs(
-    session: AsyncSession, user_id: uuid.UUID, *, limit: int, offset: int, status: str | None
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    offset: int,
+    status: str | None,
+    kind: str | None = None,
 ) -> tuple[list[Job], int]:
     where = [Job.user_id == user_id]
     if status is not None:
         where.append(Job.status == status)
+    if kind is not None:
+        where.append(Job.kind == kind)
     total = await session.scalar(select(func.count(Job.id)).where(*where)) or 0
     rows = await session.scalars(
         select(Job)
@@ -171,7 +179,7 @@ async def finish_item(
     error_message: str | None = None,
 ) -> bool:
     """Record an item's outcome, only while this worker still holds it."""
-    assert status in (ITEM_DONE, ITEM_FAILED)
+    assert status in (ITEM_DONE, ITEM_FAILED, ITEM_CANCELLED)
     result = await session.execute(
         update(JobItem)
         .where(JobItem.id == item_id, JobItem.worker == worker, JobItem.status == ITEM_RUNNING)
@@ -295,3 +303,15 @@ async def open_jobs_of(session: AsyncSession, user_id: uuid.UUID) -> int:
         select(func.count(Job.id)).where(Job.user_id == user_id, Job.finished_at.is_(None))
     )
     return int(total or 0)
+
+
+async def finished_before(
+    session: AsyncSession, job_ids: list[uuid.UUID], cutoff: datetime
+) -> list[uuid.UUID]:
+    """Which of these jobs finished before ``cutoff``."""
+    found: dict[uuid.UUID, datetime | None] = {}
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        rows = await session.execute(select(Job.id, Job.finished_at).where(Job.id.in_(chunk)))
+        found.update({r[0]: r[1] for r in rows})
+    return [j for j, at in found.items() if at is not None and at < cutoff]

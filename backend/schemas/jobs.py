@@ -12,6 +12,7 @@ from backend.schemas.common import RESEARCH_NOTICE
 from ml.vocab import CamMethod
 
 JobStatus = Literal["queued", "running", "completed", "cancelled"]
+JobKind = Literal["batch", "study"]
 ItemStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
@@ -60,6 +61,10 @@ class JobItemPublic(BaseModel):
 
 class JobSummary(BaseModel):
     id: uuid.UUID
+    kind: JobKind = Field(
+        default="batch", description="study: one whole series, followed at /studies/{study_id}"
+    )
+    study_id: uuid.UUID | None = Field(default=None, description="the study of a study job")
     status: JobStatus
     backend: Literal["embedded", "celery"]
     options: JobOptions

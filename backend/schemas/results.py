@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -18,7 +18,7 @@ from backend.schemas.common import RESEARCH_NOTICE
 from backend.schemas.models import LabelProvenance
 from ml.vocab import AsStatus, CamMethod, Focus, Head, Stage
 
-Kind = Literal["segment", "classify", "explain", "analysis"]
+Kind = Literal["segment", "classify", "explain", "analysis", "study"]
 # Pages past this are refused (422) rather than handed to the database driver.
 MAX_OFFSET = 2**31 - 1
 ISO_DATE = re.compile(
@@ -109,11 +109,28 @@ class ExplanationOutput(BaseModel):
     label_provenance: LabelProvenance
 
 
+class DomainInfo(BaseModel):
+    """Whether the image is like the slices the models were trained on (applicability domain)."""
+
+    in_domain: bool
+    score: float | None = Field(
+        default=None,
+        description="distance from the training slices' distribution; in the domain at most 1",
+    )
+    reasons: list[str] = Field(default_factory=list, description="why, in plain sentences")
+
+
 class ResultBase(BaseModel):
     id: uuid.UUID
     created_at: datetime
     image: ImageInfo
     image_url: str = Field(description="the preprocessed 256x256 slice the models saw")
+    domain: DomainInfo | None = None
+    withheld: bool = Field(
+        default=False,
+        description="classifier outputs withheld: the image is outside the models' domain "
+        "(ask again with allow_out_of_domain=true to see them anyway)",
+    )
     research_use_only: Literal[True] = True
     notice: str = RESEARCH_NOTICE
     timings_ms: dict[str, float] = Field(default_factory=dict)
@@ -131,7 +148,7 @@ class ClassifyResult(ResultBase):
 
 class ExplainResult(ResultBase):
     kind: Literal["explain"] = "explain"
-    explanation: ExplanationOutput
+    explanation: ExplanationOutput | None = Field(description="None when withheld")
 
 
 class AnalysisResult(ResultBase):
@@ -143,8 +160,101 @@ class AnalysisResult(ResultBase):
     explanations: list[ExplanationOutput]
 
 
+class SliceClassification(BaseModel):
+    """One classifier's answer on one slice (the study chart plots ``p_positive``)."""
+
+    model: str = Field(description="model key")
+    p_positive: float = Field(description="probability of AS positive")
+    as_status: AsStatus
+    stage: str
+    stage_probability: float
+
+
+class SliceHeatmap(BaseModel):
+    """A key slice's explanation by one classifier."""
+
+    model: str
+    class_label: str
+    probability: float
+    inside_fraction: float | None = None
+    faithfulness_score: float | None = None
+    heatmap_url: str = Field(description="the heatmap alone (RGBA, transparent where cold)")
+    overlay_url: str = Field(description="the heatmap over the slice")
+
+
+class StudySlice(BaseModel):
+    index: int = Field(description="position in the series, ordered along the slice normal")
+    position_mm: float = Field(description="distance along the slice normal from slice 0")
+    sop_instance_uid: str | None = None
+    frame: int | None = Field(default=None, description="frame of a multi-frame instance")
+    image_url: str | None = Field(description="the 256x256 slice; None when it could not be read")
+    mask_url: str | None = Field(default=None, description="the mask as a transparent overlay")
+    mask_fraction: float = 0.0
+    key: bool = Field(description="one of the key slices the study-level answer rests on")
+    domain: DomainInfo | None = None
+    classifications: list[SliceClassification] = Field(default_factory=list)
+    heatmaps: list[SliceHeatmap] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="why the slice was left out")
+
+
+class StudyModelResult(BaseModel):
+    """One classifier's study-level answer and its spread over the key slices."""
+
+    model: ModelRef
+    as_status: AsStatus
+    as_probability: float
+    as_probabilities: dict[str, float]
+    p_positive_mean: float
+    p_positive_max: float
+    stage: str
+    stage_probability: float
+    stage_probabilities: dict[str, float]
+    status_agreement: float = Field(description="share of key slices whose status agrees")
+    stage_agreement: float = Field(description="share of key slices whose stage agrees")
+    slices: int = Field(description="key slices it rests on")
+    label_provenance: LabelProvenance
+
+
+class StudySegmentation(BaseModel):
+    model: ModelRef
+    mask_url: str = Field(description="the 3D mask (NIfTI, on the input's grid and affine)")
+    voxels: int
+    volume_ml: float
+    key_slices: list[int]
+    key_slice_rule: str
+    label_provenance: LabelProvenance
+
+
+class StudyDomain(DomainInfo):
+    slices_out_of_domain: int = 0
+    slices_checked: int = 0
+
+
+class StudyResult(BaseModel):
+    """A whole series: every slice segmented into one 3D mask, the key slices classified and
+    explained, one answer per model with its spread, and the applicability domain."""
+
+    id: uuid.UUID
+    kind: Literal["study"] = "study"
+    created_at: datetime
+    input: dict[str, Any] = Field(description="format, slices, geometry, skipped files")
+    segmentation: StudySegmentation | None
+    models: list[StudyModelResult]
+    slices: list[StudySlice]
+    domain: StudyDomain
+    withheld: bool = Field(
+        default=False,
+        description="classifier outputs withheld: the key slices are outside the models' "
+        "domain (send again with allow_out_of_domain=true to see them anyway)",
+    )
+    research_use_only: Literal[True] = True
+    notice: str = RESEARCH_NOTICE
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
 AnyResult = Annotated[
-    SegmentResult | ClassifyResult | ExplainResult | AnalysisResult, Field(discriminator="kind")
+    SegmentResult | ClassifyResult | ExplainResult | AnalysisResult | StudyResult,
+    Field(discriminator="kind"),
 ]
 
 
@@ -168,15 +278,14 @@ class HistoryPage(BaseModel):
     offset: int
 
 
-class HistoryFilter(BaseModel):
-    """Query filters for GET /history."""
+class ResultFilter(BaseModel):
+    """Query filters shared by GET /history and GET /studies."""
 
     date_from: date | datetime | None = None
     date_to: date | datetime | None = None
     as_status: AsStatus | None = None
     stage: Stage | None = Field(default=None, description="any letter case")
     model: str | None = None
-    kind: Kind | None = None
 
     @field_validator("stage", mode="before")
     @classmethod
@@ -196,3 +305,9 @@ class HistoryFilter(BaseModel):
         if isinstance(value, str) and not ISO_DATE.match(value.strip()):
             raise ValueError("use an ISO 8601 date (2026-11-30) or date-time")
         return value
+
+
+class HistoryFilter(ResultFilter):
+    """Query filters for GET /history."""
+
+    kind: Kind | None = None

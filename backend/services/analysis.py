@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,9 @@ from backend.models import ModelResult
 from backend.runtime import Guards, Runtime
 from backend.schemas.results import (
     AnalysisResult,
+    ClassificationOutput,
     ClassifyResult,
+    DomainInfo,
     ExplainResult,
     ExplanationOutput,
     ResultBase,
@@ -46,11 +48,15 @@ from backend.services.pipeline import (
     classify_all,
     decode_upload,
     explain,
+    judge_domain,
     segment,
 )
 from backend.services.rendering import artifact_url, explanation_files, segmentation_files
 from backend.services.result_store import headline, model_rows, store_result
 from backend.storage.artifacts import ArtifactStore
+
+if TYPE_CHECKING:
+    from ml.domain import DomainReference
 
 __all__ = [
     "AnalysisContext",
@@ -76,6 +82,7 @@ class AnalysisContext:
     guards: Guards
     registry: ModelRegistry | None
     runner: InferenceRunner | None
+    domain: DomainReference | None = None
 
     @classmethod
     def from_runtime(cls, runtime: Runtime, session: AsyncSession) -> AnalysisContext:
@@ -86,6 +93,7 @@ class AnalysisContext:
             guards=runtime.guards,
             registry=runtime.registry,
             runner=runtime.runner,
+            domain=runtime.domain,
         )
 
     def models(self) -> tuple[ModelRegistry, InferenceRunner]:
@@ -104,6 +112,7 @@ class AnalysisOptions:
     method: str = "gradcam"
     faithfulness: bool = True
     frame: int | None = None
+    allow_out_of_domain: bool = False
 
 
 @dataclass
@@ -139,16 +148,16 @@ async def _run(
     frame: int | None,
     analysis_id: uuid.UUID | None,
     job_id: str | None,
+    allow_out_of_domain: bool = False,
 ) -> R:
     """The skeleton every use case shares: decode, do ``step``, build the result, store it.
 
     An interactive request counts against the caller's analyses in flight; a job item does
     not (jobs have their own limit and their items must not fail for being many).
     """
+    once = (result_type, step, kind, frame, analysis_id, job_id, allow_out_of_domain)
     if job_id is not None:
-        return await _run_once(
-            ctx, principal, upload, result_type, step, kind, frame, analysis_id, job_id
-        )
+        return await _run_once(ctx, principal, upload, *once)
 
     def refuse() -> Exception:
         return TooManyRequests(
@@ -159,9 +168,7 @@ async def _run(
         )
 
     with ctx.guards.analyses.hold(principal.user_id, refuse):
-        return await _run_once(
-            ctx, principal, upload, result_type, step, kind, frame, analysis_id, job_id
-        )
+        return await _run_once(ctx, principal, upload, *once)
 
 
 async def _run_once(
@@ -174,10 +181,15 @@ async def _run_once(
     frame: int | None,
     analysis_id: uuid.UUID | None,
     job_id: str | None,
+    allow_out_of_domain: bool,
 ) -> R:
     timer = Timer()
     decoded = await decode_upload(ctx.settings, ctx.guards.decoding, upload, frame)
     timer.mark("decode")
+    # Classifier outputs on images unlike the training slices are not shown as results unless
+    # the caller asks for them anyway.
+    decoded.domain = judge_domain(ctx.domain, decoded)
+    decoded.withheld = not decoded.domain["in_domain"] and not allow_out_of_domain
     aid, created = analysis_id or uuid.uuid4(), datetime.now(UTC)
     work = await step(decoded, aid, timer)
     result = result_type(
@@ -186,6 +198,8 @@ async def _run_once(
         image=decoded.image_info(upload),
         image_url=artifact_url(aid, "input.png"),
         timings_ms=timer.total(),
+        domain=DomainInfo(**decoded.domain) if decoded.domain else None,
+        withheld=decoded.withheld,
         **work.fields,
     )
     await store_result(
@@ -252,6 +266,7 @@ async def classify_image(
     *,
     models: list[str] | None = None,
     frame: int | None = None,
+    allow_out_of_domain: bool = False,
     analysis_id: uuid.UUID | None = None,
     job_id: str | None = None,
 ) -> ClassifyResult:
@@ -262,7 +277,7 @@ async def classify_image(
     )
 
     async def step(decoded: Decoded, aid: uuid.UUID, timer: Timer) -> _Work:
-        found = await classify_all(runner, entries, decoded)
+        found = [] if decoded.withheld else await classify_all(runner, entries, decoded)
         timer.mark("classify")
         rows = model_rows(None, found, [])
         return _Work({"classifications": found}, entries, rows, headline=headline(found))
@@ -277,6 +292,7 @@ async def classify_image(
         frame=frame,
         analysis_id=analysis_id,
         job_id=job_id,
+        allow_out_of_domain=allow_out_of_domain,
     )
 
 
@@ -292,6 +308,7 @@ async def explain_image(
     class_index: int | None = None,
     faithfulness: bool = True,
     frame: int | None = None,
+    allow_out_of_domain: bool = False,
     analysis_id: uuid.UUID | None = None,
     job_id: str | None = None,
 ) -> ExplainResult:
@@ -302,6 +319,9 @@ async def explain_image(
     seg_entry = registry.default_for("segmentation") if focus == "segmentation" else None
 
     async def step(decoded: Decoded, aid: uuid.UUID, timer: Timer) -> _Work:
+        used = [entry] + ([seg_entry] if seg_entry is not None else [])
+        if decoded.withheld:
+            return _Work({"explanation": None}, used, model_rows(None, [], used))
         seg = await segment(runner, seg_entry, decoded) if seg_entry is not None else None
         timer.mark("segment")
         ex = await explain(
@@ -318,7 +338,6 @@ async def explain_image(
             explanation_files, ex, decoded, aid, focus=focus, seg=seg, per_model=False
         )
         timer.mark("explain")
-        used = [entry] + ([seg_entry] if seg_entry is not None else [])
         return _Work({"explanation": out}, used, model_rows(None, [], used), files)
 
     return await _run(
@@ -331,6 +350,7 @@ async def explain_image(
         frame=frame,
         analysis_id=analysis_id,
         job_id=job_id,
+        allow_out_of_domain=allow_out_of_domain,
     )
 
 
@@ -400,13 +420,14 @@ async def run_analysis(
                 return None, None, {}
             return await _segmented(runner, seg_entry, decoded, aid)
 
+        async def classified() -> list[ClassificationOutput]:
+            return [] if decoded.withheld else await classify_all(runner, classifiers, decoded)
+
         # Segmentation and classification do not depend on each other: run them together.
-        (seg, seg_out, files), found = await asyncio.gather(
-            segmented(), classify_all(runner, classifiers, decoded)
-        )
+        (seg, seg_out, files), found = await asyncio.gather(segmented(), classified())
         timer.mark("segment_classify")
         explanations: list[ExplanationOutput] = []
-        if opts.explain:
+        if opts.explain and not decoded.withheld:
             explanations = await _explain_all(ctx, classifiers, decoded, aid, seg, opts, files)
             timer.mark("explain")
         fields = {"segmentation": seg_out, "classifications": found, "explanations": explanations}
@@ -424,4 +445,5 @@ async def run_analysis(
         frame=opts.frame,
         analysis_id=analysis_id,
         job_id=job_id,
+        allow_out_of_domain=opts.allow_out_of_domain,
     )

@@ -16,6 +16,7 @@ from backend.core.errors import NotFound
 from backend.models import Analysis
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import audit
+from backend.repositories import studies as studies_repo
 from backend.schemas.results import AnyResult, HistoryFilter, HistoryItem, HistoryPage
 from backend.services.auth import Principal
 from backend.services.rendering import artifact_url
@@ -69,12 +70,17 @@ async def get_history_entry(
 async def delete_history_entry(
     session: AsyncSession, store: ArtifactStore, principal: Principal, analysis_id: uuid.UUID
 ) -> None:
-    """Delete the entry and its files; the audit log keeps a record that it existed."""
+    """Delete the entry and its files; the audit log keeps a record that it existed.
+
+    A study's result goes with its study (``DELETE /studies/{id}`` does the same)."""
     row = await _owned(session, principal, analysis_id)
     # Hide the files first (one rename) so a failed commit can put them back.
     trashed = await asyncio.to_thread(store.move_to_trash, analysis_id)
     try:
         await analyses_repo.delete_analysis(session, row)
+        study = await studies_repo.get_study(session, analysis_id) if row.kind == "study" else None
+        if study is not None:
+            await studies_repo.delete_study(session, study)
         await audit.record(
             session,
             action="analysis.delete",

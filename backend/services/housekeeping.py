@@ -2,11 +2,13 @@
 
 * cancelled jobs whose last items were held by workers that died are closed once the leases
   lapse, and their inputs removed;
+* the uploaded series of finished studies are removed once their retention period is over
+  (``study_input_retention_seconds``; with 0 they go as the study finishes);
 * result folders without a database row (a process killed between renaming a result's folder
   into place and committing its row) are removed once they are older than a grace period,
   since a live request completes that gap in milliseconds.
 
-The API runs both at start-up and once per job lease period (``backend.worker.executors``).
+The API runs them at start-up and once per job lease period (``backend.worker.executors``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.config import Settings
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import jobs as jobs_repo
 from backend.runtime import Runtime
@@ -53,6 +59,26 @@ async def remove_orphan_results(runtime: Runtime) -> int:
     return len(orphans)
 
 
+async def expire_study_inputs(
+    session: AsyncSession, settings: Settings, now: datetime | None = None
+) -> int:
+    """Remove the series of studies that finished more than the retention period ago."""
+    store = job_inputs(settings)
+    stored = await asyncio.to_thread(store.job_ids)
+    if not stored:
+        return 0
+    now = now or await jobs_repo.database_now(session)
+    cutoff = now - timedelta(seconds=settings.study_input_retention_seconds)
+    expired = await jobs_repo.finished_before(session, stored, cutoff)
+    for job_id in expired:
+        await asyncio.to_thread(store.delete, job_id)
+    if expired:
+        log.info("removed the stored series of %d finished studies", len(expired))
+    return len(expired)
+
+
 async def housekeeping(runtime: Runtime) -> tuple[int, int]:
-    """Both passes; returns (jobs closed, orphan folders removed)."""
+    """Every pass; returns (jobs closed, orphan folders removed)."""
+    async with runtime.sessionmaker() as session:
+        await expire_study_inputs(session, runtime.settings)
     return await reap_cancelled_jobs(runtime), await remove_orphan_results(runtime)

@@ -42,7 +42,9 @@ class StagedItem:
 
 def job_inputs(settings: Settings) -> JobInputStore:
     """The store of the files jobs were given (beside the artifacts)."""
-    return JobInputStore.for_artifacts(settings.artifacts_dir)
+    return JobInputStore.for_artifacts(
+        settings.artifacts_dir, study_retention_s=settings.study_input_retention_seconds
+    )
 
 
 def _is_zip(stream: IO[bytes]) -> bool:

@@ -27,16 +27,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import AppError, NotReady, ServiceBusy
 from backend.models import JobItem
-from backend.models.job import ITEM_DONE, ITEM_FAILED, ITEM_RUNNING, ITEM_TERMINAL
+from backend.models.job import ITEM_CANCELLED, ITEM_DONE, ITEM_FAILED, ITEM_RUNNING, ITEM_TERMINAL
+from backend.models.study import STUDY_CANCELLED, STUDY_FAILED
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import jobs as jobs_repo
 from backend.repositories import users as users_repo
 from backend.runtime import Runtime
 from backend.schemas.jobs import JobOptions
+from backend.schemas.studies import StudyOptions
 from backend.services.analysis import AnalysisContext, AnalysisOptions, Upload, run_analysis
 from backend.services.auth import Principal
 from backend.services.job_intake import job_inputs
 from backend.services.jobs import finalize_job, item_analysis_id
+from backend.services.study_processing import StudyCancelled, analyse_study, mark_study
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,10 @@ MAX_ATTEMPTS = 5
 class ItemOutcome:
     """What :func:`process_item` did; ``retry`` asks the executor to try again later."""
 
-    status: str  # done | failed | skipped | retry
+    status: str  # done | failed | cancelled | skipped | retry
     retry_in: float = 0.0
     detail: str = ""
+    message: str = ""
 
 
 def summarize_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +102,7 @@ class _Claimed:
     input_name: str | None
     options: dict[str, Any]
     principal: Principal
+    kind: str = "batch"
     analysis_id: uuid.UUID = field(init=False)
 
     def __post_init__(self) -> None:
@@ -153,6 +158,7 @@ async def _claim(
             input_name=item.input_name,
             options=dict(job.options),
             principal=Principal(user=user, api_key_id=job.api_key_id),
+            kind=job.kind,
         )
 
 
@@ -209,7 +215,9 @@ async def _finish(
         await session.commit()
     if not mine:
         return ItemOutcome("skipped", detail="lost the claim to another worker")
-    return ItemOutcome(status, detail=values.get("error_code") or "")
+    return ItemOutcome(
+        status, detail=values.get("error_code") or "", message=values.get("error_message") or ""
+    )
 
 
 async def _release(runtime: Runtime, c: _Claimed, worker: str) -> None:
@@ -259,7 +267,50 @@ async def _store_error(runtime: Runtime, c: _Claimed, worker: str, exc: Exceptio
     return await _finish(runtime, c, worker, ITEM_FAILED, **_failed("internal_error", message))
 
 
+async def _execute_study(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutcome:
+    """The one item of a study job: the whole series (see services.study_processing)."""
+    aid = c.analysis_id
+    previous = await _stored_analysis(runtime, aid)
+    if previous is not None:
+        return await _finish(runtime, c, worker, ITEM_DONE, analysis_id=aid, summary=None)
+    folder = job_inputs(runtime.settings).dir_for(c.job_id)
+    if not await asyncio.to_thread(folder.is_dir):
+        message = "The uploaded series of this study is no longer stored."
+        return await _finish(runtime, c, worker, ITEM_FAILED, **_failed("input_missing", message))
+    options = StudyOptions(**c.options)
+    try:
+        result = await analyse_study(runtime, c.principal, aid, c.job_id, folder, options)
+    except StudyCancelled:
+        await mark_study(runtime, aid, STUDY_CANCELLED, None, None)
+        return await _finish(
+            runtime, c, worker, ITEM_CANCELLED, **_failed("cancelled", "The study was cancelled.")
+        )
+    except (ServiceBusy, NotReady) as exc:
+        await _release(runtime, c, worker)
+        retry = float((exc.headers or {}).get("Retry-After", 2))
+        return ItemOutcome("retry", retry_in=retry, detail=exc.code)
+    except AppError as exc:
+        return await _finish(runtime, c, worker, ITEM_FAILED, **_failed(exc.code, exc.message))
+    except (DBAPIError, OSError) as exc:
+        return await _store_error(runtime, c, worker, exc)
+    except Exception:
+        log.exception("study %s failed", aid)
+        message = "The study could not be analysed; the error has been logged."
+        return await _finish(runtime, c, worker, ITEM_FAILED, **_failed("internal_error", message))
+    summary = {
+        "models": [
+            {"model": m.model.key, "as_status": m.as_status, "stage": m.stage}
+            for m in result.models
+        ],
+        "slices": len(result.slices),
+        "in_domain": result.domain.in_domain,
+    }
+    return await _finish(runtime, c, worker, ITEM_DONE, analysis_id=aid, summary=summary)
+
+
 async def _execute(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutcome:
+    if c.kind == "study":
+        return await _execute_study(runtime, c, worker)
     aid = c.analysis_id
     previous = await _stored_analysis(runtime, aid)
     if previous is not None:
@@ -320,7 +371,11 @@ async def process_item(runtime: Runtime, job_id: uuid.UUID, index: int, worker: 
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
-    if outcome.status in (ITEM_DONE, ITEM_FAILED):
+    if claimed.kind == "study" and outcome.status == ITEM_FAILED:
+        await mark_study(
+            runtime, claimed.analysis_id, STUDY_FAILED, outcome.detail, outcome.message
+        )
+    if outcome.status in (ITEM_DONE, ITEM_FAILED, ITEM_CANCELLED):
         async with runtime.sessionmaker() as session:
             await finalize_job(session, job_inputs(runtime.settings), job_id)
     return outcome

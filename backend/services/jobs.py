@@ -99,6 +99,8 @@ def job_status(job: Job, counts: dict[str, int]) -> str:
 def _summary(job: Job, counts: dict[str, int]) -> JobSummary:
     return JobSummary(
         id=job.id,
+        kind=job.kind,  # type: ignore[arg-type]
+        study_id=item_analysis_id(job.id, 0) if job.kind == "study" else None,
         status=job_status(job, counts),  # type: ignore[arg-type]
         backend=job.backend,  # type: ignore[arg-type]
         options=JobOptions(**job.options),
@@ -293,10 +295,11 @@ async def list_jobs(
     limit: int = 20,
     offset: int = 0,
     status: str | None = None,
+    kind: str | None = None,
 ) -> JobPage:
     """The caller's own jobs, newest first."""
     rows, total = await jobs_repo.list_jobs(
-        session, principal.user_id, limit=limit, offset=offset, status=status
+        session, principal.user_id, limit=limit, offset=offset, status=status, kind=kind
     )
     counts = await jobs_repo.item_counts(session, [j.id for j in rows])
     return JobPage(
@@ -315,7 +318,10 @@ async def finalize_job(session: AsyncSession, store: JobInputStore, job_id: uuid
     status = "cancelled" if job.cancelled_at is not None else "completed"
     won = await jobs_repo.finalize(session, job_id, status, await jobs_repo.database_now(session))
     await session.commit()
-    if won:
+    # A study's series may be kept for a while (settings.study_input_retention_seconds);
+    # housekeeping removes it then.
+    keep = job.kind == "study" and status == "completed" and store.study_retention_s > 0
+    if won and not keep:
         await asyncio.to_thread(store.delete, job_id)
     return won
 

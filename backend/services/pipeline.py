@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from backend.inference.registry import ModelEntry
 from backend.inference.runner import CamOutput, InferenceRunner
 from backend.schemas.results import ClassificationOutput, ImageInfo
 from ml.vocab import HEAD_OUTPUTS
+
+if TYPE_CHECKING:
+    from ml.domain import DomainReference
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Decoded:
     sha256: str
     display: np.ndarray
     _inputs: dict[int, np.ndarray] = field(default_factory=dict)
+    # The applicability-domain block, and whether classifier outputs are withheld because of it.
+    domain: dict[str, Any] | None = None
+    withheld: bool = False
 
     def input_for(self, size: int) -> np.ndarray:
         if size == self.display.shape[0]:
@@ -85,6 +91,28 @@ class Timer:
         return {**self.marks, "total": round((time.perf_counter() - self.t0) * 1000.0, 2)}
 
 
+# DICOM modalities a sagittal MR slice may arrive as: MR itself, or a secondary capture.
+ACCEPTED_MODALITIES = ("MR", "OT", "")
+
+
+def _check_modality(modality: Any) -> None:
+    if modality is not None and str(modality) not in ACCEPTED_MODALITIES:
+        raise BadInput(
+            f"Only MR images can be analysed; this DICOM is {modality}.",
+            code="unsupported_modality",
+            status_code=422,
+        )
+
+
+def judge_domain(reference: DomainReference | None, decoded: Decoded) -> dict[str, Any]:
+    """The applicability-domain block for a decoded slice (header and content)."""
+    from ml.domain import assess
+
+    score = reference.score(decoded.display) if reference is not None else None
+    modality = decoded.meta.get("modality") if decoded.format == "dicom" else None
+    return assess(score, modality=modality or None)
+
+
 def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
     from ml.io import ImageError, read_image, require_content
     from ml.preprocessing import IMAGE_SIZE, preprocess
@@ -98,6 +126,7 @@ def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
             max_decoded_bytes=settings.max_decoded_bytes,
         )
         require_content(loaded.pixels)
+        _check_modality(loaded.meta.get("modality"))
         display = preprocess(loaded.pixels, IMAGE_SIZE)
     except ImageError as exc:
         raise BadInput(

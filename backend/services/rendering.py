@@ -47,10 +47,12 @@ def explanation_files(
     focus: str,
     seg: Segmentation | None,
     per_model: bool,
+    prefix: str = "",
 ) -> tuple[ExplanationOutput, dict[str, bytes]]:
     """The heatmap alone, over the slice, and focused on the ROI; the explanation's part.
 
-    ``per_model`` names the files after the model (a full analysis explains several models).
+    ``per_model`` names the files after the model (a full analysis explains several models);
+    ``prefix`` starts every file name (a study's slice, ``s0012-``).
     """
     from ml.explain.focus import focus_heatmap
 
@@ -58,7 +60,7 @@ def explanation_files(
     heat = np.clip(mappers.to_display(ex.cam.heatmap), 0.0, 1.0)
     focused = focus_heatmap(heat, focus, seg.roi_mask if seg else None, fallback="box")
     base = f"{mappers.slug(entry.key)}-{head}" if per_model else head
-    names = {kind: f"{kind}-{base}.png" for kind in ("heatmap", "gradcam", "focused")}
+    names = {kind: f"{prefix}{kind}-{base}.png" for kind in ("heatmap", "gradcam", "focused")}
     files = {
         names["heatmap"]: overlays.heatmap_image(heat),
         names["gradcam"]: overlays.heatmap_overlay(decoded.display, heat),

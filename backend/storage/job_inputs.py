@@ -81,14 +81,26 @@ class StagedInputs:
 class JobInputStore:
     """``root/<job id>/<index>.bin``; ``root/.staging`` holds jobs still being uploaded."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, study_retention_s: float = 0.0) -> None:
         self.root = Path(root)
         self.staging_dir = self.root / ".staging"
         self.staging_dir.mkdir(parents=True, exist_ok=True)
+        # A finished study's uploaded series is kept this long (0: deleted when it finishes).
+        self.study_retention_s = study_retention_s
 
     @classmethod
-    def for_artifacts(cls, artifacts_dir: Path) -> JobInputStore:
-        return cls(Path(artifacts_dir) / ".jobs")
+    def for_artifacts(cls, artifacts_dir: Path, *, study_retention_s: float = 0.0) -> JobInputStore:
+        return cls(Path(artifacts_dir) / ".jobs", study_retention_s=study_retention_s)
+
+    def job_ids(self) -> list[uuid.UUID]:
+        """Jobs with stored inputs."""
+        out = []
+        for child in self.root.iterdir():
+            try:
+                out.append(uuid.UUID(child.name))
+            except ValueError:
+                continue
+        return out
 
     def dir_for(self, job_id: uuid.UUID) -> Path:
         return self.root / str(job_id)

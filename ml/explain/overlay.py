@@ -85,9 +85,11 @@ def probability_image(prob: np.ndarray) -> np.ndarray:
 
 
 def to_png(rgb: np.ndarray) -> bytes:
-    """Encode a uint8 RGB (or grey) image as PNG bytes."""
+    """Encode a uint8 RGB, RGBA (or grey) image as PNG bytes."""
     arr: np.ndarray = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if arr.ndim == 3:
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
+    elif arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", arr)
     if not ok:

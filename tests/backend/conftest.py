@@ -12,6 +12,7 @@ import api_samples
 import httpx
 import pytest
 from api_helpers import BACKENDS, DatabaseUrls, Env, make_settings, signup_and_login
+from study_helpers import StudyEnv, shipped_models, study_settings
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +65,25 @@ async def alice(env: Env) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def bob(env: Env) -> dict[str, str]:
     return await signup_and_login(env.client, "bob@example.org")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def senv(
+    request: pytest.FixtureRequest,
+    databases: DatabaseUrls,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[StudyEnv]:
+    """An app with the shipped segmenter, default classifier and domain reference (studies and
+    the applicability domain need models that see), jobs embedded, on SQLite and PostgreSQL."""
+    from backend.main import create_app
+
+    models = shipped_models(tmp_path_factory.mktemp("study-models"))
+    url = await databases.new(request.param)
+    settings = study_settings(tmp_path_factory.mktemp("studies"), url, models)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            alice = await signup_and_login(client, "alice@example.org")
+            bob = await signup_and_login(client, "bob@example.org")
+            yield StudyEnv(app, client, settings, alice, bob)

@@ -243,3 +243,33 @@ async def test_job_methods(server: Server) -> None:
         again = await client.cancel_job(job["id"])  # finished: a no-op
         assert again["status"] == "completed"
     await asyncio.sleep(0)
+
+
+def test_cli_study_sends_a_series_and_writes_its_answer(server: Server, tmp_path: Path) -> None:
+    import gzip
+
+    import nibabel as nib
+
+    from ml.data.synthetic_series import dicom_series, phantom_series
+
+    series = phantom_series(12, 96, seed=3)
+    folder = tmp_path / "PATIENT" / "SERIES"
+    folder.mkdir(parents=True)
+    for name, data in dicom_series(series, seed=3):
+        (folder / name).write_bytes(data)
+    out = tmp_path / "answer"
+    code = spondyscan(
+        [
+            "client", "study", str(tmp_path / "PATIENT"), "--server", server.url,
+            "--api-key", server.api_key, "--out", str(out), "--no-progress", "--no-explain",
+            "--allow-out-of-domain",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    study = json.loads((out / "study.json").read_text())
+    assert study["status"] == "done" and study["result"]["input"]["slices"] == 12
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress((out / "mask.nii.gz").read_bytes()))
+    assert mask.shape == (96, 96, 12)
+    # A path that is not there is a clear error, not a traceback.
+    missing = ["client", "study", str(tmp_path / "nope"), "--server", server.url]
+    assert spondyscan([*missing, "--api-key", server.api_key]) != 0

@@ -33,6 +33,13 @@ Method = Annotated[
     CamMethod,
     Form(description="attention: rollout, hybrid v3 models only"),
 ]
+AllowOutOfDomain = Annotated[
+    bool,
+    Form(
+        description="show classifier outputs even when the image is unlike the training "
+        "slices (they are withheld by default)"
+    ),
+]
 
 
 @router.post("/segment", response_model=SegmentResult, responses=_ERRORS)
@@ -54,9 +61,17 @@ async def classify(
     upload: UploadDep,
     models: Models = None,
     frame: Frame = None,
+    allow_out_of_domain: AllowOutOfDomain = False,
 ) -> ClassifyResult:
     """AS status and stage with probabilities from one or more models, side by side."""
-    return await analysis_service.classify_image(ctx, principal, upload, models=models, frame=frame)
+    return await analysis_service.classify_image(
+        ctx,
+        principal,
+        upload,
+        models=models,
+        frame=frame,
+        allow_out_of_domain=allow_out_of_domain,
+    )
 
 
 @router.post("/explain", response_model=ExplainResult, responses=_ERRORS)
@@ -73,6 +88,7 @@ async def explain(
     ] = None,
     faithfulness: Annotated[bool, Form(description="compute the deletion/insertion score")] = True,
     frame: Frame = None,
+    allow_out_of_domain: AllowOutOfDomain = False,
 ) -> ExplainResult:
     """A heatmap explaining one classifier head, region-focused, with a faithfulness score."""
     return await analysis_service.explain_image(
@@ -86,6 +102,7 @@ async def explain(
         class_index=class_index,
         faithfulness=faithfulness,
         frame=frame,
+        allow_out_of_domain=allow_out_of_domain,
     )
 
 
@@ -100,6 +117,7 @@ async def analyze(
     method: Method = CamMethod.gradcam,
     faithfulness: Annotated[bool, Form()] = True,
     frame: Frame = None,
+    allow_out_of_domain: AllowOutOfDomain = False,
 ) -> AnalysisResult:
     """The full pipeline: segment, classify with each chosen model, explain with ROI focus."""
     options = analysis_service.AnalysisOptions(
@@ -109,5 +127,6 @@ async def analyze(
         method=method,
         faithfulness=faithfulness,
         frame=frame,
+        allow_out_of_domain=allow_out_of_domain,
     )
     return await analysis_service.run_analysis(ctx, principal, upload, options)

@@ -12,6 +12,7 @@ from backend.core.errors import NotReady
 from backend.schemas.common import error_responses
 from backend.schemas.jobs import (
     CamMethod,
+    JobKind,
     JobOptions,
     JobPage,
     JobPublic,
@@ -91,10 +92,11 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: JobStatus | None = None,
+    kind: JobKind | None = None,
 ) -> JobPage:
-    """Your jobs, newest first, with their progress."""
+    """Your jobs (batches and studies), newest first, with their progress."""
     return await jobs_service.list_jobs(
-        session, principal, limit=limit, offset=offset, status=status
+        session, principal, limit=limit, offset=offset, status=status, kind=kind
     )
 
 

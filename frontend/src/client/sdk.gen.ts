@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape, urlSearchParamsBodySerializer } from './client';
 import { client } from './client.gen';
-import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthChangePasswordData, AuthChangePasswordErrors, AuthChangePasswordResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthLogoutData, AuthLogoutErrors, AuthLogoutResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses } from './types.gen';
+import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthChangePasswordData, AuthChangePasswordErrors, AuthChangePasswordResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthLogoutData, AuthLogoutErrors, AuthLogoutResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses, StudiesCancelStudyData, StudiesCancelStudyErrors, StudiesCancelStudyResponses, StudiesCreateStudyData, StudiesCreateStudyErrors, StudiesCreateStudyResponses, StudiesDeleteStudyData, StudiesDeleteStudyErrors, StudiesDeleteStudyResponses, StudiesListStudiesData, StudiesListStudiesErrors, StudiesListStudiesResponses, StudiesReadMaskData, StudiesReadMaskErrors, StudiesReadMaskResponses, StudiesReadStudyData, StudiesReadStudyErrors, StudiesReadStudyResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -237,7 +237,7 @@ export const historyReadHistoryEntry = <ThrowOnError extends boolean = false>(op
 /**
  * List Jobs
  *
- * Your jobs, newest first, with their progress.
+ * Your jobs (batches and studies), newest first, with their progress.
  */
 export const jobsListJobs = <ThrowOnError extends boolean = false>(options?: Options<JobsListJobsData, ThrowOnError>) => (options?.client ?? client).get<JobsListJobsResponses, JobsListJobsErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
@@ -352,4 +352,76 @@ export const inferenceSegment = <ThrowOnError extends boolean = false>(options: 
         'Content-Type': null,
         ...options.headers
     }
+});
+
+/**
+ * List Studies
+ *
+ * Your studies, newest first; filter by date range, AS status, stage, model or status.
+ */
+export const studiesListStudies = <ThrowOnError extends boolean = false>(options?: Options<StudiesListStudiesData, ThrowOnError>) => (options?.client ?? client).get<StudiesListStudiesResponses, StudiesListStudiesErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies',
+    ...options
+});
+
+/**
+ * Create Study
+ *
+ * Check the series' headers, store it and queue its analysis; returns the study at once
+ * (202). Follow it at ``/studies/{id}``: status, progress, then the result.
+ */
+export const studiesCreateStudy = <ThrowOnError extends boolean = false>(options: Options<StudiesCreateStudyData, ThrowOnError>) => (options.client ?? client).post<StudiesCreateStudyResponses, StudiesCreateStudyErrors, ThrowOnError>({
+    ...formDataBodySerializer,
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies',
+    ...options,
+    headers: {
+        'Content-Type': null,
+        ...options.headers
+    }
+});
+
+/**
+ * Delete Study
+ *
+ * Delete a study, its result and its files (a running one is cancelled first).
+ */
+export const studiesDeleteStudy = <ThrowOnError extends boolean = false>(options: Options<StudiesDeleteStudyData, ThrowOnError>) => (options.client ?? client).delete<StudiesDeleteStudyResponses, StudiesDeleteStudyErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{study_id}',
+    ...options
+});
+
+/**
+ * Read Study
+ *
+ * Status and progress; once done, every slice's result, the aggregate and the domain.
+ */
+export const studiesReadStudy = <ThrowOnError extends boolean = false>(options: Options<StudiesReadStudyData, ThrowOnError>) => (options.client ?? client).get<StudiesReadStudyResponses, StudiesReadStudyErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{study_id}',
+    ...options
+});
+
+/**
+ * Cancel Study
+ *
+ * Stop a study: at once when it has not started, at its next step when it runs.
+ */
+export const studiesCancelStudy = <ThrowOnError extends boolean = false>(options: Options<StudiesCancelStudyData, ThrowOnError>) => (options.client ?? client).post<StudiesCancelStudyResponses, StudiesCancelStudyErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{study_id}/cancel',
+    ...options
+});
+
+/**
+ * Read Mask
+ *
+ * The 3D mask on the input's grid, with an affine matching the input's geometry.
+ */
+export const studiesReadMask = <ThrowOnError extends boolean = false>(options: Options<StudiesReadMaskData, ThrowOnError>) => (options.client ?? client).get<StudiesReadMaskResponses, StudiesReadMaskErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{study_id}/mask.nii.gz',
+    ...options
 });

@@ -18,6 +18,7 @@ export type AnalysisResult = {
      * Created At
      */
     created_at: string;
+    domain?: DomainInfo | null;
     /**
      * Explanations
      */
@@ -52,6 +53,12 @@ export type AnalysisResult = {
     timings_ms?: {
         [key: string]: number;
     };
+    /**
+     * Withheld
+     *
+     * classifier outputs withheld: the image is outside the models' domain (ask again with allow_out_of_domain=true to see them anyway)
+     */
+    withheld?: boolean;
 };
 
 /**
@@ -195,6 +202,12 @@ export type BodyAuthLogin = {
  */
 export type BodyInferenceAnalyze = {
     /**
+     * Allow Out Of Domain
+     *
+     * show classifier outputs even when the image is unlike the training slices (they are withheld by default)
+     */
+    allow_out_of_domain?: boolean;
+    /**
      * Explain
      *
      * add a heatmap per classifier
@@ -237,6 +250,12 @@ export type BodyInferenceAnalyze = {
  */
 export type BodyInferenceClassify = {
     /**
+     * Allow Out Of Domain
+     *
+     * show classifier outputs even when the image is unlike the training slices (they are withheld by default)
+     */
+    allow_out_of_domain?: boolean;
+    /**
      * File
      *
      * the image: PNG, JPEG, .npy, DICOM or NIfTI (recognised by content)
@@ -260,6 +279,12 @@ export type BodyInferenceClassify = {
  * Body_inference-explain
  */
 export type BodyInferenceExplain = {
+    /**
+     * Allow Out Of Domain
+     *
+     * show classifier outputs even when the image is unlike the training slices (they are withheld by default)
+     */
+    allow_out_of_domain?: boolean;
     /**
      * Class Index
      *
@@ -340,6 +365,44 @@ export type BodyJobsCreateJob = {
      * Files
      *
      * the images (repeat the field), or a single zip of images
+     */
+    files: Array<Blob | File>;
+    /**
+     * attention: rollout, hybrid v3 models only
+     */
+    method?: CamMethod;
+    /**
+     * Models
+     *
+     * classifier keys (repeat the field); default: the registry default
+     */
+    models?: Array<string> | null;
+    /**
+     * Segmentation Model
+     */
+    segmentation_model?: string | null;
+};
+
+/**
+ * Body_studies-create_study
+ */
+export type BodyStudiesCreateStudy = {
+    /**
+     * Allow Out Of Domain
+     *
+     * show classifier outputs even when the image is unlike the training slices (they are withheld by default)
+     */
+    allow_out_of_domain?: boolean;
+    /**
+     * Explain
+     *
+     * heatmaps for the key slices
+     */
+    explain?: boolean;
+    /**
+     * Files
+     *
+     * the DICOM instances of a series (repeat the field), one zip of them, or one NIfTI volume (.nii or .nii.gz)
      */
     files: Array<Blob | File>;
     /**
@@ -452,6 +515,7 @@ export type ClassifyResult = {
      * Created At
      */
     created_at: string;
+    domain?: DomainInfo | null;
     /**
      * Id
      */
@@ -481,6 +545,12 @@ export type ClassifyResult = {
     timings_ms?: {
         [key: string]: number;
     };
+    /**
+     * Withheld
+     *
+     * classifier outputs withheld: the image is outside the models' domain (ask again with allow_out_of_domain=true to see them anyway)
+     */
+    withheld?: boolean;
 };
 
 /**
@@ -504,6 +574,30 @@ export type DatasetRecord = {
      */
     split?: string | null;
     [key: string]: unknown;
+};
+
+/**
+ * DomainInfo
+ *
+ * Whether the image is like the slices the models were trained on (applicability domain).
+ */
+export type DomainInfo = {
+    /**
+     * In Domain
+     */
+    in_domain: boolean;
+    /**
+     * Reasons
+     *
+     * why, in plain sentences
+     */
+    reasons?: Array<string>;
+    /**
+     * Score
+     *
+     * distance from the training slices' distribution; in the domain at most 1
+     */
+    score?: number | null;
 };
 
 /**
@@ -540,7 +634,11 @@ export type ExplainResult = {
      * Created At
      */
     created_at: string;
-    explanation: ExplanationOutput;
+    domain?: DomainInfo | null;
+    /**
+     * None when withheld
+     */
+    explanation: ExplanationOutput | null;
     /**
      * Id
      */
@@ -570,6 +668,12 @@ export type ExplainResult = {
     timings_ms?: {
         [key: string]: number;
     };
+    /**
+     * Withheld
+     *
+     * classifier outputs withheld: the image is outside the models' domain (ask again with allow_out_of_domain=true to see them anyway)
+     */
+    withheld?: boolean;
 };
 
 /**
@@ -726,7 +830,7 @@ export type HistoryItem = {
     /**
      * Kind
      */
-    kind: 'segment' | 'classify' | 'explain' | 'analysis';
+    kind: 'segment' | 'classify' | 'explain' | 'analysis' | 'study';
     /**
      * Models
      */
@@ -1022,6 +1126,12 @@ export type JobPublic = {
      */
     items: Array<JobItemPublic>;
     /**
+     * Kind
+     *
+     * study: one whole series, followed at /studies/{study_id}
+     */
+    kind?: 'batch' | 'study';
+    /**
      * Notice
      */
     notice?: string;
@@ -1047,6 +1157,12 @@ export type JobPublic = {
      * Status
      */
     status: 'queued' | 'running' | 'completed' | 'cancelled';
+    /**
+     * Study Id
+     *
+     * the study of a study job
+     */
+    study_id?: string | null;
 };
 
 /**
@@ -1164,6 +1280,12 @@ export type JobSummary = {
      */
     id: string;
     /**
+     * Kind
+     *
+     * study: one whole series, followed at /studies/{study_id}
+     */
+    kind?: 'batch' | 'study';
+    /**
      * Notice
      */
     notice?: string;
@@ -1189,6 +1311,12 @@ export type JobSummary = {
      * Status
      */
     status: 'queued' | 'running' | 'completed' | 'cancelled';
+    /**
+     * Study Id
+     *
+     * the study of a study job
+     */
+    study_id?: string | null;
 };
 
 /**
@@ -1629,6 +1757,7 @@ export type SegmentResult = {
      * Created At
      */
     created_at: string;
+    domain?: DomainInfo | null;
     /**
      * Id
      */
@@ -1659,6 +1788,12 @@ export type SegmentResult = {
     timings_ms?: {
         [key: string]: number;
     };
+    /**
+     * Withheld
+     *
+     * classifier outputs withheld: the image is outside the models' domain (ask again with allow_out_of_domain=true to see them anyway)
+     */
+    withheld?: boolean;
 };
 
 /**
@@ -1702,6 +1837,75 @@ export type SegmentationOutput = {
 };
 
 /**
+ * SliceClassification
+ *
+ * One classifier's answer on one slice (the study chart plots ``p_positive``).
+ */
+export type SliceClassification = {
+    as_status: AsStatus;
+    /**
+     * Model
+     *
+     * model key
+     */
+    model: string;
+    /**
+     * P Positive
+     *
+     * probability of AS positive
+     */
+    p_positive: number;
+    /**
+     * Stage
+     */
+    stage: string;
+    /**
+     * Stage Probability
+     */
+    stage_probability: number;
+};
+
+/**
+ * SliceHeatmap
+ *
+ * A key slice's explanation by one classifier.
+ */
+export type SliceHeatmap = {
+    /**
+     * Class Label
+     */
+    class_label: string;
+    /**
+     * Faithfulness Score
+     */
+    faithfulness_score?: number | null;
+    /**
+     * Heatmap Url
+     *
+     * the heatmap alone (RGBA, transparent where cold)
+     */
+    heatmap_url: string;
+    /**
+     * Inside Fraction
+     */
+    inside_fraction?: number | null;
+    /**
+     * Model
+     */
+    model: string;
+    /**
+     * Overlay Url
+     *
+     * the heatmap over the slice
+     */
+    overlay_url: string;
+    /**
+     * Probability
+     */
+    probability: number;
+};
+
+/**
  * Stage
  *
  * AS stage, as the classifiers' stage head names it (in order of severity).
@@ -1719,6 +1923,487 @@ export const Stage = {
  * AS stage, as the classifiers' stage head names it (in order of severity).
  */
 export type Stage = typeof Stage[keyof typeof Stage];
+
+/**
+ * StudyDomain
+ */
+export type StudyDomain = {
+    /**
+     * In Domain
+     */
+    in_domain: boolean;
+    /**
+     * Reasons
+     *
+     * why, in plain sentences
+     */
+    reasons?: Array<string>;
+    /**
+     * Score
+     *
+     * distance from the training slices' distribution; in the domain at most 1
+     */
+    score?: number | null;
+    /**
+     * Slices Checked
+     */
+    slices_checked?: number;
+    /**
+     * Slices Out Of Domain
+     */
+    slices_out_of_domain?: number;
+};
+
+/**
+ * StudyModelResult
+ *
+ * One classifier's study-level answer and its spread over the key slices.
+ */
+export type StudyModelResult = {
+    /**
+     * As Probabilities
+     */
+    as_probabilities: {
+        [key: string]: number;
+    };
+    /**
+     * As Probability
+     */
+    as_probability: number;
+    as_status: AsStatus;
+    label_provenance: LabelProvenance;
+    model: ModelRef;
+    /**
+     * P Positive Max
+     */
+    p_positive_max: number;
+    /**
+     * P Positive Mean
+     */
+    p_positive_mean: number;
+    /**
+     * Slices
+     *
+     * key slices it rests on
+     */
+    slices: number;
+    /**
+     * Stage
+     */
+    stage: string;
+    /**
+     * Stage Agreement
+     *
+     * share of key slices whose stage agrees
+     */
+    stage_agreement: number;
+    /**
+     * Stage Probabilities
+     */
+    stage_probabilities: {
+        [key: string]: number;
+    };
+    /**
+     * Stage Probability
+     */
+    stage_probability: number;
+    /**
+     * Status Agreement
+     *
+     * share of key slices whose status agrees
+     */
+    status_agreement: number;
+};
+
+/**
+ * StudyOptions
+ *
+ * How the study is analysed (resolved when it was created).
+ */
+export type StudyOptions = {
+    /**
+     * Allow Out Of Domain
+     */
+    allow_out_of_domain?: boolean;
+    /**
+     * Explain
+     *
+     * heatmaps for the key slices
+     */
+    explain?: boolean;
+    method?: CamMethod;
+    /**
+     * Models
+     *
+     * classifier keys
+     */
+    models: Array<string>;
+    /**
+     * Segmentation Model
+     */
+    segmentation_model?: string | null;
+};
+
+/**
+ * StudyPage
+ */
+export type StudyPage = {
+    /**
+     * Items
+     */
+    items: Array<StudySummary>;
+    /**
+     * Limit
+     */
+    limit: number;
+    /**
+     * Offset
+     */
+    offset: number;
+    /**
+     * Total
+     */
+    total: number;
+};
+
+/**
+ * StudyProgress
+ */
+export type StudyProgress = {
+    /**
+     * Percent
+     */
+    percent: number;
+    /**
+     * Phase
+     *
+     * decode, segment, classify, explain or store
+     */
+    phase?: string | null;
+    /**
+     * Slices Done
+     */
+    slices_done: number;
+    /**
+     * Slices Total
+     */
+    slices_total: number;
+};
+
+/**
+ * StudyPublic
+ *
+ * A study: status and progress while it runs; the full result once done.
+ */
+export type StudyPublic = {
+    /**
+     * As Confidence
+     */
+    as_confidence?: number | null;
+    /**
+     * As Status
+     */
+    as_status?: string | null;
+    /**
+     * Created At
+     */
+    created_at: string;
+    error?: ItemError | null;
+    /**
+     * Finished At
+     */
+    finished_at?: string | null;
+    /**
+     * Format
+     */
+    format?: string | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * In Domain
+     */
+    in_domain?: boolean | null;
+    /**
+     * Input
+     *
+     * format, slices, geometry, skipped files
+     */
+    input: {
+        [key: string]: unknown;
+    };
+    /**
+     * Job Id
+     */
+    job_id?: string | null;
+    /**
+     * Mask Url
+     *
+     * the 3D mask (NIfTI), once done
+     */
+    mask_url?: string | null;
+    /**
+     * Models
+     */
+    models?: Array<string>;
+    /**
+     * Notice
+     */
+    notice?: string;
+    options: StudyOptions;
+    progress: StudyProgress;
+    /**
+     * Research Use Only
+     */
+    research_use_only?: true;
+    result?: StudyResult | null;
+    /**
+     * Slices
+     */
+    slices: number;
+    /**
+     * Stage
+     */
+    stage?: string | null;
+    /**
+     * Stage Confidence
+     */
+    stage_confidence?: number | null;
+    /**
+     * Started At
+     */
+    started_at?: string | null;
+    /**
+     * Status
+     */
+    status: 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+    /**
+     * Url
+     */
+    url: string;
+};
+
+/**
+ * StudyResult
+ *
+ * A whole series: every slice segmented into one 3D mask, the key slices classified and
+ * explained, one answer per model with its spread, and the applicability domain.
+ */
+export type StudyResult = {
+    /**
+     * Created At
+     */
+    created_at: string;
+    domain: StudyDomain;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Input
+     *
+     * format, slices, geometry, skipped files
+     */
+    input: {
+        [key: string]: unknown;
+    };
+    /**
+     * Kind
+     */
+    kind?: 'study';
+    /**
+     * Models
+     */
+    models: Array<StudyModelResult>;
+    /**
+     * Notice
+     */
+    notice?: string;
+    /**
+     * Research Use Only
+     */
+    research_use_only?: true;
+    segmentation: StudySegmentation | null;
+    /**
+     * Slices
+     */
+    slices: Array<StudySlice>;
+    /**
+     * Timings Ms
+     */
+    timings_ms?: {
+        [key: string]: number;
+    };
+    /**
+     * Withheld
+     *
+     * classifier outputs withheld: the key slices are outside the models' domain (send again with allow_out_of_domain=true to see them anyway)
+     */
+    withheld?: boolean;
+};
+
+/**
+ * StudySegmentation
+ */
+export type StudySegmentation = {
+    /**
+     * Key Slice Rule
+     */
+    key_slice_rule: string;
+    /**
+     * Key Slices
+     */
+    key_slices: Array<number>;
+    label_provenance: LabelProvenance;
+    /**
+     * Mask Url
+     *
+     * the 3D mask (NIfTI, on the input's grid and affine)
+     */
+    mask_url: string;
+    model: ModelRef;
+    /**
+     * Volume Ml
+     */
+    volume_ml: number;
+    /**
+     * Voxels
+     */
+    voxels: number;
+};
+
+/**
+ * StudySlice
+ */
+export type StudySlice = {
+    /**
+     * Classifications
+     */
+    classifications?: Array<SliceClassification>;
+    domain?: DomainInfo | null;
+    /**
+     * Error
+     *
+     * why the slice was left out
+     */
+    error?: string | null;
+    /**
+     * Frame
+     *
+     * frame of a multi-frame instance
+     */
+    frame?: number | null;
+    /**
+     * Heatmaps
+     */
+    heatmaps?: Array<SliceHeatmap>;
+    /**
+     * Image Url
+     *
+     * the 256x256 slice; None when it could not be read
+     */
+    image_url: string | null;
+    /**
+     * Index
+     *
+     * position in the series, ordered along the slice normal
+     */
+    index: number;
+    /**
+     * Key
+     *
+     * one of the key slices the study-level answer rests on
+     */
+    key: boolean;
+    /**
+     * Mask Fraction
+     */
+    mask_fraction?: number;
+    /**
+     * Mask Url
+     *
+     * the mask as a transparent overlay
+     */
+    mask_url?: string | null;
+    /**
+     * Position Mm
+     *
+     * distance along the slice normal from slice 0
+     */
+    position_mm: number;
+    /**
+     * Sop Instance Uid
+     */
+    sop_instance_uid?: string | null;
+};
+
+/**
+ * StudySummary
+ */
+export type StudySummary = {
+    /**
+     * As Confidence
+     */
+    as_confidence?: number | null;
+    /**
+     * As Status
+     */
+    as_status?: string | null;
+    /**
+     * Created At
+     */
+    created_at: string;
+    /**
+     * Finished At
+     */
+    finished_at?: string | null;
+    /**
+     * Format
+     */
+    format?: string | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * In Domain
+     */
+    in_domain?: boolean | null;
+    /**
+     * Models
+     */
+    models?: Array<string>;
+    progress: StudyProgress;
+    /**
+     * Research Use Only
+     */
+    research_use_only?: true;
+    /**
+     * Slices
+     */
+    slices: number;
+    /**
+     * Stage
+     */
+    stage?: string | null;
+    /**
+     * Stage Confidence
+     */
+    stage_confidence?: number | null;
+    /**
+     * Started At
+     */
+    started_at?: string | null;
+    /**
+     * Status
+     */
+    status: 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+    /**
+     * Url
+     */
+    url: string;
+};
 
 /**
  * Token
@@ -2474,10 +3159,6 @@ export type HistoryListHistoryData = {
          */
         model?: string | null;
         /**
-         * Kind
-         */
-        kind?: 'segment' | 'classify' | 'explain' | 'analysis' | null;
-        /**
          * Limit
          */
         limit?: number;
@@ -2485,6 +3166,10 @@ export type HistoryListHistoryData = {
          * Offset
          */
         offset?: number;
+        /**
+         * Kind
+         */
+        kind?: 'segment' | 'classify' | 'explain' | 'analysis' | 'study' | null;
     };
     url: '/history';
 };
@@ -2592,7 +3277,9 @@ export type HistoryReadHistoryEntryResponses = {
         kind: 'explain';
     } & ExplainResult) | ({
         kind: 'analysis';
-    } & AnalysisResult);
+    } & AnalysisResult) | ({
+        kind: 'study';
+    } & StudyResult);
 };
 
 export type HistoryReadHistoryEntryResponse = HistoryReadHistoryEntryResponses[keyof HistoryReadHistoryEntryResponses];
@@ -2613,6 +3300,10 @@ export type JobsListJobsData = {
          * Status
          */
         status?: 'queued' | 'running' | 'completed' | 'cancelled' | null;
+        /**
+         * Kind
+         */
+        kind?: 'batch' | 'study' | null;
     };
     url: '/jobs';
 };
@@ -2991,3 +3682,264 @@ export type InferenceSegmentResponses = {
 };
 
 export type InferenceSegmentResponse = InferenceSegmentResponses[keyof InferenceSegmentResponses];
+
+export type StudiesListStudiesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Date From
+         */
+        date_from?: string | null;
+        /**
+         * Date To
+         */
+        date_to?: string | null;
+        /**
+         * As Status
+         */
+        as_status?: AsStatus | null;
+        /**
+         * Stage
+         *
+         * any letter case
+         */
+        stage?: Stage | null;
+        /**
+         * Model
+         */
+        model?: string | null;
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * Offset
+         */
+        offset?: number;
+        /**
+         * Status
+         */
+        status?: 'queued' | 'running' | 'done' | 'failed' | 'cancelled' | null;
+    };
+    url: '/studies';
+};
+
+export type StudiesListStudiesErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type StudiesListStudiesError = StudiesListStudiesErrors[keyof StudiesListStudiesErrors];
+
+export type StudiesListStudiesResponses = {
+    /**
+     * Successful Response
+     */
+    200: StudyPage;
+};
+
+export type StudiesListStudiesResponse = StudiesListStudiesResponses[keyof StudiesListStudiesResponses];
+
+export type StudiesCreateStudyData = {
+    body: BodyStudiesCreateStudy;
+    path?: never;
+    query?: never;
+    url: '/studies';
+};
+
+export type StudiesCreateStudyErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type StudiesCreateStudyError = StudiesCreateStudyErrors[keyof StudiesCreateStudyErrors];
+
+export type StudiesCreateStudyResponses = {
+    /**
+     * Successful Response
+     */
+    202: StudyPublic;
+};
+
+export type StudiesCreateStudyResponse = StudiesCreateStudyResponses[keyof StudiesCreateStudyResponses];
+
+export type StudiesDeleteStudyData = {
+    body?: never;
+    path: {
+        /**
+         * Study Id
+         */
+        study_id: string;
+    };
+    query?: never;
+    url: '/studies/{study_id}';
+};
+
+export type StudiesDeleteStudyErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type StudiesDeleteStudyError = StudiesDeleteStudyErrors[keyof StudiesDeleteStudyErrors];
+
+export type StudiesDeleteStudyResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type StudiesDeleteStudyResponse = StudiesDeleteStudyResponses[keyof StudiesDeleteStudyResponses];
+
+export type StudiesReadStudyData = {
+    body?: never;
+    path: {
+        /**
+         * Study Id
+         */
+        study_id: string;
+    };
+    query?: never;
+    url: '/studies/{study_id}';
+};
+
+export type StudiesReadStudyErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type StudiesReadStudyError = StudiesReadStudyErrors[keyof StudiesReadStudyErrors];
+
+export type StudiesReadStudyResponses = {
+    /**
+     * Successful Response
+     */
+    200: StudyPublic;
+};
+
+export type StudiesReadStudyResponse = StudiesReadStudyResponses[keyof StudiesReadStudyResponses];
+
+export type StudiesCancelStudyData = {
+    body?: never;
+    path: {
+        /**
+         * Study Id
+         */
+        study_id: string;
+    };
+    query?: never;
+    url: '/studies/{study_id}/cancel';
+};
+
+export type StudiesCancelStudyErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type StudiesCancelStudyError = StudiesCancelStudyErrors[keyof StudiesCancelStudyErrors];
+
+export type StudiesCancelStudyResponses = {
+    /**
+     * Successful Response
+     */
+    200: StudyPublic;
+};
+
+export type StudiesCancelStudyResponse = StudiesCancelStudyResponses[keyof StudiesCancelStudyResponses];
+
+export type StudiesReadMaskData = {
+    body?: never;
+    path: {
+        /**
+         * Study Id
+         */
+        study_id: string;
+    };
+    query?: never;
+    url: '/studies/{study_id}/mask.nii.gz';
+};
+
+export type StudiesReadMaskErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Validation Error
+     */
+    422: HttpValidationError;
+};
+
+export type StudiesReadMaskError = StudiesReadMaskErrors[keyof StudiesReadMaskErrors];
+
+export type StudiesReadMaskResponses = {
+    /**
+     * the 3D mask (NIfTI-1)
+     */
+    200: Blob | File;
+};
+
+export type StudiesReadMaskResponse = StudiesReadMaskResponses[keyof StudiesReadMaskResponses];

@@ -1,0 +1,90 @@
+"""Whole-series analyses: what POST /studies returns, a study's progress and result, pages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from backend.schemas.common import RESEARCH_NOTICE
+from backend.schemas.jobs import ItemError
+from backend.schemas.results import ResultFilter, StudyResult
+from ml.vocab import CamMethod
+
+StudyStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class StudyOptions(BaseModel):
+    """How the study is analysed (resolved when it was created)."""
+
+    models: list[str] = Field(description="classifier keys")
+    segmentation_model: str | None = None
+    explain: bool = Field(default=True, description="heatmaps for the key slices")
+    method: CamMethod = CamMethod.gradcam
+    allow_out_of_domain: bool = False
+
+
+class StudyProgress(BaseModel):
+    phase: str | None = Field(
+        default=None, description="decode, segment, classify, explain or store"
+    )
+    slices_done: int
+    slices_total: int
+    percent: float
+
+
+class StudySummary(BaseModel):
+    id: uuid.UUID
+    status: StudyStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: StudyProgress
+    slices: int
+    format: str | None = None
+    as_status: str | None = None
+    as_confidence: float | None = None
+    stage: str | None = None
+    stage_confidence: float | None = None
+    in_domain: bool | None = None
+    models: list[str] = Field(default_factory=list)
+    url: str
+    research_use_only: Literal[True] = True
+
+
+class StudyPublic(StudySummary):
+    """A study: status and progress while it runs; the full result once done."""
+
+    options: StudyOptions
+    input: dict[str, Any] = Field(description="format, slices, geometry, skipped files")
+    error: ItemError | None = None
+    job_id: uuid.UUID | None = None
+    mask_url: str | None = Field(default=None, description="the 3D mask (NIfTI), once done")
+    result: StudyResult | None = None
+    notice: str = RESEARCH_NOTICE
+
+
+class StudyPage(BaseModel):
+    items: list[StudySummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class StudyFilter(ResultFilter):
+    """GET /studies filters: those of GET /history (kind aside), and the status."""
+
+    status: StudyStatus | None = None
+
+
+__all__ = [
+    "StudyFilter",
+    "StudyOptions",
+    "StudyPage",
+    "StudyProgress",
+    "StudyPublic",
+    "StudyStatus",
+    "StudySummary",
+]
