@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test test-slow lint format prepare train results bench client spa chromium frontend-test clean
+.PHONY: help setup run test test-slow test-pacs dicom-tools lint format prepare train results bench client spa chromium frontend-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,9 +31,16 @@ spa: ## build the web app into frontend/dist (when the frontend exists)
 run: setup spa ## install what is missing, build the SPA, serve the API with SQLite and the bundled models
 	$(BIN)/spondyscan serve
 
-test: setup lint ## lint, type-check, check the layers, run the test suite (what CI runs)
-	$(BIN)/pytest -m "not slow" --cov --cov-report=term:skip-covered
+test: setup lint dicom-tools ## lint, type-check, check the layers, run the test suite (what CI runs)
+	$(BIN)/pytest -m "not slow and not orthanc" --cov --cov-report=term:skip-covered
+	$(MAKE) test-pacs
 	@if [ -f frontend/package.json ]; then $(MAKE) frontend-test; fi
+
+test-pacs: setup dicom-tools ## the round trip with a real PACS (Orthanc), in a loopback-only network namespace
+	unshare -n sh -c 'ip link set lo up && exec $(BIN)/pytest -m orthanc -p no:cacheprovider'
+
+dicom-tools: ## install Debian's Orthanc (+ DICOMweb plugin) and dicom3tools when missing
+	@{ command -v Orthanc && command -v dciodvfy && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools >/dev/null; }
 
 test-slow: setup ## the slow tests: real bundles, real training
 	$(BIN)/pytest -m slow

@@ -18,7 +18,18 @@ from fastapi.routing import APIRoute
 
 from backend.api.errors import install_error_handlers
 from backend.api.middleware import DefaultSecretGuard, SecurityHeaders
-from backend.api.routes import artifacts, auth, health, history, inference, jobs, models, studies
+from backend.api.routes import (
+    artifacts,
+    auth,
+    dicomweb,
+    exports,
+    health,
+    history,
+    inference,
+    jobs,
+    models,
+    studies,
+)
 from backend.api.spa import install_spa
 from backend.core.config import Settings, get_settings
 from backend.runtime import start_runtime
@@ -81,6 +92,8 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     # its plain-text 413 into the API's JSON error.
     study_body = settings.study_max_bytes + settings.multipart_overhead_bytes
     study_body += 1024 * settings.study_max_instances
+    # STOW-RS: one multipart/related body of the series' instances.
+    app.include_router(dicomweb.router, max_body_size=study_body)
     app.include_router(
         studies.router,
         max_body_size=study_body,
@@ -91,7 +104,7 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
         },
     )
     small: Any = {"max_files": 0, "max_fields": 16, "max_part_size": 16 * 1024}
-    for module in (auth, history, artifacts, models, health):
+    for module in (auth, history, artifacts, models, health, exports):
         app.include_router(
             module.router, max_body_size=settings.max_request_bytes, form_limits=small
         )

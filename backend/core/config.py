@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     # they arrive (UIDs kept, names/IDs/dates replaced), so nothing identifying is stored.
     deidentify: bool = False
 
+    # DICOMweb: the PACS (QIDO-RS/WADO-RS/STOW-RS root) studies are pulled from and results
+    # pushed to, e.g. http://pacs:8042/dicom-web; optional basic-auth credentials.
+    dicomweb_url: str | None = None
+    dicomweb_username: str | None = None
+    dicomweb_password: SecretStr | None = None
+    dicomweb_timeout: float = Field(default=60.0, gt=0)
+    # Push every study's SEG/SR/maps back to dicomweb_url once stored (per request: push=true).
+    dicomweb_push: bool = False
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         # The default secret is public (it is in this file): anyone could mint tokens with it.

@@ -63,3 +63,6 @@ class Study(Base):
     stage: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     stage_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     in_domain: Mapped[bool | None] = mapped_column(nullable=True)
+    # DICOMweb: where the series came from (pull) and whether the results went back (push):
+    # {"status": "pending|done|failed", "server": ..., "objects": [...], "message": ..., "at": ...}
+    push: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -87,3 +87,8 @@ async def finish(
 async def delete_study(session: AsyncSession, study: Study) -> None:
     await session.delete(study)
     await session.flush()
+
+
+async def set_push(session: AsyncSession, study_id: uuid.UUID, push: dict[str, Any]) -> None:
+    """Record the outcome of sending the study's results over DICOMweb."""
+    await session.execute(update(Study).where(Study.id == study_id).values(push=push))

@@ -24,6 +24,31 @@ class StudyOptions(BaseModel):
     explain: bool = Field(default=True, description="heatmaps for the key slices")
     method: CamMethod = CamMethod.gradcam
     allow_out_of_domain: bool = False
+    push: bool = Field(
+        default=False, description="STOW-RS the SEG/SR/maps to the configured DICOMweb server"
+    )
+
+
+class PullRequest(BaseModel):
+    """POST /studies/pull: fetch a study's sagittal series from the configured DICOMweb
+    server (QIDO-RS, WADO-RS) and analyse it."""
+
+    study_uid: str = Field(min_length=1, max_length=64, pattern=r"^[0-9.]+$")
+    series_uid: str | None = Field(
+        default=None, max_length=64, pattern=r"^[0-9.]+$", description="default: the sagittal one"
+    )
+    push: bool | None = Field(default=None, description="default: the server's dicomweb_push")
+    models: list[str] = Field(default_factory=list, max_length=8)
+    explain: bool = True
+    allow_out_of_domain: bool = False
+
+
+class PushState(BaseModel):
+    status: Literal["pending", "done", "failed"]
+    server: str | None = None
+    objects: list[str] = Field(default_factory=list, description="SOP instance UIDs stored")
+    message: str | None = None
+    at: datetime | None = None
 
 
 class StudyProgress(BaseModel):
@@ -62,6 +87,7 @@ class StudyPublic(StudySummary):
     error: ItemError | None = None
     job_id: uuid.UUID | None = None
     mask_url: str | None = Field(default=None, description="the 3D mask (NIfTI), once done")
+    push: PushState | None = Field(default=None, description="results sent back over DICOMweb")
     result: StudyResult | None = None
     notice: str = RESEARCH_NOTICE
 
@@ -80,6 +106,8 @@ class StudyFilter(ResultFilter):
 
 
 __all__ = [
+    "PullRequest",
+    "PushState",
     "StudyFilter",
     "StudyOptions",
     "StudyPage",

@@ -297,6 +297,10 @@ async def _execute_study(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutc
         log.exception("study %s failed", aid)
         message = "The study could not be analysed; the error has been logged."
         return await _finish(runtime, c, worker, ITEM_FAILED, **_failed("internal_error", message))
+    if options.push:
+        from backend.services.dicomweb import push
+
+        await push(runtime, aid)
     summary = {
         "models": [
             {"model": m.model.key, "as_status": m.as_status, "stage": m.stage}

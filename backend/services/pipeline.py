@@ -8,6 +8,7 @@ images lives in :mod:`backend.services.rendering`, storing them in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Decoded:
     # The applicability-domain block, and whether classifier outputs are withheld because of it.
     domain: dict[str, Any] | None = None
     withheld: bool = False
+    # A DICOM input's reduced header (interop.sources), kept for the DICOM and FHIR exports.
+    sources: bytes | None = None
 
     def input_for(self, size: int) -> np.ndarray:
         if size == self.display.shape[0]:
@@ -138,12 +141,20 @@ def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
             code="unsupported_format",
             status_code=415,
         ) from exc
+    sources = None
+    if loaded.format == "dicom":
+        from backend.interop.sources import pack_sources
+
+        # A header odd enough to fail here only loses the DICOM exports (409 no_dicom_source).
+        with contextlib.suppress(Exception):
+            sources = pack_sources([("input", data)])
     return Decoded(
         pixels=loaded.pixels,
         format=loaded.format,
         meta=dict(loaded.meta),
         sha256=hashlib.sha256(data).hexdigest(),
         display=display,
+        sources=sources,
     )
 
 

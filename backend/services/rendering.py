@@ -20,6 +20,15 @@ def artifact_url(analysis_id: uuid.UUID, name: str) -> str:
     return f"/artifacts/{analysis_id}/{name}"
 
 
+def raw_heatmap(heat: np.ndarray) -> bytes:
+    """A heatmap's values (float16, display size) as .npz."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, heat=np.asarray(heat, dtype=np.float16))
+    return buf.getvalue()
+
+
 def segmentation_files(
     seg: Segmentation, decoded: Decoded, analysis_id: uuid.UUID
 ) -> tuple[SegmentationOutput, dict[str, bytes]]:
@@ -64,6 +73,8 @@ def explanation_files(
     files = {
         names["heatmap"]: overlays.heatmap_image(heat),
         names["gradcam"]: overlays.heatmap_overlay(decoded.display, heat),
+        # The values themselves, for the DICOM parametric map (interop.dicom_out).
+        f"{prefix}raw-{base}.npz": raw_heatmap(heat),
     }
     has_focus = focused.focus != "none"
     if has_focus:

@@ -15,6 +15,7 @@ from backend.core.config import Settings
 from backend.core.errors import AppError
 from backend.inference import mappers
 from backend.inference.registry import ModelEntry
+from backend.interop.sources import SOURCES_FILE
 from backend.models import Analysis, ModelResult
 from backend.repositories import analyses as analyses_repo
 from backend.repositories import audit
@@ -151,6 +152,8 @@ async def store_result(
     """Files first (atomic folder rename), then rows and audit event in one transaction."""
     analysis_id = result.id
     files = {"input.png": mappers.png(decoded.display), **files}
+    if decoded.sources is not None:
+        files[SOURCES_FILE] = decoded.sources
     stored_bytes = sum(len(data) for data in files.values())
     await check_quota(session, settings, principal, stored_bytes)
     await _clear_leftovers(session, store, analysis_id, job_id)

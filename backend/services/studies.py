@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.errors import NotFound, TooManyRequests
+from backend.core.errors import AppError, NotFound, TooManyRequests
 from backend.db.base import utcnow
 from backend.models import Job, JobItem, Study
 from backend.models.job import ITEM_QUEUED
@@ -29,6 +29,7 @@ from backend.runtime import Runtime
 from backend.schemas.jobs import ItemError
 from backend.schemas.results import StudyResult
 from backend.schemas.studies import (
+    PushState,
     StudyFilter,
     StudyOptions,
     StudyPage,
@@ -76,10 +77,19 @@ def _options(runtime: Runtime, request: StudyOptions) -> StudyOptions:
         if request.segmentation_model
         else registry.default_for("segmentation")
     )
+    settings = runtime.settings
+    push = request.push or (settings.dicomweb_push and settings.dicomweb_url is not None)
+    if push and not settings.dicomweb_url:
+        raise AppError(
+            "push=true needs a DICOMweb server: set SPONDYSCAN_DICOMWEB_URL.",
+            code="dicomweb_not_configured",
+            status_code=409,
+        )
     return request.model_copy(
         update={
             "models": [e.key for e in classifiers],
             "segmentation_model": seg.key if seg is not None else None,
+            "push": push,
         }
     )
 
@@ -133,6 +143,7 @@ async def _public(session: AsyncSession, study: Study) -> StudyPublic:
         else None,
         job_id=study.job_id,
         mask_url=f"/studies/{study.id}/mask.nii.gz" if result is not None else None,
+        push=PushState(**study.push) if study.push else None,
         result=result,
     )
 
@@ -149,6 +160,18 @@ async def create_study(
     options: StudyOptions,
 ) -> StudyPublic:
     """Check and store the series, record the study and its job, queue it; returns at once."""
+    return (await submit_study(session, runtime, executor, principal, files, options))[0]
+
+
+async def submit_study(
+    session: AsyncSession,
+    runtime: Runtime,
+    executor: JobExecutor,
+    principal: Principal,
+    files: list[IncomingFile],
+    options: StudyOptions,
+) -> tuple[StudyPublic, StagedStudy]:
+    """:func:`create_study`, also returning what the intake kept (STOW-RS reports it)."""
     resolved = _options(runtime, options)
     limit = runtime.settings.max_open_jobs
     if await jobs_repo.open_jobs_of(session, principal.user_id) >= limit:
@@ -202,6 +225,9 @@ async def create_study(
                 input_summary=study_in.summary,
                 source=study_in.source,
                 options=resolved.model_dump(mode="json"),
+                push={"status": "pending", "server": runtime.settings.dicomweb_url}
+                if resolved.push
+                else None,
             ),
         )
         await audit.record(
@@ -223,15 +249,13 @@ async def create_study(
     except Exception as exc:
         log.exception("could not enqueue study %s", study_id)
         await _remove(session, runtime, study_id, job_id)
-        from backend.core.errors import AppError
-
         raise AppError(
             "The job queue is not reachable; retry in a moment.",
             code="queue_unavailable",
             status_code=503,
             headers={"Retry-After": "5"},
         ) from exc
-    return await get_study(session, principal, study_id)
+    return await get_study(session, principal, study_id), study_in
 
 
 async def _remove(

@@ -47,6 +47,8 @@ class Slices:
     series: Any  # ml.series.Series
     display: list[np.ndarray | None]
     errors: dict[int, str] = field(default_factory=dict)
+    # The reduced headers of the source instances (interop.sources), for DICOM inputs.
+    sources: bytes | None = None
 
     def readable(self) -> list[int]:
         return [i for i, d in enumerate(self.display) if d is not None]
@@ -91,7 +93,13 @@ def decode_series(series: Any, files: Sequence[tuple[str, Path]], min_slices: in
             code="too_few_slices",
             status_code=422,
         )
-    return Slices(series, display_slices(raw, IMAGE_SIZE), errors)
+    sources = None
+    if series.volume is None:
+        from backend.interop.sources import pack_sources
+
+        used = list(dict.fromkeys(ref.source for ref in series.slices))
+        sources = pack_sources([files[i] for i in used])
+    return Slices(series, display_slices(raw, IMAGE_SIZE), errors, sources)
 
 
 async def bounded(items: Sequence[Any], fn: Callable[[Any], Awaitable[T]]) -> list[T]:

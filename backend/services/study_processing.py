@@ -32,6 +32,7 @@ from typing import Any
 
 from backend.core.errors import AppError, NotReady
 from backend.inference import mappers
+from backend.interop.sources import SOURCES_FILE
 from backend.models.study import STUDY_CANCELLED, STUDY_FAILED
 from backend.repositories import jobs as jobs_repo
 from backend.repositories import studies as studies_repo
@@ -194,7 +195,10 @@ async def analyse_study(
 
     def render() -> tuple[dict[str, bytes], int, float]:
         nii, voxels, volume_ml = mask_volume(work)
-        return {**render_slices(work), "mask.nii.gz": nii, **work.files}, voxels, volume_ml
+        files = {**render_slices(work), "mask.nii.gz": nii, **work.files}
+        if slices.sources is not None:
+            files[SOURCES_FILE] = slices.sources
+        return files, voxels, volume_ml
 
     files, voxels, volume_ml = await asyncio.to_thread(render)
     mark("render")

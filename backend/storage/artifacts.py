@@ -25,8 +25,14 @@ log = logging.getLogger(__name__)
 # may belong to another replica sharing the store. No request takes anywhere near an hour.
 SWEEP_AGE_S = 3600.0
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\.(png|json|nii\.gz)$")
-MEDIA_TYPES = {".png": "image/png", ".json": "application/json", ".gz": "application/gzip"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}\.(png|json|nii\.gz|zip|npz)$")
+MEDIA_TYPES = {
+    ".png": "image/png",
+    ".json": "application/json",
+    ".gz": "application/gzip",
+    ".zip": "application/zip",
+    ".npz": "application/octet-stream",
+}
 
 
 def valid_name(name: str) -> bool:

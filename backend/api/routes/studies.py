@@ -13,7 +13,14 @@ from backend.api.routes.inference import AllowOutOfDomain, Method, Models
 from backend.api.routes.jobs import ExecutorDep
 from backend.schemas.common import error_responses
 from backend.schemas.results import CamMethod
-from backend.schemas.studies import StudyFilter, StudyOptions, StudyPage, StudyPublic
+from backend.schemas.studies import (
+    PullRequest,
+    StudyFilter,
+    StudyOptions,
+    StudyPage,
+    StudyPublic,
+)
+from backend.services import dicomweb as dicomweb_service
 from backend.services import studies as studies_service
 from backend.services.job_intake import IncomingFile
 
@@ -47,6 +54,10 @@ async def create_study(
     explain: Annotated[bool, Form(description="heatmaps for the key slices")] = True,
     method: Method = CamMethod.gradcam,
     allow_out_of_domain: AllowOutOfDomain = False,
+    push: Annotated[
+        bool,
+        Form(description="STOW-RS the SEG/SR/maps to the configured DICOMweb server when done"),
+    ] = False,
 ) -> StudyPublic:
     """Check the series' headers, store it and queue its analysis; returns the study at once
     (202). Follow it at ``/studies/{id}``: status, progress, then the result."""
@@ -56,11 +67,33 @@ async def create_study(
         explain=explain,
         method=method,
         allow_out_of_domain=allow_out_of_domain,
+        push=push,
     )
     incoming = [IncomingFile(f.filename, f.file) for f in files]
     study = await studies_service.create_study(
         session, runtime, executor, principal, incoming, options
     )
+    response.headers["Location"] = study.url
+    return study
+
+
+@router.post(
+    "/pull",
+    response_model=StudyPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(401, 404, 409, 413, 422, 429, 502, 503),
+)
+async def pull_study(
+    body: PullRequest,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: CurrentUser,
+    executor: ExecutorDep,
+    response: Response,
+) -> StudyPublic:
+    """Fetch a study's sagittal series from the configured DICOMweb server (QIDO-RS, WADO-RS)
+    and analyse it; with push, its SEG/SR/maps go back by STOW-RS once done."""
+    study = await dicomweb_service.pull(session, runtime, executor, principal, body)
     response.headers["Location"] = study.url
     return study
 

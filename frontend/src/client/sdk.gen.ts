@@ -2,7 +2,7 @@
 
 import { type Client, formDataBodySerializer, type Options as Options2, type TDataShape, urlSearchParamsBodySerializer } from './client';
 import { client } from './client.gen';
-import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthChangePasswordData, AuthChangePasswordErrors, AuthChangePasswordResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthLogoutData, AuthLogoutErrors, AuthLogoutResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses, StudiesCancelStudyData, StudiesCancelStudyErrors, StudiesCancelStudyResponses, StudiesCreateStudyData, StudiesCreateStudyErrors, StudiesCreateStudyResponses, StudiesDeleteStudyData, StudiesDeleteStudyErrors, StudiesDeleteStudyResponses, StudiesListStudiesData, StudiesListStudiesErrors, StudiesListStudiesResponses, StudiesReadMaskData, StudiesReadMaskErrors, StudiesReadMaskResponses, StudiesReadStudyData, StudiesReadStudyErrors, StudiesReadStudyResponses } from './types.gen';
+import type { ArtifactsReadArtifactData, ArtifactsReadArtifactErrors, ArtifactsReadArtifactResponses, AuthChangePasswordData, AuthChangePasswordErrors, AuthChangePasswordResponses, AuthCreateApiKeyData, AuthCreateApiKeyErrors, AuthCreateApiKeyResponses, AuthListApiKeysData, AuthListApiKeysErrors, AuthListApiKeysResponses, AuthLoginData, AuthLoginErrors, AuthLoginResponses, AuthLogoutData, AuthLogoutErrors, AuthLogoutResponses, AuthReadMeData, AuthReadMeErrors, AuthReadMeResponses, AuthRevokeApiKeyData, AuthRevokeApiKeyErrors, AuthRevokeApiKeyResponses, AuthSignupData, AuthSignupErrors, AuthSignupResponses, DicomwebStowStudiesData, DicomwebStowStudiesErrors, DicomwebStowStudiesResponses, ExportAnalysisDicomData, ExportAnalysisDicomErrors, ExportAnalysisDicomResponses, ExportAnalysisFhirData, ExportAnalysisFhirErrors, ExportAnalysisFhirResponses, ExportAnalysisSegData, ExportAnalysisSegErrors, ExportAnalysisSegResponses, ExportAnalysisSrData, ExportAnalysisSrErrors, ExportAnalysisSrResponses, ExportStudyDicomData, ExportStudyDicomErrors, ExportStudyDicomResponses, ExportStudyFhirData, ExportStudyFhirErrors, ExportStudyFhirResponses, ExportStudySegData, ExportStudySegErrors, ExportStudySegResponses, ExportStudySrData, ExportStudySrErrors, ExportStudySrResponses, HealthLimitsData, HealthLimitsErrors, HealthLimitsResponses, HealthLiveData, HealthLiveResponses, HealthReadyData, HealthReadyErrors, HealthReadyResponses, HistoryDeleteHistoryEntryData, HistoryDeleteHistoryEntryErrors, HistoryDeleteHistoryEntryResponses, HistoryListHistoryData, HistoryListHistoryErrors, HistoryListHistoryResponses, HistoryReadHistoryEntryData, HistoryReadHistoryEntryErrors, HistoryReadHistoryEntryResponses, InferenceAnalyzeData, InferenceAnalyzeErrors, InferenceAnalyzeResponses, InferenceClassifyData, InferenceClassifyErrors, InferenceClassifyResponses, InferenceExplainData, InferenceExplainErrors, InferenceExplainResponses, InferenceSegmentData, InferenceSegmentErrors, InferenceSegmentResponses, JobsCancelJobData, JobsCancelJobErrors, JobsCancelJobResponses, JobsCreateJobData, JobsCreateJobErrors, JobsCreateJobResponses, JobsJobResultsCsvData, JobsJobResultsCsvErrors, JobsJobResultsCsvResponses, JobsJobResultsJsonData, JobsJobResultsJsonErrors, JobsJobResultsJsonResponses, JobsListJobsData, JobsListJobsErrors, JobsListJobsResponses, JobsReadJobData, JobsReadJobErrors, JobsReadJobResponses, ModelsListModelsData, ModelsListModelsErrors, ModelsListModelsResponses, ModelsReadModelData, ModelsReadModelErrors, ModelsReadModelPlotData, ModelsReadModelPlotErrors, ModelsReadModelPlotResponses, ModelsReadModelResponses, StudiesCancelStudyData, StudiesCancelStudyErrors, StudiesCancelStudyResponses, StudiesCreateStudyData, StudiesCreateStudyErrors, StudiesCreateStudyResponses, StudiesDeleteStudyData, StudiesDeleteStudyErrors, StudiesDeleteStudyResponses, StudiesListStudiesData, StudiesListStudiesErrors, StudiesListStudiesResponses, StudiesPullStudyData, StudiesPullStudyErrors, StudiesPullStudyResponses, StudiesReadMaskData, StudiesReadMaskErrors, StudiesReadMaskResponses, StudiesReadStudyData, StudiesReadStudyErrors, StudiesReadStudyResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -32,6 +32,50 @@ export const inferenceAnalyze = <ThrowOnError extends boolean = false>(options: 
         'Content-Type': null,
         ...options.headers
     }
+});
+
+/**
+ * Analysis as dicom
+ *
+ * The analysis (of a DICOM slice, for the DICOM objects) as dicom.
+ */
+export const exportAnalysisDicom = <ThrowOnError extends boolean = false>(options: Options<ExportAnalysisDicomData, ThrowOnError>) => (options.client ?? client).get<ExportAnalysisDicomResponses, ExportAnalysisDicomErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/analyses/{result_id}/dicom',
+    ...options
+});
+
+/**
+ * Analysis as fhir
+ *
+ * The analysis (of a DICOM slice, for the DICOM objects) as fhir.
+ */
+export const exportAnalysisFhir = <ThrowOnError extends boolean = false>(options: Options<ExportAnalysisFhirData, ThrowOnError>) => (options.client ?? client).get<ExportAnalysisFhirResponses, ExportAnalysisFhirErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/analyses/{result_id}/fhir',
+    ...options
+});
+
+/**
+ * Analysis as seg.dcm
+ *
+ * The analysis (of a DICOM slice, for the DICOM objects) as seg.dcm.
+ */
+export const exportAnalysisSeg = <ThrowOnError extends boolean = false>(options: Options<ExportAnalysisSegData, ThrowOnError>) => (options.client ?? client).get<ExportAnalysisSegResponses, ExportAnalysisSegErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/analyses/{result_id}/seg.dcm',
+    ...options
+});
+
+/**
+ * Analysis as sr.dcm
+ *
+ * The analysis (of a DICOM slice, for the DICOM objects) as sr.dcm.
+ */
+export const exportAnalysisSr = <ThrowOnError extends boolean = false>(options: Options<ExportAnalysisSrData, ThrowOnError>) => (options.client ?? client).get<ExportAnalysisSrResponses, ExportAnalysisSrErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/analyses/{result_id}/sr.dcm',
+    ...options
 });
 
 /**
@@ -160,6 +204,22 @@ export const inferenceClassify = <ThrowOnError extends boolean = false>(options:
     ...options,
     headers: {
         'Content-Type': null,
+        ...options.headers
+    }
+});
+
+/**
+ * Stow Studies
+ *
+ * STOW-RS: store a series' instances and analyse them as a study (Location: the study).
+ */
+export const dicomwebStowStudies = <ThrowOnError extends boolean = false>(options: Options<DicomwebStowStudiesData, ThrowOnError>) => (options.client ?? client).post<DicomwebStowStudiesResponses, DicomwebStowStudiesErrors, ThrowOnError>({
+    bodySerializer: null,
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/dicomweb/studies',
+    ...options,
+    headers: {
+        'Content-Type': 'multipart/related; type="application/dicom"',
         ...options.headers
     }
 });
@@ -380,6 +440,66 @@ export const studiesCreateStudy = <ThrowOnError extends boolean = false>(options
         'Content-Type': null,
         ...options.headers
     }
+});
+
+/**
+ * Pull Study
+ *
+ * Fetch a study's sagittal series from the configured DICOMweb server (QIDO-RS, WADO-RS)
+ * and analyse it; with push, its SEG/SR/maps go back by STOW-RS once done.
+ */
+export const studiesPullStudy = <ThrowOnError extends boolean = false>(options: Options<StudiesPullStudyData, ThrowOnError>) => (options.client ?? client).post<StudiesPullStudyResponses, StudiesPullStudyErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/pull',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Study as dicom
+ *
+ * The study as dicom.
+ */
+export const exportStudyDicom = <ThrowOnError extends boolean = false>(options: Options<ExportStudyDicomData, ThrowOnError>) => (options.client ?? client).get<ExportStudyDicomResponses, ExportStudyDicomErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{result_id}/dicom',
+    ...options
+});
+
+/**
+ * Study as fhir
+ *
+ * The study as fhir.
+ */
+export const exportStudyFhir = <ThrowOnError extends boolean = false>(options: Options<ExportStudyFhirData, ThrowOnError>) => (options.client ?? client).get<ExportStudyFhirResponses, ExportStudyFhirErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{result_id}/fhir',
+    ...options
+});
+
+/**
+ * Study as seg.dcm
+ *
+ * The study as seg.dcm.
+ */
+export const exportStudySeg = <ThrowOnError extends boolean = false>(options: Options<ExportStudySegData, ThrowOnError>) => (options.client ?? client).get<ExportStudySegResponses, ExportStudySegErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{result_id}/seg.dcm',
+    ...options
+});
+
+/**
+ * Study as sr.dcm
+ *
+ * The study as sr.dcm.
+ */
+export const exportStudySr = <ThrowOnError extends boolean = false>(options: Options<ExportStudySrData, ThrowOnError>) => (options.client ?? client).get<ExportStudySrResponses, ExportStudySrErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/studies/{result_id}/sr.dcm',
+    ...options
 });
 
 /**

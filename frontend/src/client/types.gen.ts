@@ -416,6 +416,12 @@ export type BodyStudiesCreateStudy = {
      */
     models?: Array<string> | null;
     /**
+     * Push
+     *
+     * STOW-RS the SEG/SR/maps to the configured DICOMweb server when done
+     */
+    push?: boolean;
+    /**
      * Segmentation Model
      */
     segmentation_model?: string | null;
@@ -1727,6 +1733,71 @@ export type PlotLink = {
 };
 
 /**
+ * PullRequest
+ *
+ * POST /studies/pull: fetch a study's sagittal series from the configured DICOMweb
+ * server (QIDO-RS, WADO-RS) and analyse it.
+ */
+export type PullRequest = {
+    /**
+     * Allow Out Of Domain
+     */
+    allow_out_of_domain?: boolean;
+    /**
+     * Explain
+     */
+    explain?: boolean;
+    /**
+     * Models
+     */
+    models?: Array<string>;
+    /**
+     * Push
+     *
+     * default: the server's dicomweb_push
+     */
+    push?: boolean | null;
+    /**
+     * Series Uid
+     *
+     * default: the sagittal one
+     */
+    series_uid?: string | null;
+    /**
+     * Study Uid
+     */
+    study_uid: string;
+};
+
+/**
+ * PushState
+ */
+export type PushState = {
+    /**
+     * At
+     */
+    at?: string | null;
+    /**
+     * Message
+     */
+    message?: string | null;
+    /**
+     * Objects
+     *
+     * SOP instance UIDs stored
+     */
+    objects?: Array<string>;
+    /**
+     * Server
+     */
+    server?: string | null;
+    /**
+     * Status
+     */
+    status: 'pending' | 'done' | 'failed';
+};
+
+/**
  * Readiness
  */
 export type Readiness = {
@@ -2039,6 +2110,12 @@ export type StudyOptions = {
      */
     models: Array<string>;
     /**
+     * Push
+     *
+     * STOW-RS the SEG/SR/maps to the configured DICOMweb server
+     */
+    push?: boolean;
+    /**
      * Segmentation Model
      */
     segmentation_model?: string | null;
@@ -2153,6 +2230,10 @@ export type StudyPublic = {
     notice?: string;
     options: StudyOptions;
     progress: StudyProgress;
+    /**
+     * results sent back over DICOMweb
+     */
+    push?: PushState | null;
     /**
      * Research Use Only
      */
@@ -2625,6 +2706,166 @@ export type InferenceAnalyzeResponses = {
 
 export type InferenceAnalyzeResponse = InferenceAnalyzeResponses[keyof InferenceAnalyzeResponses];
 
+export type ExportAnalysisDicomData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/analyses/{result_id}/dicom';
+};
+
+export type ExportAnalysisDicomErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportAnalysisDicomError = ExportAnalysisDicomErrors[keyof ExportAnalysisDicomErrors];
+
+export type ExportAnalysisDicomResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
+export type ExportAnalysisFhirData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/analyses/{result_id}/fhir';
+};
+
+export type ExportAnalysisFhirErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportAnalysisFhirError = ExportAnalysisFhirErrors[keyof ExportAnalysisFhirErrors];
+
+export type ExportAnalysisFhirResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
+export type ExportAnalysisSegData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/analyses/{result_id}/seg.dcm';
+};
+
+export type ExportAnalysisSegErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportAnalysisSegError = ExportAnalysisSegErrors[keyof ExportAnalysisSegErrors];
+
+export type ExportAnalysisSegResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
+export type ExportAnalysisSrData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/analyses/{result_id}/sr.dcm';
+};
+
+export type ExportAnalysisSrErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportAnalysisSrError = ExportAnalysisSrErrors[keyof ExportAnalysisSrErrors];
+
+export type ExportAnalysisSrResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
 export type ArtifactsReadArtifactData = {
     body?: never;
     path: {
@@ -3020,6 +3261,57 @@ export type InferenceClassifyResponses = {
 };
 
 export type InferenceClassifyResponse = InferenceClassifyResponses[keyof InferenceClassifyResponses];
+
+export type DicomwebStowStudiesData = {
+    body: Blob | File;
+    path?: never;
+    query?: never;
+    url: '/dicomweb/studies';
+};
+
+export type DicomwebStowStudiesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
+     * Unsupported Media Type
+     */
+    415: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DicomwebStowStudiesError = DicomwebStowStudiesErrors[keyof DicomwebStowStudiesErrors];
+
+export type DicomwebStowStudiesResponses = {
+    /**
+     * every instance stored
+     */
+    200: unknown;
+    /**
+     * some failed
+     */
+    202: unknown;
+};
 
 export type InferenceExplainData = {
     body: BodyInferenceExplain;
@@ -3791,6 +4083,219 @@ export type StudiesCreateStudyResponses = {
 };
 
 export type StudiesCreateStudyResponse = StudiesCreateStudyResponses[keyof StudiesCreateStudyResponses];
+
+export type StudiesPullStudyData = {
+    body: PullRequest;
+    path?: never;
+    query?: never;
+    url: '/studies/pull';
+};
+
+export type StudiesPullStudyErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Request Entity Too Large
+     */
+    413: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type StudiesPullStudyError = StudiesPullStudyErrors[keyof StudiesPullStudyErrors];
+
+export type StudiesPullStudyResponses = {
+    /**
+     * Successful Response
+     */
+    202: StudyPublic;
+};
+
+export type StudiesPullStudyResponse = StudiesPullStudyResponses[keyof StudiesPullStudyResponses];
+
+export type ExportStudyDicomData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/studies/{result_id}/dicom';
+};
+
+export type ExportStudyDicomErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportStudyDicomError = ExportStudyDicomErrors[keyof ExportStudyDicomErrors];
+
+export type ExportStudyDicomResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
+export type ExportStudyFhirData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/studies/{result_id}/fhir';
+};
+
+export type ExportStudyFhirErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportStudyFhirError = ExportStudyFhirErrors[keyof ExportStudyFhirErrors];
+
+export type ExportStudyFhirResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
+export type ExportStudySegData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/studies/{result_id}/seg.dcm';
+};
+
+export type ExportStudySegErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportStudySegError = ExportStudySegErrors[keyof ExportStudySegErrors];
+
+export type ExportStudySegResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
+
+export type ExportStudySrData = {
+    body?: never;
+    path: {
+        /**
+         * Result Id
+         */
+        result_id: string;
+    };
+    query?: never;
+    url: '/studies/{result_id}/sr.dcm';
+};
+
+export type ExportStudySrErrors = {
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Unprocessable Entity
+     */
+    422: ErrorResponse;
+};
+
+export type ExportStudySrError = ExportStudySrErrors[keyof ExportStudySrErrors];
+
+export type ExportStudySrResponses = {
+    /**
+     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     */
+    200: unknown;
+};
 
 export type StudiesDeleteStudyData = {
     body?: never;

@@ -1,0 +1,364 @@
+"""Results as DICOM objects a PACS stores and a viewer shows (highdicom):
+
+* **SEG**: the segmented vertebral bodies as one binary segment on the source grid, referencing
+  the source series and, per frame, its source image;
+* **SR**: a TID 1500 measurement report (Comprehensive 3D SR) with the segmented volume (TID 1411,
+  referencing the SEG) and, per model, AS status and stage as qualitative evaluations and
+  P(AS positive) as a measurement - coded in ``99SPONDYSCAN``, a scheme that says they are
+  research labels learnt from image-feature rules; ``VerificationFlag`` UNVERIFIED; the
+  algorithm in ``ContributingEquipmentSequence`` (IHE AI Results);
+* **parametric map**: each model's Grad-CAM heatmaps of the key slices (quantity DCM 130403,
+  gradient-weighted class activation, values 0-1).
+
+Every object's series description says research use only, not for diagnostic use. UIDs are
+derived from the result's id, so exporting twice gives the same objects (a PACS keeps one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEME = "99SPONDYSCAN"
+SCHEME_NAME = "spondyscan research labels (learnt from image-feature rules, not radiologists)"
+NOTICE = "research use only, not for diagnostic use"
+MANUFACTURER = "spondyscan"
+SERIES_NUMBERS = {"seg": 9101, "sr": 9102, "pm": 9103}
+
+
+class ExportError(ValueError):
+    """The result cannot be expressed as this object (``code``: no_dicom_source, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class ModelAnswer:
+    """One classifier's answer as the SR and FHIR report it."""
+
+    key: str
+    version: str
+    display_name: str
+    as_status: str
+    stage: str
+    p_positive: float | None
+    label_source: str
+
+
+@dataclass
+class ExportInput:
+    """What the writers need: the result's id, the source headers (``interop.sources``), each
+    result slice's (source index, frame), the mask on the source grid, the answers, heatmaps."""
+
+    result_id: uuid.UUID
+    sources: list[Any]
+    frames: list[tuple[int, int | None]]
+    mask: np.ndarray  # (slices, rows, cols), bool
+    seg_model: tuple[str, str]  # key, version
+    answers: list[ModelAnswer] = field(default_factory=list)
+    heatmaps: dict[str, dict[int, np.ndarray]] = field(
+        default_factory=dict
+    )  # model -> slice -> map
+    software_version: str = "0"
+
+
+def _uid(result_id: uuid.UUID, what: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[str(result_id), what]))
+
+
+def _code(value: str, meaning: str) -> Any:
+    from pydicom.sr.coding import Code
+
+    return Code(value, SCHEME, meaning)
+
+
+def _equipment(inp: ExportInput, what: str) -> list[Any]:
+    from highdicom.base_content import ContributingEquipment
+    from pydicom.sr.codedict import codes
+
+    return [
+        ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.DCM.ProcessingEquipment,
+            manufacturer_model_name=f"spondyscan {inp.seg_model[0]}"[:64],
+            software_versions=inp.software_version,
+            contribution_datetime=dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S"),
+            contribution_description=f"{what}; {NOTICE}"[:64],
+        )
+    ]
+
+
+def _single_frame_sources(inp: ExportInput) -> bool:
+    return all(frame is None for _, frame in inp.frames)
+
+
+def _check(inp: ExportInput) -> None:
+    if not inp.sources:
+        raise ExportError(
+            "no_dicom_source",
+            "This result has no DICOM source (the input was not DICOM), so no DICOM object "
+            "can refer to it.",
+        )
+    for ds in inp.sources:
+        for key in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns"):
+            if key not in ds:
+                raise ExportError(
+                    "unsupported_source", f"The source DICOM lacks {key}; it cannot be referenced."
+                )
+
+
+def _seg_frames(inp: ExportInput) -> tuple[list[Any], np.ndarray]:
+    """Source images and the mask frames in their order (one per source frame)."""
+    if _single_frame_sources(inp):
+        return [inp.sources[s] for s, _ in inp.frames], inp.mask.astype(bool)
+    source = inp.sources[0]
+    n = int(source.get("NumberOfFrames", 1))
+    frames = np.zeros((n, *inp.mask.shape[1:]), dtype=bool)
+    for k, (_, frame) in enumerate(inp.frames):
+        frames[int(frame or 0)] = inp.mask[k]
+    return [source], frames
+
+
+def build_seg(inp: ExportInput) -> Any:
+    """The binary SEG of the vertebral bodies on the source grid."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    _check(inp)
+    images, frames = _seg_frames(inp)
+    if not frames.any():
+        raise ExportError("empty_mask", "The segmentation is empty; there is nothing to encode.")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"spondyscan {inp.seg_model[0]}",
+        family=codes.DCM.ArtificialIntelligence,
+        version=inp.seg_model[1],
+    )
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Vertebral bodies",
+        segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=codes.SCT.Vertebra,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+    return hd.seg.Segmentation(
+        source_images=images,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=_uid(inp.result_id, "seg-series"),
+        series_number=SERIES_NUMBERS["seg"],
+        sop_instance_uid=_uid(inp.result_id, "seg"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=f"spondyscan {inp.seg_model[0]}"[:64],
+        software_versions=inp.software_version,
+        device_serial_number="none",
+        series_description=f"spondyscan vertebral bodies ({NOTICE})"[:64],
+        content_label="VERTEBRAE",
+        content_description=f"Automatic segmentation; {NOTICE}"[:64],
+        contributing_equipment=_equipment(inp, "segmentation"),
+    )
+
+
+def _qualitative(answer: ModelAnswer) -> list[Any]:
+    import highdicom as hd
+
+    return [
+        hd.sr.QualitativeEvaluation(
+            name=_code("AS-STATUS", "AS status (research label)"),
+            value=_code(
+                f"AS-{answer.as_status.upper()}", f"AS {answer.as_status} (research label)"
+            ),
+        ),
+        hd.sr.QualitativeEvaluation(
+            name=_code("AS-STAGE", "AS stage (research label)"),
+            value=_code(f"STAGE-{answer.stage.upper()}", f"{answer.stage} (research label)"),
+        ),
+    ]
+
+
+def _model_group(answer: ModelAnswer, result_id: uuid.UUID) -> Any:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=f"spondyscan {answer.key}"[:64],
+        version=answer.version,
+        family=codes.DCM.ArtificialIntelligence,
+    )
+    measurements = []
+    if answer.p_positive is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=_code("P-AS-POSITIVE", "Probability of AS positive (model output)"),
+                value=round(float(answer.p_positive), 4),
+                unit=codes.UCUM.NoUnits,
+                algorithm_id=algorithm,
+            )
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_uid(result_id, f"track-{answer.key}"), identifier=f"model {answer.key}"[:64]
+        ),
+        algorithm_id=algorithm,
+        measurements=measurements or None,
+        qualitative_evaluations=_qualitative(answer),
+    )
+
+
+def build_sr(
+    inp: ExportInput, seg: Any, volume_ml: float | None, *, area_mm2: float | None = None
+) -> Any:
+    """The TID 1500 measurement report of the SEG's volume (a study) or area (one slice) and
+    every model's answer."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    _check(inp)
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=_uid(inp.result_id, "device"),
+            name="spondyscan",
+            manufacturer_name=MANUFACTURER,
+            model_name="spondyscan AS research models",
+        ),
+    )
+    source = inp.sources[0]
+    volume_group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_uid(inp.result_id, "track-seg"), identifier="vertebral bodies"
+        ),
+        referenced_segment=hd.sr.ReferencedSegment(
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
+            segment_number=1,
+            source_series=hd.sr.SourceSeriesForSegmentation(source.SeriesInstanceUID),
+        ),
+        finding_type=codes.SCT.Vertebra,
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.SCT.Volume,
+                value=round(float(volume_ml), 3),
+                unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
+            )
+            if volume_ml is not None
+            else hd.sr.Measurement(
+                name=codes.SCT.Area,
+                value=round(float(area_mm2 or 0.0), 2),
+                unit=hd.sr.CodedConcept("mm2", "UCUM", "square millimeter"),
+            )
+        ],
+    )
+    groups = [volume_group] + [_model_group(a, inp.result_id) for a in inp.answers]
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.LN.MRISpineReport,
+        imaging_measurements=groups,
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[seg, *inp.sources],
+        content=report,
+        series_instance_uid=_uid(inp.result_id, "sr-series"),
+        series_number=SERIES_NUMBERS["sr"],
+        sop_instance_uid=_uid(inp.result_id, "sr"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=f"spondyscan AS report ({NOTICE})"[:64],
+        contributing_equipment=_equipment(inp, "AS classification report"),
+    )
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = SCHEME
+    scheme.CodingSchemeName = SCHEME_NAME
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    return sr
+
+
+def build_parametric_maps(inp: ExportInput) -> list[Any]:
+    """One parametric map per model: its Grad-CAM of each key slice on the source grid."""
+    import cv2
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    _check(inp)
+    if not _single_frame_sources(inp):
+        raise ExportError(
+            "unsupported_source",
+            "Heatmaps are exported for series of single-frame instances; this one is multi-frame.",
+        )
+    maps = []
+    rows, cols = inp.mask.shape[1:]
+    for n, (model, by_slice) in enumerate(sorted(inp.heatmaps.items())):
+        if not by_slice:
+            continue
+        order = sorted(by_slice)
+        images = [inp.sources[inp.frames[i][0]] for i in order]
+        pixels = np.stack(
+            [
+                cv2.resize(
+                    np.asarray(by_slice[i], np.float32),
+                    (cols, rows),
+                    interpolation=cv2.INTER_LINEAR,
+                )
+                for i in order
+            ]
+        ).clip(0.0, 1.0)
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label="GRADCAM",
+            lut_explanation=f"Grad-CAM of {model} (0-1)"[:64],
+            unit=codes.UCUM.NoUnits,
+            value_range=(0.0, 1.0),
+            slope=1.0,
+            intercept=0.0,
+            quantity_definition=codes.DCM.GradientWeightedClassActivation,
+        )
+        maps.append(
+            hd.pm.ParametricMap(
+                source_images=images,
+                pixel_array=pixels.astype(np.float32),
+                series_instance_uid=_uid(inp.result_id, f"pm-series-{model}"),
+                series_number=SERIES_NUMBERS["pm"] + n,
+                sop_instance_uid=_uid(inp.result_id, f"pm-{model}"),
+                instance_number=1,
+                manufacturer=MANUFACTURER,
+                manufacturer_model_name=f"spondyscan {model}"[:64],
+                software_versions=inp.software_version,
+                device_serial_number="none",
+                contains_recognizable_visual_features=False,
+                real_world_value_mappings=[mapping],
+                voi_lut_transformations=[
+                    hd.VOILUTTransformation(window_center=0.5, window_width=1.0)
+                ],
+                series_description=f"spondyscan Grad-CAM {model} ({NOTICE})"[:64],
+                content_label="GRADCAM",
+                content_description=f"Class activation; {NOTICE}"[:64],
+                contributing_equipment=_equipment(inp, f"Grad-CAM {model}"),
+            )
+        )
+    for pm in maps:
+        # Type 2C in General Series: present and empty, the heatmap is of a midline structure.
+        pm.Laterality = ""
+    if not maps:
+        raise ExportError("no_heatmaps", "This result has no heatmaps (it was run without them).")
+    return maps
+
+
+def to_bytes(ds: Any) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

@@ -1,0 +1,228 @@
+"""DICOMweb use cases: a hospital router pushes a series (STOW-RS in), spondyscan pulls a study
+from the PACS (QIDO-RS + WADO-RS), and sends its results back (STOW-RS out).
+
+* ``stow_in``: the instances of a ``multipart/related`` body become a study (the same intake and
+  analysis as ``POST /studies``); the answer is the standard STOW-RS response, its RetrieveURL
+  (0008,1190) the study's URL in this API.
+* ``pull``: QIDO-RS lists the study's series, WADO-RS metadata gives each MR series' orientation,
+  the sagittal one with the most instances is retrieved (WADO-RS) and analysed.
+* ``push``: once a study is stored, its SEG, SR and parametric maps are stored on the server
+  (STOW-RS) and the outcome recorded on the study (``push``), shown by ``GET /studies/{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.errors import AppError, BadInput
+from backend.interop import multipart
+from backend.interop.dicomweb import DicomwebClient, DicomwebError, is_sagittal
+from backend.repositories import analyses as analyses_repo
+from backend.repositories import jobs as jobs_repo
+from backend.repositories import studies as studies_repo
+from backend.runtime import Runtime
+from backend.schemas.studies import PullRequest, StudyOptions, StudyPublic
+from backend.services.auth import Principal
+from backend.services.job_intake import IncomingFile
+from backend.services.jobs import JobExecutor
+from backend.services.studies import submit_study
+
+log = logging.getLogger(__name__)
+
+# STOW-RS failure reasons (PS3.18 Table 10.5.3-1): cannot understand; processing failure.
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+
+
+def client_for(runtime: Runtime) -> DicomwebClient:
+    s = runtime.settings
+    if not s.dicomweb_url:
+        raise AppError(
+            "No DICOMweb server is configured (SPONDYSCAN_DICOMWEB_URL).",
+            code="dicomweb_not_configured",
+            status_code=409,
+        )
+    password = s.dicomweb_password.get_secret_value() if s.dicomweb_password else None
+    return DicomwebClient(
+        s.dicomweb_url, username=s.dicomweb_username, password=password, timeout=s.dicomweb_timeout
+    )
+
+
+# ----------------------------------------------------------------------------- STOW-RS in
+
+
+def _uids(payload: bytes) -> tuple[str, str, str] | None:
+    """(SOP class, SOP instance, series) UIDs of a part, or None when it is not DICOM."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True)
+        return str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)
+    except Exception:  # noqa: BLE001 - pydicom raises many types; the part is reported failed
+        return None
+
+
+def _sop(item: tuple[str, str, str], **extra: Any) -> dict[str, Any]:
+    out = {
+        "00081150": {"vr": "UI", "Value": [item[0]]},
+        "00081155": {"vr": "UI", "Value": [item[1]]},
+    }
+    out.update(extra)
+    return out
+
+
+async def stow_in(
+    session: AsyncSession,
+    runtime: Runtime,
+    executor: JobExecutor,
+    principal: Principal,
+    content_type: str,
+    body: bytes,
+) -> tuple[dict[str, Any], StudyPublic, int]:
+    """Store a STOW-RS request's instances as a study; (STOW response, study, HTTP status)."""
+    try:
+        boundary = multipart.boundary_of(content_type)
+        parts = multipart.split(body, boundary)
+    except multipart.MultipartError as exc:
+        raise BadInput(str(exc), code="bad_multipart", status_code=400) from exc
+    kind = multipart.part_type(content_type)
+    if kind not in (None, "application/dicom"):
+        raise AppError(
+            "Only application/dicom instances can be stored here.",
+            code="unsupported_media_type",
+            status_code=415,
+        )
+    names = [f"part-{i:04d}.dcm" for i in range(len(parts))]
+    uids = await asyncio.to_thread(lambda: [_uids(p) for _, p in parts])
+    files = [IncomingFile(n, io.BytesIO(p)) for n, (_, p) in zip(names, parts, strict=True)]
+    options = StudyOptions(models=[])
+    study, staged = await submit_study(session, runtime, executor, principal, files, options)
+    kept = {name for name, _ in staged.files}
+    url = f"/studies/{study.id}"
+    referenced, failed = [], []
+    for name, item in zip(names, uids, strict=True):
+        if item is None:
+            failed.append({"00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}})
+        elif name in kept:
+            referenced.append(_sop(item, **{"00081190": {"vr": "UR", "Value": [url]}}))
+        else:  # truncated, a duplicate, or another series than the one analysed
+            failed.append(_sop(item, **{"00081197": {"vr": "US", "Value": [PROCESSING_FAILURE]}}))
+    response: dict[str, Any] = {
+        "00081190": {"vr": "UR", "Value": [url]},
+        "00081199": {"vr": "SQ", "Value": referenced},
+    }
+    if failed:
+        response["00081198"] = {"vr": "SQ", "Value": failed}
+    return response, study, 202 if failed else 200
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+async def _sagittal_series(client: DicomwebClient, study_uid: str) -> str:
+    found = [s for s in await client.series(study_uid) if (s.modality or "MR") == "MR"]
+    if not found:
+        raise AppError(
+            f"The DICOMweb server has no MR series in study {study_uid}.",
+            code="remote_study_not_found",
+            status_code=404,
+        )
+    sagittal = []
+    for s in found:
+        if is_sagittal(await client.orientation(study_uid, s.uid)):
+            sagittal.append(s)
+    if not sagittal:
+        raise AppError(
+            "No series of the remote study is sagittal.", code="not_sagittal", status_code=422
+        )
+    return max(sagittal, key=lambda s: s.instances).uid
+
+
+async def pull(
+    session: AsyncSession,
+    runtime: Runtime,
+    executor: JobExecutor,
+    principal: Principal,
+    request: PullRequest,
+) -> StudyPublic:
+    """Fetch the study's sagittal series from the DICOMweb server and analyse it."""
+    client = client_for(runtime)
+    try:
+        series_uid = request.series_uid or await _sagittal_series(client, request.study_uid)
+        instances = await client.retrieve_series(request.study_uid, series_uid)
+    except DicomwebError as exc:
+        status = 404 if exc.code == "remote_not_found" else 502
+        code = "remote_study_not_found" if exc.code == "remote_not_found" else exc.code
+        raise AppError(exc.message, code=code, status_code=status) from exc
+    finally:
+        await client.aclose()
+    if len(instances) > runtime.settings.study_max_instances:
+        raise AppError(
+            f"The remote series has {len(instances)} instances; at most "
+            f"{runtime.settings.study_max_instances} can be analysed.",
+            code="too_many_instances",
+            status_code=413,
+        )
+    files = [IncomingFile(f"{i:04d}.dcm", io.BytesIO(b)) for i, b in enumerate(instances)]
+    options = StudyOptions(
+        models=request.models,
+        explain=request.explain,
+        allow_out_of_domain=request.allow_out_of_domain,
+        push=bool(request.push) if request.push is not None else runtime.settings.dicomweb_push,
+    )
+    study, _ = await submit_study(session, runtime, executor, principal, files, options)
+    return study
+
+
+# ----------------------------------------------------------------------------- push
+
+
+async def _record(runtime: Runtime, study_id: uuid.UUID, push: dict[str, Any]) -> None:
+    async with runtime.sessionmaker() as session:
+        push["at"] = (await jobs_repo.database_now(session)).isoformat()
+        await studies_repo.set_push(session, study_id, push)
+        await session.commit()
+
+
+async def push(runtime: Runtime, study_id: uuid.UUID) -> dict[str, Any]:
+    """STOW-RS the study's DICOM objects to the configured server; record the outcome."""
+    import pydicom
+
+    from backend.services.exports import dicom_objects
+
+    server = runtime.settings.dicomweb_url
+    state: dict[str, Any] = {"status": "failed", "server": server, "objects": []}
+    try:
+        async with runtime.sessionmaker() as session:
+            row = await analyses_repo.get_analysis(session, study_id)
+        if row is None:
+            raise AppError("The study has no stored result.", code="study_not_done")
+        objects = await asyncio.to_thread(dicom_objects, runtime.store, row, "dicom")
+        client = client_for(runtime)
+        try:
+            await client.store([body for _, body in objects])
+        finally:
+            await client.aclose()
+        state["objects"] = [
+            str(pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True).SOPInstanceUID)
+            for _, body in objects
+        ]
+        state["status"] = "done"
+    except (AppError, DicomwebError) as exc:
+        state["message"] = f"{exc.code}: {exc.message}"
+        log.warning("push of study %s failed: %s", study_id, exc.code)
+    except Exception as exc:  # noqa: BLE001 - a failed push must not fail the stored study
+        from backend.interop.dicom_out import ExportError
+
+        state["message"] = (
+            f"{exc.code}: {exc.message}" if isinstance(exc, ExportError) else "internal error"
+        )
+        log.exception("push of study %s failed", study_id)
+    await _record(runtime, study_id, state)
+    return state
