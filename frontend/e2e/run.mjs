@@ -61,7 +61,7 @@ function freePort() {
 }
 
 function makeFixtures(tmp) {
-  log('writing tiny random-weight bundles and a sample slice');
+  log('writing tiny random-weight bundles, a sample slice and a synthetic series');
   const result = spawnSync(
     PYTHON,
     [join(ROOT, 'tests', 'e2e', 'make_bundles.py'), join(tmp, 'models'), '--samples', join(tmp, 'samples')],
@@ -79,7 +79,15 @@ function makeFixtures(tmp) {
     Buffer.from('this is not really a PNG body'),
   ]);
   writeFileSync(join(tmp, 'samples', 'broken.png'), corrupt);
-  return { sample: info.sample, notes: join(tmp, 'samples', 'notes.txt'), corrupt: join(tmp, 'samples', 'broken.png') };
+  return {
+    sample: info.sample,
+    notes: join(tmp, 'samples', 'notes.txt'),
+    corrupt: join(tmp, 'samples', 'broken.png'),
+    noise: info.noise,
+    seriesFiles: info.series_files,
+    volume: info.volume,
+    domainReference: Boolean(info.domain_reference),
+  };
 }
 
 async function startApi(tmp, port) {

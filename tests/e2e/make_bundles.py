@@ -3,8 +3,15 @@
 Usage: ``python tests/e2e/make_bundles.py MODELS_DIR [--samples DIR]``
 
 Writes one segmenter and two classifiers (so the web app can compare models side by side) into
-MODELS_DIR, and, with ``--samples``, an MRI slice to upload: a real lumbar slice from
-../shared/data when it is present, otherwise a synthetic phantom, so a fresh clone works too.
+MODELS_DIR, and, with ``--samples``, the uploads: an MRI slice (a real lumbar slice from
+../shared/data when it is present, otherwise a synthetic phantom, so a fresh clone works too),
+a noise image, and a synthetic sagittal series as DICOM instances (``series/``) and as one NIfTI
+volume (``volume.nii.gz``).
+
+The applicability-domain reference (``models/domain_reference.npz``) is installed beside the
+bundles only when the sample slice lies inside it, so the single-image scenarios keep their
+outputs and the noise image shows the out-of-domain banner; elsewhere the server runs without
+one (header checks only).
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_SLICES = ROOT.parent / "shared" / "data" / "lumbar_mri"
+DOMAIN_REFERENCE = ROOT / "models" / "domain_reference.npz"
+# The study sample: small enough to be analysed in seconds on a CPU.
+SERIES_SLICES = 12
+SERIES_SIZE = 96
 
 log = logging.getLogger("make_bundles")
 
@@ -94,16 +105,83 @@ def write_sample(samples_dir: Path) -> Path:
     return target
 
 
+def write_noise(samples_dir: Path) -> Path:
+    """A uniform-noise PNG: nothing like an MRI slice, so out of the applicability domain."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    target = samples_dir / "noise.png"
+    Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(target)
+    return target
+
+
+def write_series(samples_dir: Path) -> tuple[Path, Path]:
+    """A synthetic sagittal series: one DICOM file per slice, and the same as one NIfTI volume."""
+    from ml.data.synthetic_series import dicom_series, nifti_volume, phantom_series
+
+    series = phantom_series(SERIES_SLICES, SERIES_SIZE, seed=3)
+    folder = samples_dir / "series"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in dicom_series(series, seed=3):
+        (folder / name).write_bytes(data)
+    volume = samples_dir / "volume.nii.gz"
+    volume.write_bytes(nifti_volume(series))
+    return folder, volume
+
+
+def sample_in_domain(sample: Path, reference: Path) -> bool:
+    """Whether the sample slice, prepared as the server prepares it, lies inside the reference."""
+    from ml.domain import DomainReference
+    from ml.io import read_image
+    from ml.preprocessing import IMAGE_SIZE, preprocess
+
+    ref = DomainReference.load(reference)
+    pixels = read_image(sample.read_bytes()).pixels
+    return ref.score(preprocess(pixels, IMAGE_SIZE)).in_domain
+
+
+def install_domain_reference(models_dir: Path, sample: Path) -> bool:
+    """Copy the project's domain reference next to the bundles when the sample lies inside it."""
+    target = models_dir / DOMAIN_REFERENCE.name
+    if not DOMAIN_REFERENCE.is_file():
+        target.unlink(missing_ok=True)
+        return False
+    try:
+        inside = sample_in_domain(sample, DOMAIN_REFERENCE)
+    except Exception as exc:  # noqa: BLE001 - a stale or unreadable reference: run without one
+        log.warning("domain reference not used: %s", exc)
+        inside = False
+    if not inside:
+        target.unlink(missing_ok=True)
+        return False
+    target.write_bytes(DOMAIN_REFERENCE.read_bytes())
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models_dir", type=Path)
-    parser.add_argument("--samples", type=Path, help="also write a sample slice into this folder")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        help="also write the sample uploads (slice, series) into this folder",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     bundles = make_bundles(args.models_dir)
     result: dict[str, object] = {"bundles": [b.name for b in bundles]}
     if args.samples:
-        result["sample"] = str(write_sample(args.samples))
+        sample = write_sample(args.samples)
+        series, volume = write_series(args.samples)
+        result.update(
+            sample=str(sample),
+            noise=str(write_noise(args.samples)),
+            series=str(series),
+            series_files=sorted(str(p) for p in series.iterdir()),
+            volume=str(volume),
+            domain_reference=install_domain_reference(args.models_dir, sample),
+        )
     # One JSON line on stdout for the calling script.
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

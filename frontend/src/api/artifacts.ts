@@ -7,13 +7,17 @@ import { toApiError } from './errors';
  * Artifacts (input slice, masks, heatmaps, plots) are private: they are fetched with the same
  * credentials as the API and shown through short-lived blob: URLs, never as public links.
  */
-export async function fetchArtifact(url: string): Promise<Blob> {
+export async function fetchArtifact(
+  url: string,
+  { fresh = false, accept }: { fresh?: boolean; accept?: string } = {},
+): Promise<Blob> {
   const result = await client.get({
     url,
     parseAs: 'blob',
     // Artifacts never change once written; let the server's private Cache-Control apply.
-    cache: 'default',
-    headers: { Accept: 'image/png,image/*,application/json;q=0.9,*/*;q=0.5' },
+    // Files that grow (a running job's results) are asked for afresh.
+    cache: fresh ? 'no-store' : 'default',
+    headers: { Accept: accept ?? 'image/png,image/*,application/json;q=0.9,*/*;q=0.5' },
   });
   if (result.error !== undefined || !result.response?.ok) {
     throw toApiError(result.error, result.response);

@@ -12,14 +12,35 @@ import {
   historyReadHistoryEntry,
   historyListHistory,
   healthLimits,
+  jobsCancelJob,
+  jobsCreateJob,
+  jobsListJobs,
+  jobsReadJob,
   modelsReadModel,
   modelsListModels,
+  studiesCancelStudy,
+  studiesCreateStudy,
+  studiesDeleteStudy,
+  studiesListStudies,
+  studiesReadStudy,
 } from '../client/sdk.gen';
-import type { HistoryListHistoryData } from '../client/types.gen';
+import type {
+  HistoryListHistoryData,
+  JobsListJobsData,
+  StudiesListStudiesData,
+} from '../client/types.gen';
+import { isOpenStatus } from '../lib/studies';
 import { unwrap } from './errors';
 import { saveSession } from './session';
 
 export type HistoryQuery = NonNullable<HistoryListHistoryData['query']>;
+export type StudyQuery = NonNullable<StudiesListStudiesData['query']>;
+export type JobQuery = NonNullable<JobsListJobsData['query']>;
+
+/** How often a running study or job is asked for its progress. */
+export const POLL_MS = 1000;
+/** Lists poll more gently: they only need to notice that something finished. */
+export const LIST_POLL_MS = 2000;
 
 export const queryKeys = {
   me: ['me'] as const,
@@ -30,6 +51,12 @@ export const queryKeys = {
   result: (id: string) => ['history', 'item', id] as const,
   apiKeys: ['api-keys'] as const,
   limits: ['limits'] as const,
+  studiesAll: ['studies'] as const,
+  studies: (query: StudyQuery) => ['studies', 'list', query] as const,
+  study: (id: string) => ['studies', 'item', id] as const,
+  jobsAll: ['jobs'] as const,
+  jobs: (query: JobQuery) => ['jobs', 'list', query] as const,
+  job: (id: string) => ['jobs', 'item', id] as const,
 };
 
 export function useMe(enabled = true) {
@@ -94,8 +121,8 @@ export function useModelCard(key: string) {
 export function useCreateAnalysis() {
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: ({ file, models }: { file: File; models: string[] }) =>
-      unwrap(inferenceAnalyze({ body: { file, models } })),
+    mutationFn: ({ file, models, allowOutOfDomain = false }: { file: File; models: string[]; allowOutOfDomain?: boolean }) =>
+      unwrap(inferenceAnalyze({ body: { file, models, allow_out_of_domain: allowOutOfDomain } })),
     onSuccess: (result) => {
       queryClient.setQueryData(queryKeys.result(result.id), result);
       void queryClient.invalidateQueries({ queryKey: ['history', 'list'] });
@@ -160,5 +187,151 @@ export function useRevokeApiKey() {
   return useMutation({
     mutationFn: (id: string) => unwrap(authRevokeApiKey({ path: { key_id: id } })),
     onSuccess: () => void queryClient.invalidateQueries({ queryKey: queryKeys.apiKeys }),
+  });
+}
+
+// ----------------------------------------------------------------------------- studies
+
+export interface NewStudy {
+  files: File[];
+  models: string[];
+  explain: boolean;
+  allowOutOfDomain: boolean;
+}
+
+export function useCreateStudy() {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: ({ files, models, explain, allowOutOfDomain }: NewStudy) =>
+      unwrap(
+        studiesCreateStudy({
+          body: { files, models, explain, allow_out_of_domain: allowOutOfDomain },
+        }),
+      ),
+    onSuccess: (study) => {
+      queryClient.setQueryData(queryKeys.study(study.id), study);
+      void queryClient.invalidateQueries({ queryKey: ['studies', 'list'] });
+      void queryClient.invalidateQueries({ queryKey: ['jobs', 'list'] });
+    },
+  });
+}
+
+export function useStudies(query: StudyQuery) {
+  return useQuery({
+    queryKey: queryKeys.studies(query),
+    queryFn: () => unwrap(studiesListStudies({ query })),
+    placeholderData: keepPreviousData,
+    refetchInterval: (q) => (q.state.data?.items.some((s) => isOpenStatus(s.status)) ? LIST_POLL_MS : false),
+  });
+}
+
+/** A study, asked again every second until it is done, failed or cancelled. */
+export function useStudy(id: string) {
+  const queryClient = useQueryClient();
+  return useQuery({
+    queryKey: queryKeys.study(id),
+    queryFn: async () => {
+      const study = await unwrap(studiesReadStudy({ path: { study_id: id } }));
+      // The list and history learn about a finished study without waiting for their own poll.
+      const previous = queryClient.getQueryData<typeof study>(queryKeys.study(id));
+      if (previous && previous.status !== study.status) {
+        void queryClient.invalidateQueries({ queryKey: ['studies', 'list'] });
+        void queryClient.invalidateQueries({ queryKey: queryKeys.historyAll });
+      }
+      return study;
+    },
+    refetchInterval: (q) => {
+      if (q.state.status === 'error') return false;
+      const status = q.state.data?.status;
+      return status === undefined || isOpenStatus(status) ? POLL_MS : false;
+    },
+  });
+}
+
+export function useCancelStudy() {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: (id: string) => unwrap(studiesCancelStudy({ path: { study_id: id } })),
+    onSuccess: (study) => {
+      queryClient.setQueryData(queryKeys.study(study.id), study);
+      void queryClient.invalidateQueries({ queryKey: ['studies', 'list'] });
+      void queryClient.invalidateQueries({ queryKey: ['jobs'] });
+    },
+  });
+}
+
+export function useDeleteStudy() {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: (id: string) => unwrap(studiesDeleteStudy({ path: { study_id: id } })),
+    onSuccess: (_data, id) => {
+      queryClient.removeQueries({ queryKey: queryKeys.study(id) });
+      queryClient.removeQueries({ queryKey: queryKeys.result(id) });
+      void queryClient.invalidateQueries({ queryKey: queryKeys.studiesAll });
+      void queryClient.invalidateQueries({ queryKey: queryKeys.historyAll });
+      void queryClient.invalidateQueries({ queryKey: queryKeys.jobsAll });
+    },
+  });
+}
+
+// ----------------------------------------------------------------------------- jobs
+
+export interface NewJob {
+  files: File[];
+  models: string[];
+  explain: boolean;
+}
+
+export function useCreateJob() {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: ({ files, models, explain }: NewJob) => unwrap(jobsCreateJob({ body: { files, models, explain } })),
+    onSuccess: (job) => {
+      queryClient.setQueryData(queryKeys.job(job.id), job);
+      void queryClient.invalidateQueries({ queryKey: ['jobs', 'list'] });
+    },
+  });
+}
+
+export function useJobs(query: JobQuery) {
+  return useQuery({
+    queryKey: queryKeys.jobs(query),
+    queryFn: () => unwrap(jobsListJobs({ query })),
+    placeholderData: keepPreviousData,
+    refetchInterval: (q) => (q.state.data?.items.some((j) => isOpenStatus(j.status)) ? LIST_POLL_MS : false),
+  });
+}
+
+export function useJob(id: string) {
+  const queryClient = useQueryClient();
+  return useQuery({
+    queryKey: queryKeys.job(id),
+    queryFn: async () => {
+      const job = await unwrap(jobsReadJob({ path: { job_id: id } }));
+      const previous = queryClient.getQueryData<typeof job>(queryKeys.job(id));
+      if (previous && previous.progress.finished !== job.progress.finished) {
+        // Finished items are new analyses in history.
+        void queryClient.invalidateQueries({ queryKey: queryKeys.historyAll });
+        void queryClient.invalidateQueries({ queryKey: ['jobs', 'list'] });
+      }
+      return job;
+    },
+    refetchInterval: (q) => {
+      if (q.state.status === 'error') return false;
+      const status = q.state.data?.status;
+      return status === undefined || isOpenStatus(status) ? POLL_MS : false;
+    },
+  });
+}
+
+export function useCancelJob() {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: (id: string) => unwrap(jobsCancelJob({ path: { job_id: id } })),
+    onSuccess: (job) => {
+      queryClient.setQueryData(queryKeys.job(job.id), job);
+      void queryClient.invalidateQueries({ queryKey: ['jobs', 'list'] });
+      if (job.study_id) void queryClient.invalidateQueries({ queryKey: queryKeys.study(job.study_id) });
+    },
   });
 }

@@ -17,9 +17,11 @@ import {
   IconCpu,
   IconHistory,
   IconKey,
+  IconListCheck,
   IconLock,
   IconLogout,
   IconScan,
+  IconStack2,
   IconUserCircle,
 } from '@tabler/icons-react';
 import { useEffect, type ReactNode } from 'react';
@@ -38,6 +40,8 @@ interface NavItem {
 
 const NAV: NavItem[] = [
   { to: '/analyze', label: 'Analyze', icon: <IconScan size={18} aria-hidden /> },
+  { to: '/studies', label: 'Studies', icon: <IconStack2 size={18} aria-hidden /> },
+  { to: '/jobs', label: 'Jobs', icon: <IconListCheck size={18} aria-hidden /> },
   { to: '/history', label: 'History', icon: <IconHistory size={18} aria-hidden /> },
   { to: '/models', label: 'Models', icon: <IconCpu size={18} aria-hidden /> },
   { to: '/api-keys', label: 'API keys', icon: <IconKey size={18} aria-hidden /> },
@@ -55,7 +59,7 @@ export function AppLayout() {
   return (
     <AppShell
       header={{ height: 60 }}
-      navbar={{ width: 240, breakpoint: 'sm', collapsed: { desktop: true, mobile: !opened } }}
+      navbar={{ width: 240, breakpoint: 'md', collapsed: { desktop: true, mobile: !opened } }}
       padding="md"
     >
       <AppShell.Header>
@@ -64,7 +68,7 @@ export function AppLayout() {
             <Burger
               opened={opened}
               onClick={toggle}
-              hiddenFrom="sm"
+              hiddenFrom="md"
               size="sm"
               aria-label={opened ? 'Close navigation' : 'Open navigation'}
             />
@@ -72,7 +76,7 @@ export function AppLayout() {
               <Logo />
             </Anchor>
           </Group>
-          <Group gap={4} visibleFrom="sm" component="nav" aria-label="Main">
+          <Group gap={4} visibleFrom="md" component="nav" aria-label="Main" wrap="nowrap">
             {NAV.map((item) => (
               <Button
                 key={item.to}
@@ -96,7 +100,7 @@ export function AppLayout() {
               >
                 <Group gap={6} wrap="nowrap">
                   <IconUserCircle size={22} aria-hidden />
-                  <Text size="sm" visibleFrom="md" maw={200} truncate="end">
+                  <Text size="sm" visibleFrom="lg" maw={200} truncate="end">
                     {me.data?.email ?? 'Account'}
                   </Text>
                   <IconChevronDown size={14} aria-hidden />

@@ -1,6 +1,7 @@
 import {
   Alert,
   Button,
+  Checkbox,
   CloseButton,
   Grid,
   Group,
@@ -97,6 +98,7 @@ export function AnalyzePage() {
   const [chosen, setChosen] = useState<Chosen | null>(null);
   const [fileError, setFileError] = useState<string | null>(null);
   const [selected, setSelected] = useState<string[] | null>(null);
+  const [allowOutOfDomain, setAllowOutOfDomain] = useState(false);
 
   // Preselect the registry defaults once the registry arrives.
   useEffect(() => {
@@ -130,7 +132,7 @@ export function AnalyzePage() {
   const run = () => {
     if (!chosen) return;
     analysis.mutate(
-      { file: chosen.file, models: keys },
+      { file: chosen.file, models: keys, allowOutOfDomain },
       { onSuccess: (result) => navigate(`/history/${result.id}`, { state: { fresh: true } }) },
     );
   };
@@ -204,6 +206,14 @@ export function AnalyzePage() {
                 disabled={analysis.isPending}
               />
             )}
+            <Checkbox
+              label="Show model outputs even for images unlike the training slices"
+              description="Such images are always flagged; without this, their AS status, stage and heatmaps are withheld."
+              checked={allowOutOfDomain}
+              onChange={(event) => setAllowOutOfDomain(event.currentTarget.checked)}
+              disabled={analysis.isPending}
+              data-testid="allow-ood"
+            />
             <Button
               size="md"
               leftSection={<IconPlayerPlay size={18} aria-hidden />}

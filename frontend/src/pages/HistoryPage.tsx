@@ -20,7 +20,7 @@ import { IconFilterOff, IconHistory, IconScan, IconTrash } from '@tabler/icons-r
 import { useState } from 'react';
 import { Link, useSearchParams } from 'react-router-dom';
 import { AsStatus, Stage, type HistoryItem } from '../client/types.gen';
-import { useDeleteResult, useHistory, useModels, type HistoryQuery } from '../api/queries';
+import { useDeleteResult, useDeleteStudy, useHistory, useModels, type HistoryQuery } from '../api/queries';
 import { AuthImage } from '../components/AuthImage';
 import { ConfirmDelete } from '../components/ConfirmDelete';
 import { ErrorAlert } from '../components/ErrorAlert';
@@ -70,19 +70,37 @@ export function historyQueryFromParams(params: URLSearchParams): HistoryQuery {
   };
 }
 
+/** Studies (whole series) open on their own page; single-image results on the result page. */
+export function historyLink(item: Pick<HistoryItem, 'id' | 'kind'>): string {
+  return item.kind === 'study' ? `/studies/${item.id}` : `/history/${item.id}`;
+}
+
+export function historyName(item: Pick<HistoryItem, 'filename' | 'kind'>): string {
+  if (item.kind === 'study') return item.filename ?? 'Series study';
+  return item.filename ?? 'slice';
+}
+
 function HistoryRow({ item, onDelete }: { item: HistoryItem; onDelete: (item: HistoryItem) => void }) {
-  const name = item.filename ?? 'slice';
+  const name = historyName(item);
+  const href = historyLink(item);
   return (
     <Table.Tr data-testid="history-row">
       <Table.Td>
-        <Link to={`/history/${item.id}`} tabIndex={-1} aria-hidden>
+        <Link to={href} tabIndex={-1} aria-hidden>
           <AuthImage url={item.image_url} alt={`Thumbnail of ${name}`} height={56} />
         </Link>
       </Table.Td>
       <Table.Td>
-        <Anchor component={Link} to={`/history/${item.id}`} fw={600} size="sm">
-          {name}
-        </Anchor>
+        <Group gap={6} wrap="nowrap">
+          <Anchor component={Link} to={href} fw={600} size="sm">
+            {name}
+          </Anchor>
+          {item.kind === 'study' && (
+            <Badge size="xs" variant="light" color="grape">
+              Study
+            </Badge>
+          )}
+        </Group>
         <Text size="xs" c="dimmed">
           {formatDateTime(item.created_at)}
         </Text>
@@ -113,7 +131,7 @@ function HistoryRow({ item, onDelete }: { item: HistoryItem; onDelete: (item: Hi
       </Table.Td>
       <Table.Td>
         <Group gap={4} justify="flex-end" wrap="nowrap">
-          <Button component={Link} to={`/history/${item.id}`} size="compact-sm" variant="light">
+          <Button component={Link} to={href} size="compact-sm" variant="light">
             Open
           </Button>
           <Tooltip label="Delete">
@@ -140,8 +158,10 @@ export function HistoryPage() {
   const page = Math.floor((query.offset ?? 0) / PAGE_SIZE) + 1;
   const history = useHistory(query);
   const models = useModels();
-  const remove = useDeleteResult();
+  const removeResult = useDeleteResult();
+  const removeStudy = useDeleteStudy();
   const [pending, setPending] = useState<HistoryItem | null>(null);
+  const remove = pending?.kind === 'study' ? removeStudy : removeResult;
 
   const setParam = (name: string, value: string | null | undefined) => {
     const next = new URLSearchParams(params);
@@ -156,7 +176,7 @@ export function HistoryPage() {
 
   const confirmDelete = () => {
     if (!pending) return;
-    const name = pending.filename ?? 'the result';
+    const name = pending.kind === 'study' ? 'The study' : (pending.filename ?? 'the result');
     remove.mutate(pending.id, {
       onSuccess: () => {
         setPending(null);
@@ -320,10 +340,17 @@ export function HistoryPage() {
         onConfirm={confirmDelete}
         onClose={() => {
           setPending(null);
-          remove.reset();
+          removeResult.reset();
+          removeStudy.reset();
         }}
       >
-        {pending && (
+        {pending?.kind === 'study' && (
+          <>
+            The study from {formatDateTime(pending.created_at)}, its uploaded series, its 3D mask and every
+            slice image and heatmap will be removed permanently.
+          </>
+        )}
+        {pending && pending.kind !== 'study' && (
           <>
             The result for <strong>{pending.filename ?? 'this slice'}</strong> from{' '}
             {formatDateTime(pending.created_at)}, its uploaded image and all its overlays will be

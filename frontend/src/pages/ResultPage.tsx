@@ -14,12 +14,13 @@ import {
 import { notifications } from '@mantine/notifications';
 import { IconArrowLeft, IconFileSearch, IconScan, IconTrash } from '@tabler/icons-react';
 import { useMemo, useState } from 'react';
-import { Link, useNavigate, useParams } from 'react-router-dom';
+import { Link, Navigate, useLocation, useNavigate, useParams } from 'react-router-dom';
 import { useArtifactUrl } from '../api/artifacts';
 import { ApiError } from '../api/errors';
 import { useDeleteResult, useResult } from '../api/queries';
 import { ComparisonTable } from '../components/ComparisonTable';
 import { ConfirmDelete } from '../components/ConfirmDelete';
+import { DomainBanner, WithheldNotice } from '../components/DomainNotice';
 import { DownloadMenu, type DownloadItem } from '../components/DownloadMenu';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { LayerViewer, type LayerDef } from '../components/LayerViewer';
@@ -40,6 +41,9 @@ const KIND_LABELS: Record<string, string> = {
 
 function ResultView({ result }: { result: AnyResult }) {
   const navigate = useNavigate();
+  const location = useLocation();
+  const fresh = Boolean((location.state as { fresh?: boolean } | null)?.fresh);
+  const withheld = Boolean(result.withheld);
   const remove = useDeleteResult();
   const [confirming, setConfirming] = useState(false);
   const { segmentation, classifications, explanations } = resultParts(result);
@@ -174,6 +178,8 @@ function ResultView({ result }: { result: AnyResult }) {
       />
       <Stack gap="lg">
         <ResearchNotice detail={`${result.notice} ${provenance ? provenanceSentence(provenance) : ''}`} />
+        <DomainBanner domain={result.domain} live={fresh} />
+        {withheld && <WithheldNotice />}
         {classifications.length > 1 && (
           <Paper withBorder p="md" component="section" aria-labelledby="side-by-side">
             <Title order={2} size="h4" id="side-by-side" mb="xs">
@@ -234,7 +240,11 @@ function ResultView({ result }: { result: AnyResult }) {
               <Title order={2} size="h4">
                 AS status and stage {classifications.length > 1 ? 'by model' : ''}
               </Title>
-              {classifications.length === 0 ? (
+              {withheld ? (
+                <Text size="sm" c="dimmed" data-testid="withheld-outputs">
+                  Withheld for this image (see the notice above).
+                </Text>
+              ) : classifications.length === 0 ? (
                 <EmptyState icon={<IconFileSearch size={28} aria-hidden />} title="No classification in this result">
                   This result holds {KIND_LABELS[result.kind ?? '']?.toLowerCase() ?? 'other'} output only.
                 </EmptyState>
@@ -346,5 +356,7 @@ export function ResultPage() {
       <ErrorAlert error={result.error} onRetry={() => void result.refetch()} />
     );
   }
+  // A whole-series study has its own page.
+  if (result.data.kind === 'study') return <Navigate to={`/studies/${id}`} replace />;
   return <ResultView result={result.data as AnyResult} />;
 }
