@@ -24,6 +24,7 @@ class JobOptions(BaseModel):
     explain: bool = True
     method: CamMethod = CamMethod.gradcam
     faithfulness: bool = True
+    allow_out_of_domain: bool = False
 
 
 class JobProgress(BaseModel):

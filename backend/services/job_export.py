@@ -25,7 +25,16 @@ CSV_BASE = [
     "analysis_id",
 ]
 CSV_MODEL = ["as_status", "p_positive", "as_probability", "stage", "stage_probability"]
-CSV_TAIL = ["roi_x1", "roi_y1", "roi_x2", "roi_y2", "mask_fraction", "research_use_only"]
+CSV_TAIL = [
+    "roi_x1",
+    "roi_y1",
+    "roi_x2",
+    "roi_y2",
+    "mask_fraction",
+    "in_domain",
+    "withheld",
+    "research_use_only",
+]
 
 
 async def results_json(
@@ -96,6 +105,13 @@ async def results_csv(session: AsyncSession, principal: Principal, job_id: uuid.
         seg = summary.get("segmentation") or {}
         roi = seg.get("roi") or {}
         row += [roi.get("x1", ""), roi.get("y1", ""), roi.get("x2", ""), roi.get("y2", "")]
-        row += [seg.get("mask_fraction", ""), "true"]
+        in_domain = summary.get("in_domain")
+        withheld = summary.get("withheld")
+        row += [
+            seg.get("mask_fraction", ""),
+            "" if in_domain is None else str(in_domain).lower(),
+            "" if withheld is None else str(withheld).lower(),
+            "true",
+        ]
         writer.writerow([safe_cell(v) for v in row])
     return buf.getvalue()

@@ -61,6 +61,8 @@ def summarize_result(result: dict[str, Any]) -> dict[str, Any]:
     """The per-model outcome of a stored analysis, small enough to list for every item."""
     seg = result.get("segmentation")
     return {
+        "in_domain": (result.get("domain") or {}).get("in_domain"),
+        "withheld": bool(result.get("withheld")),
         "classifications": [
             {
                 "model": c["model"]["key"],
@@ -333,6 +335,7 @@ async def _execute(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutcome:
         explain=opts.explain,
         method=opts.method,
         faithfulness=opts.faithfulness,
+        allow_out_of_domain=opts.allow_out_of_domain,
     )
     async with runtime.sessionmaker() as session:
         ctx = AnalysisContext.from_runtime(runtime, session)

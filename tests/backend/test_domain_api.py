@@ -131,3 +131,30 @@ async def test_real_series_in_domain_with_a_good_3d_mask(senv: StudyEnv, case: s
     b = b[tuple(slice(o, o + n) for o, n in zip(offset, a.shape, strict=True))]
     assert a.shape == b.shape
     assert _dice(a, b) > 0.8
+
+
+async def test_batch_jobs_withhold_and_say_so(senv: StudyEnv) -> None:
+    import csv
+
+    from jobs_helpers import wait_job
+    from PIL import Image
+
+    noise = (np.random.default_rng(1).random((256, 256)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    files = [("noise.png", buf.getvalue())]
+    for allow in (False, True):
+        r = await senv.client.post(
+            "/jobs",
+            headers=senv.alice,
+            **parts(files, explain=False, allow_out_of_domain=allow),
+        )
+        assert r.status_code == 202, r.text
+        job = await wait_job(senv.client, r.json()["id"], senv.alice)
+        (item,) = job["items"]
+        assert item["status"] == "done" and item["result"]["in_domain"] is False
+        assert item["result"]["withheld"] is (not allow)
+        assert bool(item["result"]["classifications"]) is allow
+        text = (await senv.client.get(f"/jobs/{job['id']}/results.csv", headers=senv.alice)).text
+        (row,) = list(csv.DictReader(io.StringIO(text)))
+        assert row["in_domain"] == "false" and row["withheld"] == str(not allow).lower()

@@ -70,6 +70,10 @@ async def create_job(
         CamMethod, Form(description="attention: rollout, hybrid v3 models only")
     ] = CamMethod.gradcam,
     faithfulness: Annotated[bool, Form()] = True,
+    allow_out_of_domain: Annotated[
+        bool,
+        Form(description="show classifier outputs even for images unlike the training slices"),
+    ] = False,
 ) -> JobPublic:
     """Queue a batch analysis of many images; returns the job id at once (202)."""
     options = JobOptions(
@@ -78,6 +82,7 @@ async def create_job(
         explain=explain,
         method=method,
         faithfulness=faithfulness,
+        allow_out_of_domain=allow_out_of_domain,
     )
     incoming = [IncomingFile(f.filename, f.file) for f in files]
     job = await jobs_service.create_job(session, runtime, executor, principal, incoming, options)

@@ -280,12 +280,14 @@ export interface NewJob {
   files: File[];
   models: string[];
   explain: boolean;
+  allowOutOfDomain?: boolean;
 }
 
 export function useCreateJob() {
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: ({ files, models, explain }: NewJob) => unwrap(jobsCreateJob({ body: { files, models, explain } })),
+    mutationFn: ({ files, models, explain, allowOutOfDomain }: NewJob) =>
+      unwrap(jobsCreateJob({ body: { files, models, explain, allow_out_of_domain: allowOutOfDomain ?? false } })),
     onSuccess: (job) => {
       queryClient.setQueryData(queryKeys.job(job.id), job);
       void queryClient.invalidateQueries({ queryKey: ['jobs', 'list'] });

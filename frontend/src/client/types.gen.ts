@@ -352,6 +352,12 @@ export type BodyInferenceSegment = {
  */
 export type BodyJobsCreateJob = {
     /**
+     * Allow Out Of Domain
+     *
+     * show classifier outputs even for images unlike the training slices
+     */
+    allow_out_of_domain?: boolean;
+    /**
      * Explain
      *
      * add a heatmap per classifier
@@ -1014,6 +1020,10 @@ export type JobItemPublic = {
  * How every item of the job is analysed (the options of POST /analyses).
  */
 export type JobOptions = {
+    /**
+     * Allow Out Of Domain
+     */
+    allow_out_of_domain?: boolean;
     /**
      * Explain
      */

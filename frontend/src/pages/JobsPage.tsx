@@ -57,6 +57,7 @@ function NewJobForm() {
   const [dropped, setDropped] = useState(0);
   const [selected, setSelected] = useState<string[] | null>(null);
   const [explain, setExplain] = useState(false);
+  const [allowOutOfDomain, setAllowOutOfDomain] = useState(false);
   const maxModels = limits?.max_models_per_request;
 
   useEffect(() => {
@@ -72,7 +73,7 @@ function NewJobForm() {
 
   const run = () =>
     create.mutate(
-      { files, models: keys, explain },
+      { files, models: keys, explain, allowOutOfDomain },
       {
         onSuccess: (job) => {
           notifications.show({
@@ -152,6 +153,14 @@ function NewJobForm() {
             onChange={(e) => setExplain(e.currentTarget.checked)}
             disabled={create.isPending}
             data-testid="job-explain"
+          />
+          <Checkbox
+            label="Show model outputs even for images unlike the training slices"
+            description="By default the outputs for such images are withheld and the item says why."
+            checked={allowOutOfDomain}
+            onChange={(e) => setAllowOutOfDomain(e.currentTarget.checked)}
+            disabled={create.isPending}
+            data-testid="job-allow-out-of-domain"
           />
           <Button
             size="md"
