@@ -19,7 +19,7 @@ from typing import Any
 
 from ml.explain.cli import HEADS, explain_file
 from ml.fsutil import write_atomic
-from ml.vocab import GRADCAM_METHODS
+from ml.vocab import MODEL_AGNOSTIC_METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seg-model", help="segmentation bundle key (default: the default one)")
     parser.add_argument("--models-dir", default="models", help="folder of model bundles")
     parser.add_argument("--head", choices=[*HEADS], default="binary", help="head to explain")
-    parser.add_argument("--method", choices=GRADCAM_METHODS, default="gradcam")
+    parser.add_argument("--method", choices=MODEL_AGNOSTIC_METHODS, default="gradcam")
     parser.add_argument(
         "--frame", type=int, help="one frame / slice of a multi-frame image or volume only"
     )

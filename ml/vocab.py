@@ -39,12 +39,16 @@ class Head(StrEnum):
 
 
 class CamMethod(StrEnum):
-    """How a heatmap is computed; ``attention`` (rollout) needs a model with attention layers."""
+    """How a heatmap is computed: the Grad-CAM family, attention rollout (models with attention
+    layers only), or by perturbing the input (occlusion, RISE) or integrating its gradient."""
 
     gradcam = "gradcam"
     gradcam_pp = "gradcam++"
     eigencam = "eigencam"
     attention = "attention"
+    occlusion = "occlusion"
+    rise = "rise"
+    integrated_gradients = "integrated_gradients"
 
 
 class Focus(StrEnum):
@@ -59,6 +63,14 @@ AS_STATUS_NAMES: tuple[str, ...] = tuple(s.value for s in AsStatus)
 STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in Stage)
 HEAD_OUTPUTS: dict[str, str] = {h.value: f"{h.value}_output" for h in Head}
 CAM_METHODS: tuple[str, ...] = tuple(m.value for m in CamMethod)
-# The methods every classifier supports (gradient or activation maps of a conv layer).
-GRADCAM_METHODS: tuple[str, ...] = tuple(m for m in CAM_METHODS if m != CamMethod.attention)
+# Maps of a conv layer's activations (and gradients).
+GRADCAM_METHODS: tuple[str, ...] = (CamMethod.gradcam, CamMethod.gradcam_pp, CamMethod.eigencam)
+# Maps from the input side: perturbations and integrated gradients (any model).
+PERTURBATION_METHODS: tuple[str, ...] = (
+    CamMethod.occlusion,
+    CamMethod.rise,
+    CamMethod.integrated_gradients,
+)
+# The methods every classifier supports.
+MODEL_AGNOSTIC_METHODS: tuple[str, ...] = GRADCAM_METHODS + PERTURBATION_METHODS
 FOCUS_MODES: tuple[str, ...] = tuple(f.value for f in Focus)

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from ml.vocab import MODEL_AGNOSTIC_METHODS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="client_command", required=True, metavar="COMMAND")
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-explain", dest="explain", action="store_false", help="skip the heatmaps (faster)"
     )
-    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "eigencam"])
+    p.add_argument("--method", default="gradcam", choices=MODEL_AGNOSTIC_METHODS)
     p.add_argument(
         "--no-faithfulness",
         dest="faithfulness",

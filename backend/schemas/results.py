@@ -101,6 +101,9 @@ class ExplanationOutput(BaseModel):
         default=None, description="share of heatmap mass inside the focus region"
     )
     focus_note: str = Field(default="", description="why the focus differs from the one asked")
+    method_note: str = Field(
+        default="", description="why the method shown differs from the one asked (empty map)"
+    )
     roi: Box | None = None
     faithfulness: Faithfulness | None = None
     heatmap_url: str
@@ -174,6 +177,8 @@ class SliceHeatmap(BaseModel):
     """A key slice's explanation by one classifier."""
 
     model: str
+    method: CamMethod = CamMethod.gradcam
+    method_note: str = ""
     class_label: str
     probability: float
     inside_fraction: float | None = None

@@ -208,6 +208,12 @@ async def classify_all(
     ]
 
 
+# A heatmap whose largest value is at most this is empty; these are tried in turn instead (the
+# last one, occlusion, perturbs the input and needs nothing from the model's layers).
+EMPTY_MAP = 1e-6
+FALLBACK = ("gradcam++", "eigencam", "occlusion")
+
+
 def check_explain(entry: ModelEntry, head: str, method: str, class_index: int | None) -> None:
     """Refuse impossible explanation requests before any work is done."""
     if method == "attention" and not entry.attention_layers:
@@ -232,6 +238,7 @@ class Explanation:
     method: str
     cam: CamOutput
     faithfulness: dict[str, Any] | None
+    method_note: str = ""
 
 
 async def explain(
@@ -245,10 +252,31 @@ async def explain(
     class_index: int | None,
     faithfulness: bool,
 ) -> Explanation:
-    """A CAM of one classifier head, with its faithfulness score when asked for."""
+    """A heatmap of one classifier head, with its faithfulness score when asked for.
+
+    An all-zero map is never shown as an explanation: the next method of :data:`FALLBACK` is
+    tried, and the explanation says which method it shows and why (``method_note``).
+    """
     image = decoded.input_for(entry.input_size)
     output = HEAD_OUTPUTS[head]
     cam = await runner.cam(entry, image, head=output, method=method, class_index=class_index)
+    used, note = method, ""
+    for fallback in FALLBACK:
+        if float(np.max(cam.heatmap)) > EMPTY_MAP or fallback == used:
+            continue
+        note = (
+            f"The {used} map of this image was empty (the model's gradients or activations at "
+            f"its explained layer are all zero here); shown instead: {fallback}."
+        )
+        cam = await runner.cam(
+            entry, image, head=output, method=fallback, class_index=cam.class_index
+        )
+        used = fallback
+    if float(np.max(cam.heatmap)) <= EMPTY_MAP:
+        note = (
+            "No method found a region this decision depends on: the model's output does not "
+            "change when any part of the image does, so there is nothing to show."
+        )
     faith = None
     if faithfulness:
         from ml.explain.faithfulness import deletion_insertion
@@ -266,4 +294,4 @@ async def explain(
             n_random=1,
             class_names=names,
         )
-    return Explanation(entry, head, method, cam, faith)
+    return Explanation(entry, head, used, cam, faith, note)

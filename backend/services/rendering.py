@@ -96,6 +96,7 @@ def explanation_files(
         probability=float(ex.cam.prob),
         inside_fraction=float(focused.inside_fraction),
         focus_note=focused.note,
+        method_note=ex.method_note,
         roi=mappers.box(focused.bbox),
         faithfulness=mappers.faithfulness(ex.faithfulness),
         heatmap_url=artifact_url(analysis_id, names["heatmap"]),

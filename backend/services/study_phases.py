@@ -275,6 +275,8 @@ async def explain_key_slices(
         work.heatmaps.setdefault(i, []).append(
             SliceHeatmap(
                 model=entry.key,
+                method=ex.method,  # type: ignore[arg-type]
+                method_note=ex.method_note,
                 class_label=out.class_label,
                 probability=out.probability,
                 inside_fraction=out.inside_fraction,

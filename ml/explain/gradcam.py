@@ -33,7 +33,7 @@ from ml.explain.cam_graph import (
 )
 from ml.explain.cam_graph import _cached as _cached
 from ml.explain.cam_graph import _signature as _signature
-from ml.vocab import GRADCAM_METHODS
+from ml.vocab import GRADCAM_METHODS, PERTURBATION_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ __all__ = [
     "run_with_capture",
 ]
 
-METHODS = GRADCAM_METHODS
+METHODS = GRADCAM_METHODS + PERTURBATION_METHODS
 _EPS = 1e-12
 
 
@@ -190,6 +190,48 @@ def _as_batch(images: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _input_side(
+    model: Any, batch: np.ndarray, head: str | None, class_index: Any, method: str
+) -> CamResult:
+    """Occlusion, RISE or integrated gradients, image by image (see ml.explain.perturbation)."""
+    from ml.explain import perturbation
+    from ml.explain.faithfulness import make_forward_fn
+    from ml.explain.input_gradients import make_gradient_fn
+
+    _, head_name, task = resolve_head(model, head)
+    forward = make_forward_fn(model, head_name)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return np.asarray(forward(np.asarray(images, np.float32)), dtype=np.float64)
+
+    probabilities = predict(batch)
+    n = batch.shape[0]
+    wanted = np.broadcast_to(
+        np.asarray(-1 if class_index is None else class_index, dtype=np.int64), (n,)
+    )
+    classes = np.where(wanted < 0, probabilities.argmax(axis=1), wanted)
+    maps = []
+    for image, ci in zip(batch[..., 0], classes, strict=True):
+        if method == "occlusion":
+            maps.append(perturbation.occlusion(predict, image, int(ci)))
+        elif method == "rise":
+            maps.append(perturbation.rise(predict, image, int(ci)))
+        else:
+            gradient = make_gradient_fn(model, head_name)
+            maps.append(perturbation.integrated_gradients(gradient, image, int(ci)))
+    return CamResult(
+        heatmaps=np.stack(maps).astype(np.float32),
+        class_index=classes.astype(np.int64),
+        prob=probabilities[np.arange(n), classes],
+        probabilities=probabilities,
+        head=head_name,
+        layer="input",
+        method=method,
+        score_kind="probability",
+        task=task,
+    )
+
+
 def compute_cam(
     model: Any,
     images: np.ndarray,
@@ -206,11 +248,14 @@ def compute_cam(
         layer: target layer name (the manifest's ``gradcam_layer``); ``None`` = last 4D layer.
         head: output to explain (``binary_output``, ``stage_output``, aliases, or ``mask``).
         class_index: class to explain: one int for all, one per image, or ``None`` = predicted.
-        method: ``gradcam``, ``gradcam++`` or ``eigencam`` (gradient-free, class-agnostic).
+        method: ``gradcam``, ``gradcam++``, ``eigencam`` (gradient-free, class-agnostic), or
+            an input-side method: ``occlusion``, ``rise``, ``integrated_gradients``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {METHODS}")
     batch = _as_batch(images)
+    if method in PERTURBATION_METHODS:
+        return _input_side(model, batch, head, class_index, method)
     layer = layer or find_last_conv_layer(model)
     _, head_name, task = resolve_head(model, head)
     fn = make_cam_fn(model, layer, head_name, gradients=method != "eigencam")

@@ -106,18 +106,22 @@ def test_api_killed_mid_analysis_leaves_nothing_half_made(
         again.stop()
 
 
-def _wait_running(api: LiveApi, job_id: str, index: int, timeout: float = 60.0) -> bool:
-    """Poll the job until item ``index`` runs (True) or the job is finished (False)."""
+def _wait_running(
+    api: LiveApi, job_id: str, index: int, timeout: float = 60.0, not_by: str | None = None
+) -> str | None:
+    """Poll the job until item ``index`` runs under a worker other than ``not_by`` (its worker
+    is returned: a killed process' row still says running until a live one takes it over) or
+    the item is finished (None)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = _rows(
-            api, "SELECT status FROM job_items WHERE job_id = ? AND \"index\" = ?",
+            api, "SELECT status, worker FROM job_items WHERE job_id = ? AND \"index\" = ?",
             uuid.UUID(job_id).hex, index,
         )  # fmt: skip
-        if rows and rows[0][0] == "running":
-            return True
+        if rows and rows[0][0] == "running" and rows[0][1] != not_by:
+            return str(rows[0][1])
         if rows and rows[0][0] in ("done", "failed", "cancelled"):
-            return False
+            return None
         time.sleep(0.01)
     raise AssertionError(f"item {index} never ran:\n{api.log_tail()}")
 
@@ -133,10 +137,10 @@ def test_item_that_keeps_killing_the_api_is_failed_and_the_rest_done_once(
     r = httpx.post(f"{api.base}/jobs", files=files, headers=headers, timeout=60)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    kills = 0
+    kills, worker = 0, None
     try:
         # Whenever the poison item runs, the process dies (as an out-of-memory kill would).
-        while _wait_running(api, job_id, 0):
+        while worker := _wait_running(api, job_id, 0, not_by=worker):
             api.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
             api.kill()
             kills += 1

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
     "",
     response_model=StudyPublic,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(400, 401, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 409, 413, 422, 429, 503),
 )
 async def create_study(
     runtime: RuntimeDep,
@@ -106,7 +106,7 @@ async def list_studies(
     return await studies_service.list_studies(session, principal, filters)
 
 
-@router.get("/{study_id}", response_model=StudyPublic, responses=error_responses(401, 404))
+@router.get("/{study_id:uuid}", response_model=StudyPublic, responses=error_responses(401, 404))
 async def read_study(
     study_id: uuid.UUID, principal: CurrentUser, session: SessionDep
 ) -> StudyPublic:
@@ -114,7 +114,9 @@ async def read_study(
     return await studies_service.get_study(session, principal, study_id)
 
 
-@router.post("/{study_id}/cancel", response_model=StudyPublic, responses=error_responses(401, 404))
+@router.post(
+    "/{study_id:uuid}/cancel", response_model=StudyPublic, responses=error_responses(401, 404)
+)
 async def cancel_study(
     study_id: uuid.UUID, principal: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> StudyPublic:
@@ -123,7 +125,7 @@ async def cancel_study(
 
 
 @router.delete(
-    "/{study_id}",
+    "/{study_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(401, 404),
@@ -137,7 +139,7 @@ async def delete_study(
 
 
 @router.get(
-    "/{study_id}/mask.nii.gz",
+    "/{study_id:uuid}/mask.nii.gz",
     response_class=FileResponse,
     responses={
         200: {"content": {"application/gzip": {}}, "description": "the 3D mask (NIfTI-1)"},

@@ -460,19 +460,24 @@ export type Box = {
 /**
  * CamMethod
  *
- * How a heatmap is computed; ``attention`` (rollout) needs a model with attention layers.
+ * How a heatmap is computed: the Grad-CAM family, attention rollout (models with attention
+ * layers only), or by perturbing the input (occlusion, RISE) or integrating its gradient.
  */
 export const CamMethod = {
     GRADCAM: 'gradcam',
     GRADCAM2: 'gradcam++',
     EIGENCAM: 'eigencam',
-    ATTENTION: 'attention'
+    ATTENTION: 'attention',
+    OCCLUSION: 'occlusion',
+    RISE: 'rise',
+    INTEGRATED_GRADIENTS: 'integrated_gradients'
 } as const;
 
 /**
  * CamMethod
  *
- * How a heatmap is computed; ``attention`` (rollout) needs a model with attention layers.
+ * How a heatmap is computed: the Grad-CAM family, attention rollout (models with attention
+ * layers only), or by perturbing the input (occlusion, RISE) or integrating its gradient.
  */
 export type CamMethod = typeof CamMethod[keyof typeof CamMethod];
 
@@ -725,6 +730,12 @@ export type ExplanationOutput = {
     inside_fraction?: number | null;
     label_provenance: LabelProvenance;
     method: CamMethod;
+    /**
+     * Method Note
+     *
+     * why the method shown differs from the one asked (empty map)
+     */
+    method_note?: string;
     model: ModelRef;
     /**
      * Overlay Url
@@ -1970,6 +1981,11 @@ export type SliceHeatmap = {
      * Inside Fraction
      */
     inside_fraction?: number | null;
+    method?: CamMethod;
+    /**
+     * Method Note
+     */
+    method_note?: string;
     /**
      * Model
      */
@@ -4065,6 +4081,10 @@ export type StudiesCreateStudyErrors = {
      * Unauthorized
      */
     401: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
     /**
      * Request Entity Too Large
      */
