@@ -510,6 +510,22 @@ export function makeSuite({ base, files, artifacts, log }) {
       },
     },
     {
+      name: 'an explanation method can be chosen: occlusion sensitivity',
+      async run(page) {
+        await page.getByRole('link', { name: 'Analyze' }).first().click();
+        await page.getByRole('heading', { name: 'Analyze a slice' }).waitFor();
+        await page.locator('input[type=file]').setInputFiles(files.sample);
+        await page.getByTestId('file-preview').waitFor();
+        await page.getByRole('textbox', { name: 'Explanation method' }).click();
+        await page.getByRole('option', { name: 'Occlusion sensitivity' }).click();
+        await page.getByTestId('run-analysis').click();
+        await page.waitForURL(/\/history\/[0-9a-f-]{36}$/, { timeout: ANALYSIS_TIMEOUT });
+        await page.getByTestId('faithfulness').first().waitFor();
+        const body = await page.locator('main').first().innerText();
+        assert(/occlusion/.test(body), 'the result names the method it shows');
+      },
+    },
+    {
       name: 'a DICOM series becomes a study: progress, viewer, chart, result, mask download',
       async run(page) {
         await page.getByRole('link', { name: 'Studies' }).first().click();

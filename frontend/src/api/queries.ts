@@ -25,6 +25,7 @@ import {
   studiesReadStudy,
 } from '../client/sdk.gen';
 import type {
+  CamMethod,
   HistoryListHistoryData,
   JobsListJobsData,
   StudiesListStudiesData,
@@ -121,8 +122,17 @@ export function useModelCard(key: string) {
 export function useCreateAnalysis() {
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: ({ file, models, allowOutOfDomain = false }: { file: File; models: string[]; allowOutOfDomain?: boolean }) =>
-      unwrap(inferenceAnalyze({ body: { file, models, allow_out_of_domain: allowOutOfDomain } })),
+    mutationFn: ({
+      file,
+      models,
+      allowOutOfDomain = false,
+      method,
+    }: {
+      file: File;
+      models: string[];
+      allowOutOfDomain?: boolean;
+      method?: CamMethod;
+    }) => unwrap(inferenceAnalyze({ body: { file, models, allow_out_of_domain: allowOutOfDomain, method } })),
     onSuccess: (result) => {
       queryClient.setQueryData(queryKeys.result(result.id), result);
       void queryClient.invalidateQueries({ queryKey: ['history', 'list'] });

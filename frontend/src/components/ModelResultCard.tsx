@@ -77,6 +77,11 @@ export function ModelResultCard({ classification: c, explanation }: ModelResultC
             {explanation.focus_note}
           </Text>
         )}
+        {explanation?.method_note && (
+          <Text size="xs" c="orange.9" data-testid="method-note">
+            {explanation.method_note}
+          </Text>
+        )}
         <Text size="xs" c="dimmed">
           {provenanceSentence(c.label_provenance)}
         </Text>

@@ -7,6 +7,7 @@ import {
   Group,
   Image,
   Paper,
+  Select,
   Stack,
   Text,
   ThemeIcon,
@@ -17,6 +18,7 @@ import { useEffect, useState } from 'react';
 import { Link, useNavigate } from 'react-router-dom';
 import { useObjectUrl } from '../api/artifacts';
 import { useCreateAnalysis, useLimits, useModels } from '../api/queries';
+import { CamMethod } from '../client/types.gen';
 import { AnalysisProgress } from '../components/AnalysisProgress';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { ImageDropzone } from '../components/ImageDropzone';
@@ -88,6 +90,16 @@ function FilePreview({ chosen, onClear, disabled }: { chosen: Chosen; onClear: (
   );
 }
 
+// Attention rollout needs a model with attention layers, so it is offered per model elsewhere.
+const EXPLANATION_METHODS: { value: CamMethod; label: string }[] = [
+  { value: CamMethod.GRADCAM, label: 'Grad-CAM' },
+  { value: CamMethod.GRADCAM2, label: 'Grad-CAM++' },
+  { value: CamMethod.EIGENCAM, label: 'Eigen-CAM' },
+  { value: CamMethod.OCCLUSION, label: 'Occlusion sensitivity' },
+  { value: CamMethod.RISE, label: 'RISE (random masks)' },
+  { value: CamMethod.INTEGRATED_GRADIENTS, label: 'Integrated gradients' },
+];
+
 export function AnalyzePage() {
   usePageTitle('Analyze');
   const navigate = useNavigate();
@@ -99,6 +111,7 @@ export function AnalyzePage() {
   const [fileError, setFileError] = useState<string | null>(null);
   const [selected, setSelected] = useState<string[] | null>(null);
   const [allowOutOfDomain, setAllowOutOfDomain] = useState(false);
+  const [method, setMethod] = useState<CamMethod>(CamMethod.GRADCAM);
 
   // Preselect the registry defaults once the registry arrives.
   useEffect(() => {
@@ -132,7 +145,7 @@ export function AnalyzePage() {
   const run = () => {
     if (!chosen) return;
     analysis.mutate(
-      { file: chosen.file, models: keys, allowOutOfDomain },
+      { file: chosen.file, models: keys, allowOutOfDomain, method },
       { onSuccess: (result) => navigate(`/history/${result.id}`, { state: { fresh: true } }) },
     );
   };
@@ -206,6 +219,16 @@ export function AnalyzePage() {
                 disabled={analysis.isPending}
               />
             )}
+            <Select
+              label="Explanation method"
+              description="Grad-CAM family: from a layer's activations; occlusion, RISE and integrated gradients: from the input (slower). Each result says how faithful its map is."
+              data={EXPLANATION_METHODS}
+              value={method}
+              onChange={(value) => value && setMethod(value as CamMethod)}
+              allowDeselect={false}
+              disabled={analysis.isPending}
+              data-testid="method"
+            />
             <Checkbox
               label="Show model outputs even for images unlike the training slices"
               description="Such images are always flagged; without this, their AS status, stage and heatmaps are withheld."
