@@ -71,6 +71,31 @@ def label_source_name(version: str) -> str:
     return f"feature_rule_{version}"
 
 
+def rule_slice(image: np.ndarray) -> np.ndarray:
+    """The 8-bit slice the rule measures.
+
+    Args:
+        image: (H, W) or (H, W, C) slice; uint8 as it is, any other dtype read as [0, 1]
+            and put on the 0-255 scale (``round(x * 255)``, clipped).
+
+    Returns:
+        (H, W) uint8 (the first channel of a multi-channel input).
+    """
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = img[..., 0]
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(np.asarray(img, np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return img
+
+
+def edge_map(img: np.ndarray) -> np.ndarray:
+    """The rule's edge map of an 8-bit slice: ``cv2.Canny(img, 50, 150) > 0`` as bool (H, W)."""
+    import cv2
+
+    return cv2.Canny(img, *CANNY_THRESHOLDS) > 0
+
+
 def image_features(image: np.ndarray) -> dict[str, float]:
     """Raw rule features of one preprocessed slice.
 
@@ -80,14 +105,8 @@ def image_features(image: np.ndarray) -> dict[str, float]:
     Returns:
         ``mean``, ``lower_mean``, ``std`` and ``edge_density`` as Python floats.
     """
-    import cv2
-
-    img = np.asarray(image)
-    if img.ndim == 3:
-        img = img[..., 0]
-    if img.dtype != np.uint8:
-        img = np.clip(np.rint(np.asarray(img, np.float64) * 255.0), 0, 255).astype(np.uint8)
-    edges = cv2.Canny(img, *CANNY_THRESHOLDS)
+    img = rule_slice(image)
+    edges = edge_map(img)
     h = img.shape[0]
     return {
         "mean": float(np.mean(img)),

@@ -82,4 +82,5 @@ SPEC = ModelSpec(
     gradcam_layer=lambda c: f"conv{len(c['filters'])}",
     adapted=(RECOGNIZER, SITE_RANKS),
     precomputable=("rule_features", "quantiles", "fingerprint"),
+    rule_features=True,
 )

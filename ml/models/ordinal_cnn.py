@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 NORMALIZER = "measurements_norm"
+# The one severity score and the ordinal heads holding its learnt cut points.
+SCORE_LAYER = "severity_score"
+ORDINAL_LAYER = "ordinal"
 # Layers fed by the input alone, with no weights: training computes them once per stage.
 MEASUREMENTS = ("rule_features", "statistics", "quantiles")
 
@@ -61,8 +64,8 @@ def ordinal_outputs(x, c: dict[str, Any]):
         x = layers.Dense(int(units), activation="gelu", name=f"dense{i}")(x)
         if float(c["dropout"]) > 0:
             x = layers.Dropout(float(c["dropout"]), name=f"dropout{i}")(x)
-    score = layers.Dense(1, name="severity_score")(x)
-    status_logits, stage_logits = OrdinalHeads(name="ordinal")(score)
+    score = layers.Dense(1, name=SCORE_LAYER)(x)
+    status_logits, stage_logits = OrdinalHeads(name=ORDINAL_LAYER)(score)
     binary = layers.Softmax(name="binary_output")(status_logits)
     stage = layers.Softmax(name="stage_output")(stage_logits)
     return [binary, stage]
@@ -104,4 +107,5 @@ SPEC = ModelSpec(
     gradcam_layer=lambda c: f"conv{len(c['filters'])}",
     adapted=(NORMALIZER,),
     precomputable=MEASUREMENTS,
+    rule_features=True,
 )

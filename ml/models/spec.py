@@ -36,6 +36,10 @@ class ModelSpec:
         precomputable: weightless layers fed by the input alone, whose outputs training may
             compute once per stage instead of at every step.
         backbone: builds an EfficientNetB0 backbone whose initialisation the manifest records.
+        rule_features: measures the labelling rule's own features in the graph
+            (:class:`~ml.layers.RuleFeatures`) and scores one severity with ordinal heads
+            (layers ``severity_score`` and ``ordinal``): explained in the rule's terms too
+            (:mod:`ml.explain.features`).
     """
 
     name: str
@@ -48,6 +52,7 @@ class ModelSpec:
     adapted: tuple[str, ...] = ()
     precomputable: tuple[str, ...] = ()
     backbone: bool = False
+    rule_features: bool = False
 
     def config(self, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """``defaults`` updated by ``cfg`` (unknown keys refused)."""

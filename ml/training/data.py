@@ -17,28 +17,6 @@ import numpy as np
 AUGMENT_KEYS = {"shift", "rotate", "scale", "brightness", "contrast", "gamma", "p"}
 
 
-def validation_split(
-    subject_ids: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, val) with whole subjects held out; at least one subject each when possible.
-
-    Args:
-        subject_ids: (N,) subject of each image.
-        fraction: share of subjects to hold out (0 disables validation).
-        seed: shuffles the subjects.
-    """
-    subjects = np.array(sorted(set(subject_ids.tolist())))
-    n = len(subjects)
-    if fraction <= 0 or n < 2:
-        return np.arange(len(subject_ids)), np.array([], dtype=int)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(subjects)
-    n_val = min(n - 1, max(1, round(n * fraction)))
-    held = set(subjects[:n_val].tolist())
-    is_val = np.array([s in held for s in subject_ids.tolist()])
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
 def augment_pair(
     image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, spec: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -240,7 +240,7 @@ def _write(
     training: dict[str, Any],
 ) -> tuple[Path, Manifest]:
     """Evaluate ``model`` on the test split and write it as a bundle."""
-    from ml.bundle import new_manifest, read_manifest, write_bundle
+    from ml.bundle import LABEL_RULE, new_manifest, read_manifest, write_bundle
     from ml.evaluation.evaluate import curves_artifact, metrics_block, summary_line
 
     cfg, task = run.cfg, run.task
@@ -267,6 +267,10 @@ def _write(
     artifacts.update(curves_artifact(run.rows, display_name))
     files: dict[str, Any] = dict(artifacts)
     files["training_log.csv"] = run.run_dir / "training_log.csv"
+    rule = run.dataset_dir / LABEL_RULE
+    if run.train_data.label_source.startswith("feature_rule") and rule.is_file():
+        # The rule that labelled the training data travels with the model that learnt it.
+        files[LABEL_RULE] = rule
     path = write_bundle(model, bundle_dir, manifest, storage_dtype=storage, files=files)
     manifest = read_manifest(path)
     logger.info("%s: %s", bundle_key, summary_line(manifest.metrics, task))
@@ -306,7 +310,7 @@ def _start(
     import keras
 
     from ml.data.dataset import load_split
-    from ml.training.data import validation_split
+    from ml.data.splits import validation_split
 
     if isinstance(config, dict):
         cfg = normalize_config({k: v for k, v in config.items() if k != "_path"})

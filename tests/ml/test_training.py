@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 
 from ml.bundle import load_bundle, read_manifest  # noqa: E402
 from ml.cli import main as cli_main  # noqa: E402
+from ml.data.splits import validation_split  # noqa: E402
 from ml.losses import SparseFocalLoss, balanced_class_weights, get_loss  # noqa: E402
 from ml.training import train_all  # noqa: E402
 from ml.training.config import CONFIG_DIR, ConfigError, load_config, stages  # noqa: E402
@@ -20,7 +21,6 @@ from ml.training.data import (  # noqa: E402
     BatchSequence,
     augment_pair,
     oversample_indices,
-    validation_split,
 )
 from ml.training.optim import MultiplierAdam  # noqa: E402
 
@@ -277,6 +277,7 @@ def test_clinical_labels_carry_provenance(clinical_dataset, tmp_path):
     assert m["dataset"]["label_source"] == "clinical"
     assert m["metrics"]["label_source"] == "clinical"
     assert "clinical" in (result.bundle_dir / "README.md").read_text()
+    assert not (result.bundle_dir / "label_rule.json").exists()
     bundle = load_bundle(result.bundle_dir)
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
     out = predict_bundle(bundle, x)
@@ -326,6 +327,12 @@ def test_ordinal_cnn_trains_on_cached_measurements(synthetic_dataset, tmp_path, 
     assert len(load_bundle(path).model.inputs) == 1
     again = evaluate_bundle(path, synthetic_dataset)
     _metrics_equal(again, m["metrics"], ("binary_accuracy", "stage_accuracy", "stage_macro_f1"))
+    # The rule that labelled the training data ships with the model that learnt it.
+    from ml.bundle import read_label_rule
+    from ml.data.labels import load_rule
+
+    shipped = read_label_rule(path, read_manifest(path))
+    assert shipped == load_rule(synthetic_dataset / "label_rule.json")
 
 
 def test_cached_inputs_refuse_augmentation():

@@ -10,6 +10,7 @@ import {
   statusColor,
 } from '../lib/results';
 import { ProbabilityBars } from './ProbabilityBars';
+import { RuleFeaturesPanel } from './RuleFeaturesPanel';
 
 interface ModelResultCardProps {
   classification: ClassificationOutput;
@@ -81,6 +82,9 @@ export function ModelResultCard({ classification: c, explanation }: ModelResultC
           <Text size="xs" c="orange.9" data-testid="method-note">
             {explanation.method_note}
           </Text>
+        )}
+        {explanation?.features && (
+          <RuleFeaturesPanel features={explanation.features} modelName={c.model.display_name} />
         )}
         <Text size="xs" c="dimmed">
           {provenanceSentence(c.label_provenance)}
