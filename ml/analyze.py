@@ -36,7 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seg-model", help="segmentation bundle key (default: the default one)")
     parser.add_argument("--models-dir", default="models", help="folder of model bundles")
     parser.add_argument("--head", choices=[*HEADS], default="binary", help="head to explain")
-    parser.add_argument("--method", choices=MODEL_AGNOSTIC_METHODS, default="gradcam")
+    parser.add_argument(
+        "--method",
+        choices=MODEL_AGNOSTIC_METHODS,
+        default=None,
+        help="heatmap method (default: each model's measured best, from its manifest)",
+    )
     parser.add_argument(
         "--frame", type=int, help="one frame / slice of a multi-frame image or volume only"
     )

@@ -77,6 +77,34 @@ def _evaluated(manifest: Manifest) -> bool:
     return bool(manifest.metrics.model_dump(exclude_none=True, exclude_defaults=True))
 
 
+def _explanation_lines(manifest: Manifest) -> list[str]:
+    """The measured faithfulness per explanation method, the default in bold."""
+    ex = manifest.explanation
+    if ex is None:
+        return []
+    lines = [
+        "",
+        "## Explanation methods",
+        "",
+        f"Default method: **{ex.default_method}** ({ex.criterion}), measured on "
+        f"{len(ex.slices)} `{ex.split}` slices of {ex.subjects} subjects, deletion/insertion "
+        f"with {ex.steps} steps and {ex.n_random} random order(s); means with {ex.ci} "
+        "intervals (`spondyscan evaluate --faithfulness`).",
+        "",
+        "| method | score | deletion AUC | insertion AUC | empty maps |",
+        "|---|---|---|---|---|",
+    ]
+    for method, r in ex.measured.items():
+        name = f"**{method}**" if method == ex.default_method else str(method)
+        lines.append(
+            f"| {name} | {r.score:.3f} [{r.score_ci[0]:.3f}, {r.score_ci[1]:.3f}] "
+            f"| {r.deletion_auc:.3f} [{r.deletion_auc_ci[0]:.3f}, {r.deletion_auc_ci[1]:.3f}] "
+            f"| {r.insertion_auc:.3f} [{r.insertion_auc_ci[0]:.3f}, "
+            f"{r.insertion_auc_ci[1]:.3f}] | {r.empty_fraction:.0%} |"
+        )
+    return lines
+
+
 def render_model_card(manifest: Manifest) -> str:
     """README.md of a bundle: what the model is, how it was trained, what it scored, limits."""
     w, m = manifest.weights, manifest.metrics
@@ -115,6 +143,7 @@ def render_model_card(manifest: Manifest) -> str:
         lines += ["", "Details: [REPORT.md](REPORT.md)."]
     else:
         lines.append("Not evaluated yet (`spondyscan evaluate`).")
+    lines += _explanation_lines(manifest)
     lines += ["", "## Intended use", "", manifest.intended_use or RESEARCH_USE_NOTICE, ""]
     return "\n".join(line for line in lines if line is not None) + "\n"
 

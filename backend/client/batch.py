@@ -135,7 +135,7 @@ async def analyze_folder_async(
     concurrency: int = 4,
     models: Sequence[str] | None = None,
     explain: bool = True,
-    method: str = "gradcam",
+    method: str | None = None,
     faithfulness: bool = True,
     retry_failed: bool = False,
     progress: bool = True,

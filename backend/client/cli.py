@@ -37,7 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-explain", dest="explain", action="store_false", help="skip the heatmaps (faster)"
     )
-    p.add_argument("--method", default="gradcam", choices=MODEL_AGNOSTIC_METHODS)
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=MODEL_AGNOSTIC_METHODS,
+        help="heatmap method (default: each model's measured best method)",
+    )
     p.add_argument(
         "--no-faithfulness",
         dest="faithfulness",

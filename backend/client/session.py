@@ -20,14 +20,16 @@ NOTICE = "Research use only - not a diagnosis."
 
 
 def _analysis_form(
-    models: Sequence[str] | None, explain: bool, method: str, faithfulness: bool
+    models: Sequence[str] | None, explain: bool, method: str | None, faithfulness: bool
 ) -> dict[str, Any]:
-    """The form fields shared by ``POST /analyses`` and ``POST /jobs``."""
+    """The form fields shared by ``POST /analyses`` and ``POST /jobs`` (no ``method``: each
+    model's measured best one)."""
     form: dict[str, Any] = {
         "explain": str(explain).lower(),
-        "method": method,
         "faithfulness": str(faithfulness).lower(),
     }
+    if method:
+        form["method"] = method
     if models:
         form["models"] = list(models)
     return form
@@ -111,7 +113,7 @@ class SpondyscanClient:
         *,
         models: Sequence[str] | None = None,
         explain: bool = True,
-        method: str = "gradcam",
+        method: str | None = None,
         faithfulness: bool = True,
     ) -> dict[str, Any]:
         """The full pipeline on one image (``POST /analyses``); the stored result."""
@@ -129,7 +131,7 @@ class SpondyscanClient:
         *,
         models: Sequence[str] | None = None,
         explain: bool = True,
-        method: str = "gradcam",
+        method: str | None = None,
         faithfulness: bool = True,
     ) -> dict[str, Any]:
         """Queue many images (or one zip) as a job (``POST /jobs``); returns it at once."""
@@ -175,16 +177,17 @@ class SpondyscanClient:
         *,
         models: Sequence[str] | None = None,
         explain: bool = True,
-        method: str = "gradcam",
+        method: str | None = None,
         allow_out_of_domain: bool = False,
     ) -> dict[str, Any]:
         """Send a whole series (its instances, one zip or one NIfTI) as a study
         (``POST /studies``); returns it at once, queued."""
         form: dict[str, Any] = {
             "explain": str(explain).lower(),
-            "method": method,
             "allow_out_of_domain": str(allow_out_of_domain).lower(),
         }
+        if method:
+            form["method"] = method
         if models:
             form["models"] = list(models)
         parts = [("files", (name, data)) for name, data in files]

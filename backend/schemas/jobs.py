@@ -22,7 +22,9 @@ class JobOptions(BaseModel):
     models: list[str] = Field(description="classifier keys, resolved when the job was created")
     segmentation_model: str | None = None
     explain: bool = True
-    method: CamMethod = CamMethod.gradcam
+    method: CamMethod | None = Field(
+        default=None, description="None: each model's measured best method (its default_method)"
+    )
     faithfulness: bool = True
     allow_out_of_domain: bool = False
 

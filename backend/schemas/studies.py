@@ -22,7 +22,9 @@ class StudyOptions(BaseModel):
     models: list[str] = Field(description="classifier keys")
     segmentation_model: str | None = None
     explain: bool = Field(default=True, description="heatmaps for the key slices")
-    method: CamMethod = CamMethod.gradcam
+    method: CamMethod | None = Field(
+        default=None, description="None: each model's measured best method (its default_method)"
+    )
     allow_out_of_domain: bool = False
     push: bool = Field(
         default=False, description="STOW-RS the SEG/SR/maps to the configured DICOMweb server"

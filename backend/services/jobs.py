@@ -39,7 +39,7 @@ from backend.schemas.jobs import (
     JobPublic,
     JobSummary,
 )
-from backend.services.analysis import split_keys
+from backend.services.analysis import method_for, split_keys
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, StagedItem, job_inputs, stage_files
@@ -146,7 +146,7 @@ def _job_options(runtime: Runtime, request: JobOptions) -> JobOptions:
     )
     if request.explain:
         for entry in classifiers:
-            check_explain(entry, "binary", request.method, None)
+            check_explain(entry, "binary", method_for(entry, request.method), None)
     seg = (
         registry.resolve([request.segmentation_model], "segmentation")[0]
         if request.segmentation_model

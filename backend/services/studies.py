@@ -38,7 +38,7 @@ from backend.schemas.studies import (
     StudySummary,
 )
 from backend.services import jobs as jobs_service
-from backend.services.analysis import split_keys
+from backend.services.analysis import method_for, split_keys
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, job_inputs
@@ -71,7 +71,7 @@ def _options(runtime: Runtime, request: StudyOptions) -> StudyOptions:
     )
     if request.explain:
         for entry in classifiers:
-            check_explain(entry, "binary", request.method, None)
+            check_explain(entry, "binary", method_for(entry, request.method), None)
     seg = (
         registry.resolve([request.segmentation_model], "segmentation")[0]
         if request.segmentation_model

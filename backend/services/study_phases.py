@@ -22,6 +22,7 @@ from backend.inference.registry import ModelEntry
 from backend.runtime import Runtime
 from backend.schemas.results import SliceClassification, SliceHeatmap
 from backend.schemas.studies import StudyOptions
+from backend.services.analysis import method_for
 from backend.services.pipeline import Decoded, Explanation, Segmentation, explain
 from backend.services.rendering import artifact_url, explanation_files
 from backend.services.study_intake import read_manifest
@@ -249,7 +250,7 @@ async def explain_key_slices(
             entry,
             decoded,
             head="binary",
-            method=opts.method,
+            method=method_for(entry, opts.method),
             class_index=None,
             faithfulness=i == central,
         )

@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier head to explain: AS status (binary) or stage",
     )  # fmt: skip
     parser.add_argument(
-        "--method", choices=CAM_METHODS,
-        default="gradcam", help="heatmap method (attention: hybrid v3 attention rollout)",
+        "--method", choices=CAM_METHODS, default=None,
+        help="heatmap method (default: the model's measured best, from its manifest; "
+        "attention: hybrid v3 attention rollout)",
     )  # fmt: skip
     parser.add_argument(
         "--focus", choices=FOCUS_MODES, default="none",
@@ -194,14 +195,15 @@ def _explain(
     from ml.clierror import CliError
     from ml.explain import explain_image
 
-    if args.method == "attention" and not bundle.manifest.attention_layers:
+    method = args.method or bundle.manifest.default_method
+    if method == "attention" and not bundle.manifest.attention_layers:
         raise CliError(f"model {bundle.key} has no attention layers (attention needs hybrid_v3)")
     try:
         return explain_image(
             bundle,
             image,
             head=HEADS.get(args.head, args.head),
-            method=args.method,
+            method=method,
             focus=args.focus,
             roi_mask=roi_mask,
             class_index=args.class_index,

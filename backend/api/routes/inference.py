@@ -30,8 +30,11 @@ Models = Annotated[
     Form(description="classifier keys (repeat the field); default: the registry default"),
 ]
 Method = Annotated[
-    CamMethod,
-    Form(description="attention: rollout, hybrid v3 models only"),
+    CamMethod | None,
+    Form(
+        description="heatmap method; default: each model's measured best method (GET /models: "
+        "default_method). attention: rollout, hybrid v3 models only"
+    ),
 ]
 AllowOutOfDomain = Annotated[
     bool,
@@ -81,7 +84,7 @@ async def explain(
     upload: UploadDep,
     model: Annotated[str | None, Form(description="classifier key")] = None,
     head: Annotated[Head, Form()] = Head.binary,
-    method: Method = CamMethod.gradcam,
+    method: Method = None,
     focus: Annotated[Focus, Form()] = Focus.segmentation,
     class_index: Annotated[
         int | None, Form(description="class to explain; default: predicted")
@@ -114,7 +117,7 @@ async def analyze(
     models: Models = None,
     segmentation_model: Annotated[str | None, Form()] = None,
     explain: Annotated[bool, Form(description="add a heatmap per classifier")] = True,
-    method: Method = CamMethod.gradcam,
+    method: Method = None,
     faithfulness: Annotated[bool, Form()] = True,
     frame: Frame = None,
     allow_out_of_domain: AllowOutOfDomain = False,

@@ -67,8 +67,12 @@ async def create_job(
     segmentation_model: Annotated[str | None, Form()] = None,
     explain: Annotated[bool, Form(description="add a heatmap per classifier")] = True,
     method: Annotated[
-        CamMethod, Form(description="attention: rollout, hybrid v3 models only")
-    ] = CamMethod.gradcam,
+        CamMethod | None,
+        Form(
+            description="heatmap method; default: each model's measured best method (GET "
+            "/models: default_method). attention: rollout, hybrid v3 models only"
+        ),
+    ] = None,
     faithfulness: Annotated[bool, Form()] = True,
     allow_out_of_domain: Annotated[
         bool,

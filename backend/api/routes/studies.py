@@ -12,7 +12,6 @@ from backend.api.deps import CurrentUser, RuntimeDep, SessionDep
 from backend.api.routes.inference import AllowOutOfDomain, Method, Models
 from backend.api.routes.jobs import ExecutorDep
 from backend.schemas.common import error_responses
-from backend.schemas.results import CamMethod
 from backend.schemas.studies import (
     PullRequest,
     StudyFilter,
@@ -52,7 +51,7 @@ async def create_study(
     models: Models = None,
     segmentation_model: Annotated[str | None, Form()] = None,
     explain: Annotated[bool, Form(description="heatmaps for the key slices")] = True,
-    method: Method = CamMethod.gradcam,
+    method: Method = None,
     allow_out_of_domain: AllowOutOfDomain = False,
     push: Annotated[
         bool,

@@ -108,6 +108,8 @@ export function useModels() {
     queryKey: queryKeys.models,
     queryFn: () => unwrap(modelsListModels()),
     staleTime: 5 * 60 * 1000,
+    // Models warm up in the background after start-up: poll until every one is ready.
+    refetchInterval: (q) => (q.state.data?.some((m) => m.ready === false) ? LIST_POLL_MS : false),
   });
 }
 

@@ -91,7 +91,10 @@ function FilePreview({ chosen, onClear, disabled }: { chosen: Chosen; onClear: (
 }
 
 // Attention rollout needs a model with attention layers, so it is offered per model elsewhere.
-const EXPLANATION_METHODS: { value: CamMethod; label: string }[] = [
+// "default": each model's measured best method (its manifest), sent as no method at all.
+const MODEL_DEFAULT = 'default';
+const EXPLANATION_METHODS: { value: string; label: string }[] = [
+  { value: MODEL_DEFAULT, label: "Each model's best measured method (recommended)" },
   { value: CamMethod.GRADCAM, label: 'Grad-CAM' },
   { value: CamMethod.GRADCAM2, label: 'Grad-CAM++' },
   { value: CamMethod.EIGENCAM, label: 'Eigen-CAM' },
@@ -111,7 +114,7 @@ export function AnalyzePage() {
   const [fileError, setFileError] = useState<string | null>(null);
   const [selected, setSelected] = useState<string[] | null>(null);
   const [allowOutOfDomain, setAllowOutOfDomain] = useState(false);
-  const [method, setMethod] = useState<CamMethod>(CamMethod.GRADCAM);
+  const [method, setMethod] = useState<string>(MODEL_DEFAULT);
 
   // Preselect the registry defaults once the registry arrives.
   useEffect(() => {
@@ -145,7 +148,12 @@ export function AnalyzePage() {
   const run = () => {
     if (!chosen) return;
     analysis.mutate(
-      { file: chosen.file, models: keys, allowOutOfDomain, method },
+      {
+        file: chosen.file,
+        models: keys,
+        allowOutOfDomain,
+        method: method === MODEL_DEFAULT ? undefined : (method as CamMethod),
+      },
       { onSuccess: (result) => navigate(`/history/${result.id}`, { state: { fresh: true } }) },
     );
   };
@@ -221,10 +229,10 @@ export function AnalyzePage() {
             )}
             <Select
               label="Explanation method"
-              description="Grad-CAM family: from a layer's activations; occlusion, RISE and integrated gradients: from the input (slower). Each result says how faithful its map is."
+              description="By default each model uses the method that scored best in its faithfulness benchmark (see its model page). Grad-CAM family: from a layer's activations; occlusion, RISE and integrated gradients: from the input (slower). Each result says how faithful its map is."
               data={EXPLANATION_METHODS}
               value={method}
-              onChange={(value) => value && setMethod(value as CamMethod)}
+              onChange={(value) => value && setMethod(value)}
               allowDeselect={false}
               disabled={analysis.isPending}
               data-testid="method"

@@ -5,11 +5,13 @@ import { ApiError } from '../api/errors';
 import { useModelCard } from '../api/queries';
 import { AuthImage } from '../components/AuthImage';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { CalibrationSection, ExplanationSection, isReliabilityPlot } from '../components/ModelQuality';
 import { PageHeader } from '../components/PageHeader';
 import { ResearchNotice } from '../components/ResearchNotice';
 import { EmptyState, PageLoader } from '../components/States';
 import { formatCount, formatMetricName } from '../lib/format';
 import { flattenMetrics } from '../lib/metrics';
+import { methodLabel } from '../lib/methods';
 import { provenanceSentence } from '../lib/results';
 import { usePageTitle } from '../lib/usePageTitle';
 
@@ -61,7 +63,9 @@ export function ModelDetailPage() {
   }
   const m = card.data;
   const metrics = flattenMetrics(m.metrics, '', 4);
-  const plots = m.plots ?? [];
+  const allPlots = m.plots ?? [];
+  // Reliability diagrams sit with the calibration numbers they illustrate.
+  const plots = m.calibration ? allPlots.filter((p) => !isReliabilityPlot(p)) : allPlots;
   return (
     <>
       <PageHeader
@@ -136,18 +140,25 @@ export function ModelDetailPage() {
                     Grad-CAM layer: <Code>{m.gradcam_layer}</Code>
                   </Text>
                 )}
+                {m.default_method && (
+                  <Text size="sm" mt="xs" data-testid="default-method-line">
+                    Default explanation method: <strong>{methodLabel(m.default_method)}</strong>
+                  </Text>
+                )}
               </Paper>
             </Stack>
           </Grid.Col>
           <Grid.Col span={{ base: 12, md: 7 }}>
             <Stack gap="md">
+              {m.explanation && <ExplanationSection benchmark={m.explanation} />}
+              {m.calibration && <CalibrationSection calibration={m.calibration} plots={allPlots} />}
               <Paper withBorder p="md">
                 <Title order={2} size="h5" mb="sm">
                   Confusion matrices and curves
                 </Title>
                 {plots.length === 0 ? (
                   <Text size="sm" c="dimmed">
-                    This bundle has no plots.
+                    {allPlots.length > 0 ? 'This bundle has no other plots.' : 'This bundle has no plots.'}
                   </Text>
                 ) : (
                   <SimpleGrid cols={{ base: 1, sm: 2 }} spacing="md">

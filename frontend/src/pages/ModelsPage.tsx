@@ -1,4 +1,4 @@
-import { Badge, Button, Card, Group, SimpleGrid, Stack, Table, Text, Title } from '@mantine/core';
+import { Badge, Button, Card, Group, SimpleGrid, Stack, Table, Text, Title, VisuallyHidden } from '@mantine/core';
 import { IconCpu } from '@tabler/icons-react';
 import { Link } from 'react-router-dom';
 import type { ModelInfo } from '../client/types.gen';
@@ -31,6 +31,12 @@ function ModelCardSummary({ model }: { model: ModelInfo }) {
             {model.task}
           </Badge>
           {model.default && <Badge variant="filled">default</Badge>}
+          {model.ready === false && (
+            <Badge variant="light" color="yellow" role="status" data-testid={`loading-${model.key}`}>
+              loading
+              <VisuallyHidden>: still loading in the background, it serves requests once warm</VisuallyHidden>
+            </Badge>
+          )}
         </Group>
         <Text size="sm">
           {model.architecture} · v{model.version} · {formatCount(model.parameters)} parameters ·{' '}
