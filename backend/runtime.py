@@ -8,6 +8,7 @@ same :class:`Runtime` to the same use cases, so a job item is processed exactly 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,12 @@ from backend.core.logs import quiet_value_loggers
 from backend.core.pools import BoundedPool, PerKeyLimit
 from backend.db import migrate
 from backend.db.session import make_engine, make_sessionmaker
-from backend.inference.registry import ModelRegistry, load_registry
+from backend.inference.registry import (
+    ModelEntry,
+    ModelRegistry,
+    discover_registry,
+    load_entry,
+)
 from backend.inference.runner import InferenceRunner
 from backend.storage.artifacts import ArtifactStore
 from backend.storage.rate_limits import RateLimits
@@ -80,6 +86,8 @@ class Runtime:
     # The applicability-domain reference (models_dir/domain_reference.npz), when installed.
     domain: DomainReference | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # Loads and warms the non-default models after the service is ready.
+    loader: asyncio.Task[None] | None = None
 
     async def database_ok(self) -> bool:
         try:
@@ -92,9 +100,17 @@ class Runtime:
 
     @property
     def models_ready(self) -> bool:
-        return self.registry is not None and self.runner is not None and bool(self.registry.models)
+        """Models are installed and every per-task default is loaded and warm."""
+        reg = self.registry
+        if reg is None or self.runner is None or not reg.models:
+            return False
+        return all(reg.models[k].ready for k in reg.default_keys())
 
     async def close(self) -> None:
+        if self.loader is not None and not self.loader.done():
+            self.loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.loader
         if self.runner is not None:
             await self.runner.close()
         self.guards.close()
@@ -166,11 +182,15 @@ def _load_domain(models_dir: Path) -> DomainReference | None:
 
 
 async def _load_models(runtime: Runtime) -> None:
-    """Load the registry from settings.models_dir and start a warm runner for it."""
+    """Discover the bundles, load and warm the per-task defaults, then the rest.
+
+    With ``settings.background_model_loading`` the service is ready once the defaults are warm;
+    the other models load and warm one at a time in a background task (requests for one of them
+    wait for it). Otherwise every model is loaded and warm before this returns.
+    """
     s = runtime.settings
     t0 = time.perf_counter()
-    registry = await asyncio.to_thread(load_registry, s.models_dir, verify=s.verify_model_hashes)
-    runtime.timings["load_models_s"] = time.perf_counter() - t0
+    registry = await asyncio.to_thread(discover_registry, s.models_dir)
     runner = InferenceRunner(
         registry,
         max_batch=s.batch_size,
@@ -179,16 +199,52 @@ async def _load_models(runtime: Runtime) -> None:
         retry_after=s.retry_after_seconds,
         faithfulness_steps=s.faithfulness_steps,
     )
-    if s.warm_models:
-        await runner.warm()
-        runtime.timings["warm_s"] = runner.warm_seconds
     runtime.registry, runtime.runner = registry, runner
     runtime.domain = _load_domain(s.models_dir)
+    defaults = [registry.models[k] for k in registry.default_keys()]
+    first = defaults if s.background_model_loading else list(registry.models.values())
+    await _load_and_warm(runtime, first)
+    runtime.timings["load_models_s"] = time.perf_counter() - t0
+    runtime.timings["warm_s"] = runner.warm_seconds
+    rest = [e for e in list(registry.models.values()) if not e.loaded.done()]
+    if rest:
+        runtime.loader = asyncio.create_task(
+            _load_and_warm(runtime, rest, one_by_one=True), name="load-models"
+        )
     if not registry.models:
         log.warning("no models loaded from %s: inference requests will answer 503", s.models_dir)
     log.info(
-        "models ready: %s (%d failed) in %.1fs",
-        ", ".join(registry.keys()) or "none",
+        "ready with %s (%d still loading, %d failed) in %.1fs",
+        ", ".join(k for k, e in registry.models.items() if e.ready) or "no models",
+        len(rest),
         len(registry.errors),
         time.perf_counter() - t0,
     )
+
+
+async def _load_and_warm(
+    runtime: Runtime, entries: list[ModelEntry], *, one_by_one: bool = False
+) -> None:
+    """Load each entry's weights (off the event loop) and warm it; failures drop the entry."""
+    s, registry, runner = runtime.settings, runtime.registry, runtime.runner
+    assert registry is not None and runner is not None
+    verify = s.verify_model_hashes
+    loaded: list[ModelEntry] = []
+    for entry in entries:
+        if await asyncio.to_thread(load_entry, registry, entry, verify=verify):
+            loaded.append(entry)
+            if one_by_one:
+                await _warm(runner, [entry], s.warm_models)
+    if not one_by_one:
+        await _warm(runner, loaded, s.warm_models)
+    if one_by_one:
+        log.info("every model loaded: %s", ", ".join(registry.keys()) or "none")
+
+
+async def _warm(runner: InferenceRunner, entries: list[ModelEntry], warm: bool) -> None:
+    if warm:
+        await runner.warm(entries)
+        return
+    for entry in entries:
+        if not entry.loaded.done():
+            entry.loaded.set_result(True)

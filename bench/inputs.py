@@ -67,6 +67,44 @@ def pick_models(models_dir: Path) -> dict[str, Any]:
     return {"segmentation": seg, "classifiers": classifiers}
 
 
+REAL_SLICES = ROOT.parent / "shared" / "data" / "lumbar_mri"
+
+
+def _png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def real_pngs(n: int) -> list[bytes]:
+    """``n`` real slices, taken in turn from each source (sorted, deterministic); [] when the
+    data is absent. Real slices lie inside the models' applicability domain, so every model
+    runs on them (phantoms are flagged as out of domain)."""
+    import csv
+
+    index = REAL_SLICES / "slices.csv"
+    if not index.is_file():
+        return []
+    by_source: dict[str, list[str]] = {}
+    with open(index, newline="") as fh:
+        for r in csv.DictReader(fh):
+            by_source.setdefault(r["source"], []).append(Path(r["filename"]).stem)
+    picks: list[Path] = []
+    sources = sorted(by_source)
+    i = 0
+    while len(picks) < n and any(by_source.values()):
+        src = sources[i % len(sources)]
+        if by_source[src]:
+            stems = sorted(by_source[src])
+            stem = stems[len(stems) // 2]
+            by_source[src].remove(stem)
+            picks.append(REAL_SLICES / f"processed_{src}" / f"{stem}.npy")
+        i += 1
+    return [_png(np.load(p).astype(np.uint8)) for p in picks]
+
+
 def phantom_pngs(n: int) -> list[bytes]:
     from PIL import Image
 
@@ -108,7 +146,7 @@ def prepare_inputs(models_dir: Path) -> Inputs:
     cls_keys = [m["key"] for m in cls]
     seg_flops = float(seg["flops"])
     cls_flops = [float(m["flops"]) for m in cls]
-    images = phantom_pngs(12)
+    images = real_pngs(12) or phantom_pngs(12)
     print(
         f"models: segmentation {seg['key']}, classifiers {', '.join(cls_keys)} (from {models_dir})",
         flush=True,

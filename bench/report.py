@@ -59,6 +59,7 @@ def server_results(design: Measured, ours: Measured) -> dict[str, Any]:
             "with_faithfulness": ours.with_faithfulness,
             "inference_counters": ours.inference_counters,
             "study": ours.study,
+            "cold": ours.cold,
         },
     }
 
@@ -122,6 +123,21 @@ def targets(ratios: dict[str, Any], scored: dict[str, Any]) -> dict[str, bool]:
     return out
 
 
+def cold_targets(ours: Measured) -> dict[str, bool]:
+    """Ready within 12 s; the first request after ready, and the first to each non-default
+    model, no slower than twice its own p50."""
+    out = {"start_to_ready_at_most_12_s": ours.ready_s <= 12.0}
+    first = ours.cold.get("first_after_ready")
+    if first:
+        out["first_request_after_ready_at_most_2x_p50"] = first["ratio"] <= 2.0
+    per_model = ours.cold.get("first_per_model") or {}
+    if per_model:
+        out["first_request_per_model_at_most_2x_p50"] = all(
+            m["ratio"] <= 2.0 for m in per_model.values()
+        )
+    return out
+
+
 def add_comparison(
     results: dict[str, Any],
     endpoints: list[Endpoint],
@@ -136,6 +152,7 @@ def add_comparison(
     results["targets"] = targets(results["ratios"], results["scored"])
     if ours.study:
         results["targets"]["study_77_slices_at_most_15_s"] = ours.study["within_target"]
+    results["targets"].update(cold_targets(ours))
     print(
         f"\nstart to ready: design {design.ready_s:.1f}s, ours {ours.ready_s:.1f}s; "
         f"peak memory: design {design.peak_rss_mib or 0:.0f} MiB, "

@@ -39,6 +39,7 @@ class Measured:
     with_faithfulness: dict[str, Any] = field(default_factory=dict)
     inference_counters: dict[str, Any] = field(default_factory=dict)
     study: dict[str, Any] = field(default_factory=dict)
+    cold: dict[str, Any] = field(default_factory=dict)
 
 
 def base_endpoints(inp: Inputs) -> list[Endpoint]:
@@ -53,13 +54,21 @@ def base_endpoints(inp: Inputs) -> list[Endpoint]:
     ]
 
 
+# The design has no applicability-domain check: ours runs every model whatever the image (the
+# flag is still reported), so both servers do the same work on phantoms too.
+RUN_ALL = {"allow_out_of_domain": "true"}
+
+
 def ours_endpoints(endpoints: list[Endpoint], cls_keys: list[str]) -> list[Endpoint]:
     """The same endpoints with our forms: box focus and no faithfulness, like the design."""
     forms: dict[str, dict[str, Any]] = {
         "explain": {"model": cls_keys[0], "focus": "box", "faithfulness": "false"},
         "analysis": {"models": cls_keys, "faithfulness": "false"},
     }
-    return [Endpoint(e.name, e.path, forms.get(e.name, e.form), e.flops) for e in endpoints]
+    return [
+        Endpoint(e.name, e.path, {**forms.get(e.name, e.form), **RUN_ALL}, e.flops)
+        for e in endpoints
+    ]
 
 
 def faithfulness_endpoints(inp: Inputs) -> list[Endpoint]:
@@ -68,13 +77,13 @@ def faithfulness_endpoints(inp: Inputs) -> list[Endpoint]:
         Endpoint(
             "explain+faithfulness",
             "/explain",
-            {"model": cls_keys[0], "focus": "segmentation"},
+            {"model": cls_keys[0], "focus": "segmentation", **RUN_ALL},
             3 * f_cls[0],
         ),
         Endpoint(
             "analysis+faithfulness",
             "/analyses",
-            {"models": cls_keys},
+            {"models": cls_keys, **RUN_ALL},
             f_seg + 4 * sum(f_cls),
         ),
         # Exactly what the web app sends: the default classifier, heatmap, score.
@@ -138,6 +147,23 @@ async def run_phase(
     return _phase_stats(latencies, errors, wall, ep)
 
 
+async def work_done(server: Server, ep: Endpoint, image: bytes) -> dict[str, int]:
+    """What one response of this endpoint holds, so a fast answer is not a withheld one."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=600, headers=server.headers) as c:
+        r = await c.post(ep.path, files={"file": ("x.png", image, "image/png")}, data=ep.form)
+    body = r.json() if r.status_code == 200 else {}
+    explanations = body.get("explanations") or (
+        [body["explanation"]] if "explanation" in body else []
+    )
+    return {
+        "status": r.status_code,
+        "segmentations": int(bool(body.get("segmentation"))),
+        "classifications": len(body.get("classifications") or []),
+        "explanations": len([e for e in explanations if e]),
+        "faithfulness_scores": len([e for e in explanations if e and e.get("faithfulness")]),
+    }
+
+
 async def bench_server(
     server: Server,
     endpoints: list[Endpoint],
@@ -195,15 +221,28 @@ def _bench_ours(
     ours: Server, inp: Inputs, endpoints: list[Endpoint], args: argparse.Namespace
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Endpoint figures, faithfulness figures (empty when skipped) and inference counters."""
+    from bench.cold import first_after_ready, wait_all_loaded
+
     asyncio.run(login(ours))
+    # Before anything else: the first analysis right after /health/ready.
+    first = asyncio.run(first_after_ready(ours, inp.images[0]))
+    print(f"  ours   first analysis after ready {first}", flush=True)
+    # The steady state is measured once the background warm-up of the other models is over.
+    first["all_models_warm_s"] = round(ours.ready_s + asyncio.run(wait_all_loaded(ours)), 1)
+    print(f"  ours   every model warm {first['all_models_warm_s']} s after start", flush=True)
     eps = ours_endpoints(endpoints, inp.cls_keys)
     results = asyncio.run(bench_server(ours, eps, inp.images, args))
+    results["_first_after_ready"] = first
     extra: dict[str, Any] = {}
+    for ep in eps:
+        results[ep.name]["work_done"] = asyncio.run(work_done(ours, ep, inp.images[0]))
     if not args.no_faithfulness:
         # The paths users take: explanations with their faithfulness scores, one client and
         # CLIENTS at once, compared with the design's (score-less) analysis in the report.
         faith_eps = faithfulness_endpoints(inp)
         extra = asyncio.run(bench_server(ours, faith_eps, inp.images, args))
+        for ep in faith_eps:
+            extra[ep.name]["work_done"] = asyncio.run(work_done(ours, ep, inp.images[0]))
     counters = asyncio.run(inference_counters(ours))
     return results, extra, counters
 
@@ -218,15 +257,20 @@ def measure_ours(
     ours = start_ours(inp.models_dir, work, env)
     print(f"ours ready in {ours.ready_s:.1f}s", flush=True)
     study: dict[str, Any] = {}
+    cold: dict[str, Any] = {}
     try:
         results, extra, counters = _bench_ours(ours, inp, endpoints, args)
+        cold["first_after_ready"] = results.pop("_first_after_ready")
+        from bench.cold import first_per_model
+
+        cold["first_per_model"] = asyncio.run(first_per_model(ours, inp.images[1]))
         if not args.no_study:
             from bench.study import bench_study
 
             study = bench_study(ours, inp.cls_keys)
     finally:
         peak = ours.stop()
-    return Measured(ours.ready_s, peak, results, extra, counters, study)
+    return Measured(ours.ready_s, peak, results, extra, counters, study, cold)
 
 
 def measure_both(

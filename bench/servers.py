@@ -93,6 +93,8 @@ def start_ours(models_dir: Path, work: Path, env: dict[str, str]) -> Server:
         "SPONDYSCAN_ENVIRONMENT": "development",
         "SPONDYSCAN_ARGON2_TIME_COST": "1",
         "SPONDYSCAN_ARGON2_MEMORY_KIB": "8192",
+        # The 8 bench clients share one account: let all of them run at once.
+        "SPONDYSCAN_MAX_CONCURRENT_ANALYSES": "16",
     }
     cmd = [sys.executable, "-m", "backend.serve", "--port", str(port)]
     cmd += ["--models-dir", str(models_dir), "--data-dir", str(work / "ours")]

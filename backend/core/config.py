@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 1
     # deletion/insertion steps for the faithfulness score: (steps + 1) * 3 extra forward passes
     faithfulness_steps: int = 8
+    # Ready once the per-task default models are warm; the others load and warm afterwards
+    # (a request for one of them waits for it). False: every model is warm before ready.
+    background_model_loading: bool = True
 
     # Batch jobs. "embedded": items run inside the API process on its warm models (no extra
     # services); "celery": items go to `spondyscan worker` processes through the Redis broker.

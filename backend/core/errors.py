@@ -84,6 +84,13 @@ class ServiceBusy(AppError):
         self.retry_after = retry_after
 
 
+class ModelUnavailable(AppError):
+    """A model the server knows of could not be loaded (its bundle is broken)."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+
 class TooManyRequests(AppError):
     """A rate limit, a lockout or a per-user quota of things at once: retry after a while."""
 

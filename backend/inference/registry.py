@@ -1,5 +1,10 @@
 """The model registry: every bundle under the models folder, loaded once, hash-verified.
 
+Loading comes in two stages so the service is ready sooner: :func:`discover_registry` reads every
+manifest (cheap) and :func:`load_entry` builds one model and loads its weights. The runtime loads
+and warms the per-task defaults first and the rest in the background; until an entry's model is
+in, ``entry.loaded`` is an unfinished future that requests wait on (no second copy is built).
+
 A bundle that fails to load (bad manifest, weights that do not match their sha256) is left out
 and reported, so one broken bundle cannot take the service down; the registry default for each
 task comes from the manifests' ``default`` flag.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,17 @@ class ModelEntry:
     key: str
     path: Path
     manifest: Manifest
-    model: Any
+    model: Any = None
+    # Resolves (True) once the model is loaded and warm; fails if it cannot be loaded.
+    loaded: Future[bool] = field(default_factory=Future, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.model is not None and not self.loaded.done():
+            self.loaded.set_result(True)
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded.done() and self.loaded.exception() is None
 
     @property
     def task(self) -> str:
@@ -115,6 +131,20 @@ class ModelRegistry:
         self.models[entry.key] = entry
         self._pick_defaults()
 
+    def drop(self, key: str, error: str) -> None:
+        """Take out a bundle that could not be loaded, and say why."""
+        self.models.pop(key, None)
+        self.errors[key] = error
+        self._pick_defaults()
+
+    def loading(self) -> list[str]:
+        """Keys of the models not loaded and warm yet."""
+        return sorted(k for k, e in self.models.items() if not e.loaded.done())
+
+    def default_keys(self) -> list[str]:
+        """The per-task defaults (loaded first)."""
+        return sorted(set(self.defaults.values()))
+
     def by_task(self, task: str) -> list[ModelEntry]:
         return [e for e in self.models.values() if e.task == task]
 
@@ -171,32 +201,61 @@ class ModelRegistry:
         return out
 
 
-def load_registry(models_dir: Path, *, verify: bool = True) -> ModelRegistry:
-    """Discover and load every bundle in ``models_dir`` (missing folder: empty registry)."""
-    started = time.perf_counter()
+def discover_registry(models_dir: Path) -> ModelRegistry:
+    """Every bundle's manifest under ``models_dir``, no model built yet (missing folder: empty)."""
     models_dir = Path(models_dir)
     registry = ModelRegistry(models_dir=models_dir)
     if not models_dir.is_dir():
         log.warning("models folder %s does not exist: no models loaded", models_dir)
         return registry
-    from ml.bundle import BundleError, discover_bundles, load_bundle
+    from ml.bundle import BundleError, discover_bundles, read_manifest
 
     for path in discover_bundles(models_dir):
         try:
-            bundle = load_bundle(path, verify=verify)
+            manifest = read_manifest(path)
         except BundleError as exc:
             registry.errors[Path(path).name] = str(exc)
             log.error("skipping bundle %s: %s", path, exc)
             continue
-        except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop the service
-            registry.errors[Path(path).name] = f"{type(exc).__name__}: {exc}"
-            log.exception("skipping bundle %s", path)
-            continue
-        registry.add(
-            ModelEntry(
-                key=bundle.key, path=Path(bundle.path), manifest=bundle.manifest, model=bundle.model
-            )
-        )
-        log.info("loaded model %s (%s, v%s)", bundle.key, bundle.task, bundle.manifest.version)
+        registry.add(ModelEntry(key=manifest.key, path=Path(path), manifest=manifest))
+    return registry
+
+
+def load_entry(registry: ModelRegistry, entry: ModelEntry, *, verify: bool = True) -> bool:
+    """Build one entry's model and load its verified weights; a failure drops the entry.
+
+    The entry's ``loaded`` future is left for the caller to resolve once the model is warm
+    (or it is failed here when the bundle cannot be loaded). Returns whether it loaded.
+    """
+    from ml.bundle import BundleError, load_bundle
+
+    t0 = time.perf_counter()
+    try:
+        bundle = load_bundle(entry.path, verify=verify)
+    except Exception as exc:  # noqa: BLE001 - a broken bundle must not stop the service
+        message = str(exc) if isinstance(exc, BundleError) else f"{type(exc).__name__}: {exc}"
+        log.error("skipping bundle %s: %s", entry.path, message)
+        registry.drop(entry.key, message)
+        if not entry.loaded.done():
+            entry.loaded.set_exception(BundleError(message))
+        return False
+    entry.manifest, entry.model = bundle.manifest, bundle.model
+    log.info(
+        "loaded model %s (%s, v%s) in %.1fs",
+        entry.key,
+        entry.task,
+        entry.version,
+        time.perf_counter() - t0,
+    )
+    return True
+
+
+def load_registry(models_dir: Path, *, verify: bool = True) -> ModelRegistry:
+    """Discover and load every bundle in ``models_dir`` at once (missing folder: empty)."""
+    started = time.perf_counter()
+    registry = discover_registry(models_dir)
+    for entry in list(registry.models.values()):
+        if load_entry(registry, entry, verify=verify):
+            entry.loaded.set_result(True)
     registry.load_seconds = time.perf_counter() - started
     return registry

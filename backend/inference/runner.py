@@ -20,12 +20,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from backend.core.errors import ServiceBusy
+from backend.core.errors import ModelUnavailable, ServiceBusy
 from backend.inference.batcher import MicroBatcher, QueueFull
 from backend.inference.registry import ModelEntry, ModelRegistry
+from ml.calibration import apply_temperature
+from ml.vocab import HEAD_OUTPUTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Perturbed-image stacks gathered into one probe call (each holds dozens of images).
+PROBE_REQUESTS_PER_CALL = 4
 
 
 @dataclass
@@ -169,6 +173,7 @@ class InferenceRunner:
         or running; one more is refused with 503 + ``Retry-After`` rather than queued without
         limit in the executor (faithfulness scores cost dozens of forward passes each).
         """
+        await self.ensure_ready(entry)
         key = entry.key
         if self._direct_pending.get(key, 0) >= self.queue_size:
             self._direct_rejected += 1
@@ -197,17 +202,22 @@ class InferenceRunner:
 
     async def classify(self, entry: ModelEntry, image: np.ndarray) -> Classification:
         """AS status and stage probabilities for one preprocessed (S, S) image."""
+        await self.ensure_ready(entry)
         forward = self.forward(entry)
 
         def run(images: Sequence[np.ndarray]) -> list[Classification]:
             outs = forward(np.stack(images)[..., None].astype(np.float32, copy=False))
             p_status, p_stage = outs[0], outs[1]
+            # Reported probabilities are temperature-scaled (1 = as the model gives them).
+            p_status = apply_temperature(p_status, entry.manifest.temperature("binary"))
+            p_stage = apply_temperature(p_stage, entry.manifest.temperature("stage"))
             return [Classification(p_status[i], p_stage[i]) for i in range(len(images))]
 
         return await self._submit(self._batcher((entry.key, "classify"), entry, run), image)
 
     async def segment(self, entry: ModelEntry, image: np.ndarray) -> np.ndarray:
         """Foreground probability map (S, S) for one preprocessed (S, S) image."""
+        await self.ensure_ready(entry)
         forward = self.forward(entry)
 
         def run(images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -227,6 +237,7 @@ class InferenceRunner:
         class_index: int | None = None,
     ) -> CamOutput:
         """A class activation map for one image; concurrent requests share one batched pass."""
+        await self.ensure_ready(entry)
         from ml.explain.gradcam import compute_cam
 
         layer = entry.gradcam_layer
@@ -253,6 +264,30 @@ class InferenceRunner:
         key = (entry.key, "cam", head, method)
         return await self._submit(self._batcher(key, entry, run), CamRequest(image, class_index))
 
+    async def probe(self, entry: ModelEntry, images: np.ndarray, *, head: str) -> np.ndarray:
+        """Head probabilities (n, K) of a stack of perturbed images (n, S, S, 1).
+
+        The images of concurrent requests (e.g. the deletion/insertion curves of several
+        explanations) share model calls: one batcher call runs every waiting stack, in chunks
+        of the faithfulness chunk size, and each caller gets its own rows back.
+        """
+        from ml.explain.faithfulness import predict_probabilities
+
+        await self.ensure_ready(entry)
+
+        def run(stacks: Sequence[np.ndarray]) -> list[np.ndarray]:
+            sizes = [len(s) for s in stacks]
+            probs = predict_probabilities(entry.model, np.concatenate(stacks), head)
+            return np.split(probs, np.cumsum(sizes)[:-1])
+
+        key = (entry.key, "probe", head)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            # A few requests per call: each brings dozens of images.
+            batcher = self._batcher(key, entry, run)
+            batcher.max_batch = min(batcher.max_batch, PROBE_REQUESTS_PER_CALL)
+        return await self._submit(batcher, np.asarray(images, dtype=np.float32))
+
     # ------------------------------------------------------------------ lifecycle
 
     def _warm_forward(self, entry: ModelEntry) -> None:
@@ -262,40 +297,72 @@ class InferenceRunner:
         log.info("warmed %s in %.2fs", entry.key, time.perf_counter() - t0)
 
     def _warm_explanations(self, entry: ModelEntry) -> None:
-        """Trace the Grad-CAM and faithfulness functions of a classifier (first /explain fast)."""
+        """Trace every explanation path of a classifier, both heads: the Grad-CAM (with and
+        without gradients), input-gradient, attention and probe functions, so no request pays
+        for a trace."""
         if entry.task != "classification" or not entry.gradcam_layer:
             return
         t0 = time.perf_counter()
         try:
             from ml.explain.faithfulness import predict_probabilities
             from ml.explain.gradcam import compute_cam
+            from ml.explain.input_gradients import make_gradient_fn
 
             dummy = np.zeros((1, entry.input_size, entry.input_size, 1), np.float32)
-            compute_cam(entry.model, dummy, entry.gradcam_layer, "binary_output", None, "gradcam")
-            predict_probabilities(entry.model, dummy, "binary_output")
+            for head in HEAD_OUTPUTS.values():
+                for method in ("gradcam", "eigencam"):
+                    compute_cam(entry.model, dummy, entry.gradcam_layer, head, None, method)
+                make_gradient_fn(entry.model, head)(dummy, 0)
+                predict_probabilities(entry.model, dummy, head)
+            if entry.attention_layers:
+                _rollout(entry, dummy, HEAD_OUTPUTS["binary"], np.asarray([-1], np.int32))
+            from ml.models import spec
+
+            if spec(entry.architecture).rule_features:
+                from ml.explain.features import model_severity
+
+                model_severity(entry.model, dummy[0, ..., 0])
         except Exception:  # noqa: BLE001 - explanations then trace on first use instead
             log.warning("could not warm explanations for %s", entry.key, exc_info=True)
         log.info("warmed explanations of %s in %.2fs", entry.key, time.perf_counter() - t0)
 
-    async def warm(self, *, explanations_in_background: bool = True) -> None:
-        """Warm every model's forward pass (each on its own thread, side by side).
+    def warm_entry(self, entry: ModelEntry) -> None:
+        """Trace everything a request to ``entry`` can run (call on the model's own thread)."""
+        self._warm_forward(entry)
+        self._warm_explanations(entry)
 
-        The Grad-CAM and faithfulness functions are traced afterwards on each model's worker
-        thread; requests for that model simply queue behind them, so the service is ready as
-        soon as the forward passes are.
+    async def ensure_ready(self, entry: ModelEntry) -> None:
+        """Wait until ``entry``'s model is loaded and warm (503 if it could not be loaded).
+
+        A request for a model still loading in the background waits for that one copy rather
+        than building or tracing its own.
         """
+        if entry.loaded.done() and entry.loaded.exception() is None:
+            return
+        try:
+            await asyncio.wrap_future(entry.loaded)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"Model {entry.key!r} could not be loaded on this server: {exc}"
+            ) from exc
+
+    async def warm(
+        self, entries: list[ModelEntry] | None = None, *, explanations: bool = True
+    ) -> None:
+        """Warm models (default: every loaded one), each on its own thread, side by side, and
+        mark each entry ready when it is warm. With ``explanations`` every explanation path is
+        traced too before the entry is marked ready."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        entries = list(self.registry.models.values())
-        await asyncio.gather(
-            *(loop.run_in_executor(self.executor(e), self._warm_forward, e) for e in entries)
-        )
-        self.warm_seconds = time.perf_counter() - started
-        extras = [
-            loop.run_in_executor(self.executor(e), self._warm_explanations, e) for e in entries
-        ]
-        if not explanations_in_background:
-            await asyncio.gather(*extras)
+        todo = [e for e in (entries or list(self.registry.models.values())) if e.model is not None]
+        work = self.warm_entry if explanations else self._warm_forward
+        await asyncio.gather(*(loop.run_in_executor(self.executor(e), work, e) for e in todo))
+        for e in todo:
+            if not e.loaded.done():
+                e.loaded.set_result(True)
+        self.warm_seconds += time.perf_counter() - started
 
     def stats(self) -> dict[str, Any]:
         """Counters: requests accepted and model calls made, overall and per batcher."""

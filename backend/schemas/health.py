@@ -23,8 +23,12 @@ class InferenceStats(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     database: bool
-    models_loaded: int
-    models: list[str]
+    models_loaded: int = Field(description="models loaded and warm")
+    models: list[str] = Field(description="every installed model, loaded or still loading")
+    loading: list[str] = Field(
+        default_factory=list,
+        description="models still loading or warming in the background (requests wait for them)",
+    )
     inference: InferenceStats
 
 

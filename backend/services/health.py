@@ -18,8 +18,9 @@ async def readiness(runtime: Runtime | None) -> Readiness:
     return Readiness(
         status="ready" if ok else "not_ready",
         database=database,
-        models_loaded=len(registry.models) if registry else 0,
+        models_loaded=sum(e.ready for e in registry.models.values()) if registry else 0,
         models=registry.keys() if registry else [],
+        loading=registry.loading() if registry else [],
         inference=InferenceStats(
             requests=stats.get("requests", 0),
             model_calls=stats.get("model_calls", 0),

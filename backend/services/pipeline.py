@@ -27,6 +27,7 @@ from ml.vocab import HEAD_OUTPUTS
 
 if TYPE_CHECKING:
     from ml.domain import DomainReference
+    from ml.levels import LevelMap
 
 
 @dataclass
@@ -179,6 +180,7 @@ class Segmentation:
     mask: np.ndarray  # uint8 0/1
     bbox: Any
     roi_mask: np.ndarray | None
+    levels: LevelMap | None = None
 
 
 async def segment(runner: InferenceRunner, entry: ModelEntry, decoded: Decoded) -> Segmentation:
@@ -186,12 +188,14 @@ async def segment(runner: InferenceRunner, entry: ModelEntry, decoded: Decoded) 
     prob = await runner.segment(entry, decoded.input_for(entry.input_size))
 
     def post() -> Segmentation:
+        from ml.levels import name_levels
         from ml.predict import roi_from_mask
 
         prob_d = mappers.to_display(prob)
         mask = (prob_d >= entry.mask_threshold).astype(np.uint8)
         bbox, roi_mask = roi_from_mask(mask)
-        return Segmentation(entry, prob_d, mask, bbox, roi_mask if bbox is not None else None)
+        roi = roi_mask if bbox is not None else None
+        return Segmentation(entry, prob_d, mask, bbox, roi, name_levels(mask))
 
     return await asyncio.to_thread(post)
 
@@ -279,19 +283,31 @@ async def explain(
         )
     faith = None
     if faithfulness:
-        from ml.explain.faithfulness import deletion_insertion
-
-        names = entry.stage_names if head == "stage" else entry.status_names
-        faith = await runner.call(
-            entry,
-            deletion_insertion,
-            entry.model,
-            image,
-            cam.heatmap,
-            output,
-            cam.class_index,
-            steps=settings.faithfulness_steps,
-            n_random=1,
-            class_names=names,
-        )
+        faith = await _faithfulness(runner, settings, entry, image, cam, head)
     return Explanation(entry, head, used, cam, faith, note)
+
+
+async def _faithfulness(
+    runner: InferenceRunner,
+    settings: Settings,
+    entry: ModelEntry,
+    image: np.ndarray,
+    cam: CamOutput,
+    head: str,
+) -> dict[str, Any]:
+    """Deletion/insertion scores of ``cam``'s map, its perturbed images batched across requests.
+
+    The unperturbed image's probabilities come from the CAM pass (they do not change), so only
+    the perturbed images run: ``1 + (steps - 1) * 3`` of them with one random order.
+    """
+    from ml.explain.faithfulness import plan_deletion_insertion, score_deletion_insertion
+
+    plan = await asyncio.to_thread(
+        plan_deletion_insertion, image, cam.heatmap, steps=settings.faithfulness_steps, n_random=1
+    )
+    perturbed = await runner.probe(entry, plan.images[1:], head=HEAD_OUTPUTS[head])
+    probs = np.concatenate([np.asarray(cam.probabilities, np.float64)[None], perturbed])
+    names = entry.stage_names if head == "stage" else entry.status_names
+    result = score_deletion_insertion(plan, probs, cam.class_index, names)
+    result["n_forward"] = len(perturbed)
+    return result

@@ -17,6 +17,7 @@ random order, each extra map): ``2 + (steps - 1) * (2 + n_random + n_extra)`` im
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import cv2
@@ -201,16 +202,74 @@ def deletion_insertion(
         (images run), ``interpretation`` (one sentence) and ``extra`` (name -> deletion_auc,
         score, interpretation for each of ``extra_heatmaps``).
     """
+    plan = plan_deletion_insertion(
+        image,
+        heatmap,
+        steps=steps,
+        baseline=baseline,
+        n_random=n_random,
+        seed=seed,
+        extra_heatmaps=extra_heatmaps,
+    )
+    probs = predict_probabilities(model, plan.images, head, max_batch=max_batch)
+    return score_deletion_insertion(plan, probs, class_index, class_names)
+
+
+@dataclass
+class Plan:
+    """The perturbed images of one deletion/insertion run, and how to read their predictions.
+
+    Building the images needs nothing from the model, so callers can run them however they
+    like (e.g. batched with other requests' images) and hand the probabilities back to
+    :func:`score_deletion_insertion`.
+    """
+
+    images: np.ndarray  # (n, S, S, 1) float32, in the order _split_curves reads
+    steps: int
+    n_random: int
+    baseline: str
+    extra_names: list[str]
+    n_pixels: int
+
+
+def plan_deletion_insertion(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    steps: int = 16,
+    baseline: str = "blur",
+    n_random: int = 3,
+    seed: int = 0,
+    extra_heatmaps: dict[str, np.ndarray] | None = None,
+) -> Plan:
+    """Every image :func:`deletion_insertion` runs through the model (arguments as there)."""
     img, hm, extras = _prepared(image, heatmap, extra_heatmaps)
     if steps < 1:
         raise ValueError("steps must be >= 1")
     rng = np.random.default_rng(seed)
     base = make_baseline(img, baseline)
-    counts = np.rint(np.linspace(0.0, 1.0, steps + 1) * img.size).astype(np.int64)
+    counts = _counts(steps, img.size)
     x = _perturbed_batch(img, base, hm, list(extras.values()), counts[1:-1], n_random, rng)
-    probs = predict_probabilities(model, x, head, max_batch=max_batch)
+    return Plan(x, steps, n_random, baseline, list(extras), img.size)
+
+
+def _counts(steps: int, n_pixels: int) -> np.ndarray:
+    return np.rint(np.linspace(0.0, 1.0, steps + 1) * n_pixels).astype(np.int64)
+
+
+def score_deletion_insertion(
+    plan: Plan,
+    probs: np.ndarray,
+    class_index: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """The curves, AUCs, score and sentence from the head probabilities of ``plan.images``."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape[0] != plan.images.shape[0]:
+        raise ValueError(f"{probs.shape[0]} predictions for {plan.images.shape[0]} images")
+    steps, n_random = plan.steps, plan.n_random
     ci = int(np.argmax(probs[0])) if class_index is None else int(class_index)
-    curves = _split_curves(probs[:, ci], steps, n_random, list(extras))
+    curves = _split_curves(probs[:, ci], steps, n_random, plan.extra_names)
     name = class_names[ci] if class_names and ci < len(class_names) else f"class {ci}"
     # A model that ignores the perturbations (e.g. untrained) gives flat curves: say so.
     flat = float(np.ptp(probs[:, ci])) < 0.01
@@ -225,14 +284,14 @@ def deletion_insertion(
         "interpretation": sentence,
         "class_index": ci,
         "initial_probability": float(probs[0, ci]),
-        "fractions": (counts / img.size).tolist(),
+        "fractions": (_counts(steps, plan.n_pixels) / plan.n_pixels).tolist(),
         "deletion_curve": curves.deletion.tolist(),
         "insertion_curve": curves.insertion.tolist(),
         "random_deletion_curve": _mean_curve(curves.random, steps + 1).tolist(),
         "steps": steps,
-        "baseline": baseline,
+        "baseline": plan.baseline,
         "n_random": n_random,
-        "n_forward": int(x.shape[0]),
+        "n_forward": int(plan.images.shape[0]),
         "extra": {
             key: _extra_report(curve, rand_auc, n_random, name, flat)
             for key, curve in curves.extra.items()

@@ -207,7 +207,7 @@ async def test_runner_attention_rollout_and_cam(tmp_path: Path) -> None:
     make_random_bundle(tmp_path, "h3", "hybrid_v3", task="classification", default=True)
     registry = load_registry(tmp_path)
     runner = InferenceRunner(registry, max_wait_ms=20)
-    await runner.warm(explanations_in_background=False)
+    await runner.warm()
     entry = registry.get("h3")
     rng = np.random.default_rng(0)
     images = [rng.random((entry.input_size, entry.input_size), dtype=np.float32) for _ in range(3)]

@@ -173,20 +173,78 @@ async def test_faithfulness_work_is_bounded_too(env: Env, alice: dict) -> None:
         gate.set()
         await runner.close()
 
-    # Through the API: a full faithfulness queue is a clean 503 with Retry-After.
+    # Through the API: a full queue of faithfulness images is a clean 503 with Retry-After.
     api_runner = env.runtime.runner
     rows_before = await env.count(Analysis)
-    api_runner._direct_pending["cnn_tiny"] = api_runner.queue_size
+    key = ("cnn_tiny", "probe", "binary_output")
+    original = api_runner._batchers.get(key)
+    release = threading.Event()
+
+    def held_probe(items: list) -> list:
+        release.wait(10)
+        return list(items)
+
+    executor = ThreadPoolExecutor(max_workers=1)
+    probe = MicroBatcher("cnn_tiny:probe", held_probe, executor, max_batch=1, queue_size=1)
+    api_runner._batchers[key] = probe
+    holders = [asyncio.create_task(probe.submit(0))]
     try:
+        await wait_until(lambda: probe.stats.calls == 1, "one probe call to hold the model")
+        holders.append(asyncio.create_task(probe.submit(1)))
+        await wait_until(lambda: probe.queued == 1, "the probe queue to fill")
         r = await env.client.post(
             "/explain",
             files={"file": ("x.png", samples.phantom_png(7), "image/png")},
-            data={"model": "cnn_tiny"},
+            data={"model": "cnn_tiny", "method": "gradcam"},
             headers=alice,
         )
     finally:
-        api_runner._direct_pending["cnn_tiny"] = 0
+        release.set()
+        await asyncio.gather(*holders)
+        await probe.close()
+        executor.shutdown()
+        if original is not None:
+            api_runner._batchers[key] = original
+        else:
+            del api_runner._batchers[key]
     assert r.status_code == 503 and r.json()["code"] == "busy", r.text
     assert r.headers["retry-after"] == "1"
     assert await env.count(Analysis) == rows_before
     assert env.runtime.store.leftovers() == []
+
+
+async def test_concurrent_faithfulness_scores_share_model_calls(env: Env, alice: dict) -> None:
+    """The deletion/insertion images of concurrent explanations run in shared probe calls, and
+    a score computed in company equals the one computed alone."""
+    runner = env.runtime.runner
+    assert runner is not None
+    name = "cnn_tiny:probe:binary_output"
+    before = runner.stats()["batchers"].get(name, {"requests": 0, "calls": 0})
+    pngs = [samples.phantom_png(300 + i) for i in range(6)]
+
+    async def one(data: bytes) -> dict:
+        r = await env.client.post(
+            "/explain",
+            files={"file": ("x.png", data, "image/png")},
+            data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
+            headers=alice,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    results = await asyncio.gather(*(one(d) for d in pngs))
+    after = runner.stats()["batchers"][name]
+    assert after["requests"] - before["requests"] == 6
+    assert after["calls"] - before["calls"] < 6
+    steps = env.runtime.settings.faithfulness_steps
+    for res in results:
+        faith = res["explanation"]["faithfulness"]
+        assert faith["steps"] == steps
+        assert faith["random_orders"] == 1
+        # The unperturbed image is not run again: its probabilities come from the CAM pass.
+        assert faith["images_run"] == 1 + (steps - 1) * 3
+    # Batched scores equal the score of the same request run alone (no rows mixed up).
+    alone = (await one(pngs[0]))["explanation"]["faithfulness"]
+    together = results[0]["explanation"]["faithfulness"]
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "score"):
+        assert together[key] == pytest.approx(alone[key], abs=1e-4), key

@@ -100,3 +100,20 @@ def test_baselines():
     assert blur.shape == img.shape and blur.max() < 1.0
     with pytest.raises(ValueError):
         fa.make_baseline(img, "noise")
+
+
+def test_plan_then_score_equals_the_one_call(corner_model):
+    """Running the planned images elsewhere (e.g. batched with other requests) gives the same
+    result as deletion_insertion itself."""
+    model = corner_model
+    image = _image()
+    heatmap = np.random.default_rng(3).random((S, S)).astype(np.float32)
+    ref = fa.deletion_insertion(model, image, heatmap, "binary_output", steps=6, n_random=2)
+    plan = fa.plan_deletion_insertion(image, heatmap, steps=6, n_random=2)
+    assert plan.images.shape[0] == ref["n_forward"] == 2 + 5 * 4
+    probs = fa.predict_probabilities(model, plan.images, "binary_output")
+    got = fa.score_deletion_insertion(plan, probs)
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "score", "class_index"):
+        assert got[key] == pytest.approx(ref[key]), key
+    with pytest.raises(ValueError, match="predictions for"):
+        fa.score_deletion_insertion(plan, probs[:-1])
