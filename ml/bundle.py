@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from ml.data.labels import LabelRule, load_rule
 from ml.fsutil import write_atomic
 from ml.manifest import (
     MANIFEST,
@@ -38,8 +39,12 @@ logger = logging.getLogger(__name__)
 
 MODEL_CARD = "README.md"
 REPORT = "REPORT.md"
+# The fitted feature rule that labelled the training data (ml.data.labels), when the labels
+# came from one: rule-feature models are explained in its terms (ml.explain.features).
+LABEL_RULE = "label_rule.json"
 
 __all__ = [
+    "LABEL_RULE",
     "MANIFEST",
     "round_weights",
     "save_weights",
@@ -53,6 +58,7 @@ __all__ = [
     "load_bundle",
     "make_random_bundle",
     "new_manifest",
+    "read_label_rule",
     "read_manifest",
     "repack_bundle",
     "update_manifest",
@@ -333,6 +339,28 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     except Exception as exc:  # h5py/Keras raise many types for a bad file
         raise BundleError(f"{path}: weights do not load into the model: {exc}") from exc
     return Bundle(key=manifest.key, path=path, manifest=manifest, model=model)
+
+
+def read_label_rule(bundle_dir: str | Path, manifest: Manifest) -> LabelRule | None:
+    """The fitted labelling rule shipped in a bundle (``label_rule.json``), if any.
+
+    Raises:
+        BundleError: the file is unreadable, or is another rule than the one the manifest says
+            labelled the training data.
+    """
+    path = Path(bundle_dir) / LABEL_RULE
+    if not path.is_file():
+        return None
+    try:
+        rule = load_rule(path)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not a label rule ({exc})") from exc
+    expected = manifest.label_provenance.label_source
+    if rule.label_source != expected:
+        raise BundleError(
+            f"{path}: a {rule.label_source} rule, but the training labels are {expected}"
+        )
+    return rule
 
 
 def discover_bundles(models_dir: str | Path) -> list[Path]:

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ml import RESEARCH_USE_NOTICE
-from ml.vocab import AS_STATUS_NAMES, STAGE_NAMES, Task
+from ml.vocab import AS_STATUS_NAMES, STAGE_NAMES, CamMethod, Task
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,123 @@ class DatasetRecord(_Open):
     label_source: str | None = None
 
 
+class MethodFaithfulness(BaseModel):
+    """One explanation method's measured faithfulness: means over the benchmark's slices and
+    their 95% confidence intervals (``(low, high)``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(description="slices measured")
+    score: float = Field(description="mean faithfulness score (vs random deletion), in [-1, 1]")
+    score_ci: tuple[float, float]
+    deletion_auc: float = Field(description="mean deletion AUC (lower is more faithful)")
+    deletion_auc_ci: tuple[float, float]
+    insertion_auc: float = Field(description="mean insertion AUC (higher is more faithful)")
+    insertion_auc_ci: tuple[float, float]
+    empty_fraction: float = Field(description="share of slices whose map was all zero")
+    seconds_per_slice: float | None = Field(
+        default=None, description="map + faithfulness test, per slice, on the benchmark machine"
+    )
+
+
+class ExplanationBenchmark(BaseModel):
+    """Which explanation method a classifier uses by default, and the measurements behind it
+    (written by ``spondyscan evaluate --faithfulness``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_method: CamMethod = Field(description="the measured best method, used by default")
+    criterion: str = "highest mean faithfulness score"
+    measured: dict[CamMethod, MethodFaithfulness]
+    split: str
+    dataset_hash: str | None = None
+    slices: list[str] = Field(description="image ids of the benchmark slices")
+    subjects: int = Field(description="distinct subjects among the slices")
+    head: str = "binary_output"
+    explained_class: str = "predicted"
+    steps: int
+    n_random: int
+    baseline: str = "blur"
+    ci: str = "95% percentile bootstrap over subjects"
+    evaluated: str | None = None
+
+    @model_validator(mode="after")
+    def _default_is_measured(self) -> ExplanationBenchmark:
+        if self.default_method not in self.measured:
+            raise ValueError(f"default_method {self.default_method} was not measured")
+        return self
+
+
+class HeadCalibration(BaseModel):
+    """Temperature scaling of one head: the fitted T and what it did on the test split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(gt=0, description="log-probabilities are divided by this")
+    ece_before: float = Field(description="expected calibration error on the test split, raw")
+    ece_after: float = Field(description="expected calibration error on the test split, scaled")
+    nll_before: float
+    nll_after: float
+
+
+class LevelDice(BaseModel):
+    """One vertebral level's Dice on the test split, with its 95 % interval over subjects."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dice: float
+    ci95: list[float]
+    n: int
+
+
+class LevelsRecord(BaseModel):
+    """Segmenters: how well the bodies named from the column's geometry match the true levels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    naming: str = "geometry: counted up from the lowest segmented body (L5)"
+    per_level: dict[str, LevelDice]
+    all_levels_named: float = Field(description="share of slices with every level Dice > 0.5")
+    slices: int
+    subjects: int
+    sources: dict[str, int] = Field(default_factory=dict)
+    evaluated: str | None = None
+
+
+class CrossValidation(BaseModel):
+    """k-fold cross-validation of the bundle's config (subject-grouped, source-stratified)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int
+    subjects: int
+    slices: int
+    metrics: dict[str, dict[str, Any]] = Field(
+        description="name -> pooled (held-out predictions of all folds), fold_mean, ci95 "
+        "(95 % bootstrap over subjects)"
+    )
+    folds: list[dict[str, Any]] = Field(default_factory=list)
+    epochs_cap: Any = None
+    seconds: float | None = None
+    note: str = ""
+    evaluated: str | None = None
+
+
+class Calibration(BaseModel):
+    """How each head's probabilities are calibrated (applied in serving)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["temperature"] = "temperature"
+    fitted_on: str = Field(description="the held-out images T was fitted on")
+    evaluated_on: str = "test"
+    n_fit: int
+    n_eval: int
+    bins: int = 10
+    binary: HeadCalibration
+    stage: HeadCalibration
+
+
 class Manifest(BaseModel):
     """``models/<key>/manifest.json``: everything known about one bundle."""
 
@@ -201,12 +318,36 @@ class Manifest(BaseModel):
     intended_use: str = INTENDED_USE
     weights: WeightsInfo = Field(default_factory=WeightsInfo)
     default: bool = Field(default=False, description="the registry default for its task")
+    explanation: ExplanationBenchmark | None = Field(
+        default=None, description="measured faithfulness per explanation method (classifiers)"
+    )
+    calibration: Calibration | None = Field(
+        default=None, description="temperature scaling per head, fitted on validation subjects"
+    )
+    cross_validation: CrossValidation | None = Field(
+        default=None, description="k-fold cross-validated metrics of this config"
+    )
+    levels: LevelsRecord | None = Field(
+        default=None, description="segmenters: per-level Dice of the named vertebral bodies"
+    )
     created: str | None = None
+
+    def temperature(self, head: str) -> float:
+        """The fitted temperature of a head ("binary" or "stage"); 1 when uncalibrated."""
+        if self.calibration is None:
+            return 1.0
+        return float(getattr(self.calibration, head).temperature)
 
     @property
     def name(self) -> str:
         """The display name, or the key."""
         return self.display_name or self.key
+
+    @property
+    def default_method(self) -> CamMethod:
+        """The explanation method used when a request names none: the measured best one,
+        Grad-CAM for a bundle that was never benchmarked."""
+        return self.explanation.default_method if self.explanation else CamMethod.gradcam
 
     @property
     def status_names(self) -> list[str]:

@@ -91,7 +91,12 @@ def predict_bundle(bundle: Bundle, batch, threshold: float | None = None) -> dic
         "notice": RESEARCH_USE_NOTICE,
     }
     if bundle.task == "classification":
+        from ml.calibration import apply_temperature
+
         p_status, p_stage = classify(bundle.model, batch)
+        # Reported probabilities are temperature-scaled as serving reports them.
+        p_status = apply_temperature(p_status, manifest.temperature("binary"))
+        p_stage = apply_temperature(p_stage, manifest.temperature("stage"))
         names_status, names_stage = manifest.status_names, manifest.stage_names
         result["predictions"] = [
             {

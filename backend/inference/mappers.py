@@ -16,6 +16,7 @@ from backend.schemas.results import (
     Faithfulness,
     ModelRef,
     SegmentationOutput,
+    VertebralLevel,
 )
 
 DISPLAY_SIZE = 256
@@ -91,10 +92,22 @@ def segmentation(
     mask: np.ndarray,
     bbox: Any,
     *,
+    levels: Any = None,
     mask_url: str,
     overlay_url: str,
 ) -> SegmentationOutput:
-    """Probability summary, ROI and links for one segmentation."""
+    """Probability summary, ROI, named vertebral levels and links for one segmentation."""
+    from ml.levels import ASSUMPTION
+
+    named = [
+        VertebralLevel(
+            name=lv.name,
+            area_fraction=round(lv.area / mask.size, 5),
+            centroid=(round(lv.centroid[0], 1), round(lv.centroid[1], 1)),
+            box=box(lv.box),
+        )
+        for lv in (levels.levels if levels is not None else [])
+    ]
     return SegmentationOutput(
         model=model_ref(entry),
         threshold=entry.mask_threshold,
@@ -102,6 +115,8 @@ def segmentation(
         probability_max=float(np.max(prob_display)),
         mask_fraction=float(np.mean(mask > 0)),
         roi=box(bbox),
+        levels=named,
+        levels_note=ASSUMPTION if named else "",
         mask_url=mask_url,
         overlay_url=overlay_url,
         label_provenance=provenance(entry),
@@ -122,7 +137,18 @@ def faithfulness(result: dict[str, Any] | None) -> Faithfulness | None:
         random_deletion_auc=num("random_deletion_auc"),
         score=num("score"),
         interpretation=str(result.get("interpretation", "")),
+        steps=int(result.get("steps", 0)),
+        random_orders=int(result.get("n_random", 0)),
+        images_run=int(result.get("n_forward", 0)),
     )
+
+
+def calibrated_probability(entry: ModelEntry, head: str, probs: np.ndarray, index: int) -> float:
+    """One class's probability after the bundle's temperature scaling of that head."""
+    from ml.calibration import apply_temperature
+
+    scaled = apply_temperature(np.asarray(probs), entry.manifest.temperature(head))
+    return float(scaled[index]) if 0 <= index < len(scaled) else 0.0
 
 
 def class_label(entry: ModelEntry, head: str, index: int) -> str:

@@ -34,12 +34,19 @@ def heatmap_overlay(
     return overlay.to_png(rgb)
 
 
-def segmentation_overlay(display: np.ndarray, mask: np.ndarray, bbox: Any) -> bytes:
-    """The slice with the mask's outline and the lumbosacral ROI box."""
+def segmentation_overlay(
+    display: np.ndarray,
+    mask: np.ndarray,
+    bbox: Any,
+    levels: list[tuple[str, tuple[float, float]]] | None = None,
+) -> bytes:
+    """The slice with the mask's outline, the lumbosacral ROI box and the level names."""
     from ml.explain import overlay
 
     rgb = overlay.draw_contours(overlay.to_rgb(display), mask)
     rgb = overlay.draw_box(rgb, tuple(bbox) if bbox is not None else None)
+    if levels:
+        rgb = overlay.draw_labels(rgb, levels)
     return overlay.to_png(rgb)
 
 

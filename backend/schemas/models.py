@@ -9,14 +9,16 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from ml.manifest import (
+    Calibration,
     DatasetRecord,
+    ExplanationBenchmark,
     LabelProvenance,
     Metrics,
     Outputs,
     TrainingRecord,
     WeightsInfo,
 )
-from ml.vocab import Task
+from ml.vocab import CamMethod, Task
 
 __all__ = ["LabelProvenance", "ModelCard", "ModelInfo", "PlotLink"]
 
@@ -34,6 +36,22 @@ class ModelInfo(BaseModel):
     label_provenance: LabelProvenance
     default: bool = Field(description="the registry default for its task")
     intended_use: str = ""
+    default_method: CamMethod | None = Field(
+        default=None,
+        description="classifiers: the heatmap method used when a request names none (the "
+        "measured best one; gradcam when never measured)",
+    )
+    explanation: ExplanationBenchmark | None = Field(
+        default=None,
+        description="classifiers: measured faithfulness of each explanation method "
+        "(deletion/insertion AUC and score with 95% intervals)",
+    )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="classifiers: the temperature applied to each head's probabilities and the "
+        "expected calibration error before and after",
+    )
+    ready: bool = Field(default=True, description="loaded and warm (false while it loads)")
 
 
 class PlotLink(BaseModel):

@@ -53,6 +53,15 @@ class Box(BaseModel):
     y2: int
 
 
+class VertebralLevel(BaseModel):
+    """One vertebral body of the mask, named by its place in the column (L5 lowest)."""
+
+    name: str = Field(description="L5, L4, L3, L2, L1, T12 ... counted up from the lowest body")
+    area_fraction: float = Field(description="share of the image's pixels")
+    centroid: tuple[float, float] = Field(description="(x, y) in the image's pixels")
+    box: Box | None
+
+
 class SegmentationOutput(BaseModel):
     model: ModelRef
     threshold: float
@@ -62,6 +71,10 @@ class SegmentationOutput(BaseModel):
     roi: Box | None = Field(
         description="lumbosacral region of interest, when structures were found"
     )
+    levels: list[VertebralLevel] = Field(
+        default_factory=list, description="the segmented vertebral bodies, named, lowest first"
+    )
+    levels_note: str = Field(default="", description="how the levels were named, and when not")
     mask_url: str
     overlay_url: str
     label_provenance: LabelProvenance
@@ -87,6 +100,78 @@ class Faithfulness(BaseModel):
     random_deletion_auc: float
     score: float = Field(description="higher is more faithful; > 0 beats random deletion")
     interpretation: str = Field(default="", description="the score in one plain sentence")
+    steps: int = Field(default=0, description="equal pixel-fraction steps of each curve")
+    random_orders: int = Field(default=0, description="random pixel orders of the baseline curve")
+    images_run: int = Field(default=0, description="perturbed images the model ran for this score")
+
+
+class CutPoint(BaseModel):
+    """A threshold on a severity score: the level named is reached above ``value``."""
+
+    name: str = Field(description="AS positive, Early, Moderate or Advanced")
+    value: float
+    crossed: bool = Field(description="the score is above this cut point")
+
+
+class RuleFeature(BaseModel):
+    """One weighted input of the labelling rule and its share of the rule's severity score."""
+
+    name: str = Field(description="brightness, texture or edge_density")
+    label: str
+    value: float = Field(description="the raw input (brightness mixes two measurements)")
+    percentile: float = Field(
+        description="mid-rank percentile among the rule's training slices of the group, [0, 1]"
+    )
+    weight: float = Field(description="the rule's weight of this input")
+    contribution: float = Field(
+        description="weight x percentile; the contributions add up to the rule's score"
+    )
+    components: dict[str, float] = Field(
+        description="measurement name -> its weight inside this input"
+    )
+
+
+class FeatureMeasurement(BaseModel):
+    """One measurement the rule makes on the 8-bit 256x256 slice, and its pixel map."""
+
+    name: str = Field(description="mean, lower_mean, std or edge_density")
+    label: str
+    value: float
+    unit: str
+    map_url: str = Field(description="the pixels the measurement is made of (grayscale PNG)")
+    note: str = Field(description="what the map shows and how the value follows from it")
+
+
+class ModelSeverity(BaseModel):
+    """The network's own severity score, its learnt cut points and what it predicts."""
+
+    score: float = Field(description="the model's severity score (log-odds scale)")
+    cut_points: list[CutPoint]
+    as_status: AsStatus
+    stage: Stage
+    sources: dict[str, float] = Field(
+        default_factory=dict,
+        description="probability of each training source, for a model that recognises it",
+    )
+
+
+class FeatureExplanation(BaseModel):
+    """A rule-feature model explained in its own terms: the labelling rule it learnt, applied
+    to this slice feature by feature, beside the model's own severity score."""
+
+    rule_version: str
+    group: str = Field(
+        description="whose training slices rank the features: a source name, or * (all pooled)"
+    )
+    features: list[RuleFeature]
+    measurements: list[FeatureMeasurement]
+    score: float = Field(description="the rule's severity score, [0, 1]")
+    cut_points: list[CutPoint]
+    as_status: AsStatus = Field(description="the status the rule gives this slice")
+    stage: Stage = Field(description="the stage the rule gives this slice")
+    model: ModelSeverity
+    agrees: bool = Field(description="the model predicts the rule's status and stage")
+    note: str = Field(description="what is the rule and what is the model, in plain words")
 
 
 class ExplanationOutput(BaseModel):
@@ -109,6 +194,11 @@ class ExplanationOutput(BaseModel):
     heatmap_url: str
     overlay_url: str
     focused_overlay_url: str | None = None
+    features: FeatureExplanation | None = Field(
+        default=None,
+        description="rule-feature models only: the labelling rule's features, weights, cut "
+        "points and pixel maps for this slice, beside the model's own severity score",
+    )
     label_provenance: LabelProvenance
 
 

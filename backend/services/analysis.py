@@ -53,6 +53,7 @@ from backend.services.pipeline import (
 )
 from backend.services.rendering import artifact_url, explanation_files, segmentation_files
 from backend.services.result_store import headline, model_rows, store_result
+from backend.services.rule_features import explain_rule_features
 from backend.storage.artifacts import ArtifactStore
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ __all__ = [
     "Upload",
     "classify_image",
     "explain_image",
+    "method_for",
     "run_analysis",
     "segment_image",
     "split_keys",
@@ -109,7 +111,7 @@ class AnalysisOptions:
     models: list[str] | None = None
     segmentation_model: str | None = None
     explain: bool = True
-    method: str = "gradcam"
+    method: str | None = None  # None: each model's measured best method
     faithfulness: bool = True
     frame: int | None = None
     allow_out_of_domain: bool = False
@@ -127,6 +129,11 @@ class _Work:
 
 
 Step = Callable[[Decoded, uuid.UUID, Timer], Awaitable[_Work]]
+
+
+def method_for(entry: ModelEntry, method: str | None) -> str:
+    """The method asked for, or the model's measured best one (Grad-CAM when unmeasured)."""
+    return str(method) if method else entry.manifest.default_method
 
 
 def split_keys(keys: list[str] | None) -> list[str] | None:
@@ -303,7 +310,7 @@ async def explain_image(
     *,
     model: str | None = None,
     head: str = "binary",
-    method: str = "gradcam",
+    method: str | None = None,
     focus: str = "segmentation",
     class_index: int | None = None,
     faithfulness: bool = True,
@@ -312,9 +319,13 @@ async def explain_image(
     analysis_id: uuid.UUID | None = None,
     job_id: str | None = None,
 ) -> ExplainResult:
-    """A heatmap for one classifier head, focused, with overlays and a faithfulness score."""
+    """A heatmap for one classifier head, focused, with overlays and a faithfulness score.
+
+    Without a ``method``, the model's measured best one (its manifest's default) is used.
+    """
     registry, runner = ctx.models()
     entry = registry.resolve([model] if model else None, "classification")[0]
+    method = method_for(entry, method)
     check_explain(entry, head, method, class_index)
     seg_entry = registry.default_for("segmentation") if focus == "segmentation" else None
 
@@ -334,8 +345,16 @@ async def explain_image(
             class_index=class_index,
             faithfulness=faithfulness,
         )
+        found = await explain_rule_features(runner, entry, decoded)
         out, files = await asyncio.to_thread(
-            explanation_files, ex, decoded, aid, focus=focus, seg=seg, per_model=False
+            explanation_files,
+            ex,
+            decoded,
+            aid,
+            focus=focus,
+            seg=seg,
+            per_model=False,
+            features=found,
         )
         timer.mark("explain")
         return _Work({"explanation": out}, used, model_rows(None, [], used), files)
@@ -373,12 +392,20 @@ async def _explain_all(
             entry,
             decoded,
             head="binary",
-            method=opts.method,
+            method=method_for(entry, opts.method),
             class_index=None,
             faithfulness=opts.faithfulness,
         )
+        found = await explain_rule_features(runner, entry, decoded)
         out, drawn = await asyncio.to_thread(
-            explanation_files, ex, decoded, aid, focus="segmentation", seg=seg, per_model=True
+            explanation_files,
+            ex,
+            decoded,
+            aid,
+            focus="segmentation",
+            seg=seg,
+            per_model=True,
+            features=found,
         )
         files.update(drawn)
         return out
@@ -412,7 +439,7 @@ async def run_analysis(
     )
     if opts.explain:
         for entry in classifiers:
-            check_explain(entry, "binary", opts.method, None)
+            check_explain(entry, "binary", method_for(entry, opts.method), None)
 
     async def step(decoded: Decoded, aid: uuid.UUID, timer: Timer) -> _Work:
         async def segmented() -> tuple[Segmentation | None, SegmentationOutput | None, dict]:

@@ -31,6 +31,10 @@ def model_info(entry: ModelEntry, registry: ModelRegistry) -> ModelInfo:
         label_provenance=m.label_provenance,
         default=registry.defaults.get(entry.task) == entry.key,
         intended_use=m.intended_use,
+        default_method=m.default_method if m.task == "classification" else None,
+        explanation=m.explanation,
+        calibration=m.calibration,
+        ready=entry.ready,
     )
 
 

@@ -66,3 +66,32 @@ def curves_png(rows: list[dict[str, Any]], title: str) -> bytes:
         ax.legend(fontsize=7)
     fig.suptitle(title + " (research use only)", fontsize=10)
     return _png(fig)
+
+
+def reliability_png(raw: Any, scaled: Any, title: str) -> bytes:
+    """A reliability diagram: accuracy against confidence per bin, raw and temperature-scaled.
+
+    Args:
+        raw: :class:`ml.calibration.Reliability` of the raw probabilities.
+        scaled: the same after temperature scaling.
+        title: figure title.
+    """
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    centres = (raw.edges[:-1] + raw.edges[1:]) / 2
+    width = raw.edges[1] - raw.edges[0]
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for rel, label, colour, shift in (
+        (raw, f"raw (ECE {raw.ece:.3f})", "#d95f02", -width / 4),
+        (scaled, f"scaled (ECE {scaled.ece:.3f})", "#1b9e77", width / 4),
+    ):
+        used = rel.count > 0
+        ax.bar(centres[used] + shift, rel.accuracy[used], width=width / 2, color=colour,
+               alpha=0.8, label=label)  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (probability of the predicted class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return _png(fig)

@@ -79,6 +79,24 @@ def draw_box(
     return out
 
 
+def draw_labels(
+    rgb: np.ndarray,
+    labels: list[tuple[str, tuple[float, float]]],
+    color: tuple[int, int, int] = (255, 255, 0),
+) -> np.ndarray:
+    """Write short labels (e.g. vertebral levels) to the right of the given (x, y) points."""
+    out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
+    h, w = out.shape[:2]
+    scale = max(0.3, min(w, h) / 700.0)
+    thick = max(1, round(scale * 2))
+    for text, (x, y) in labels:
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        org = (int(min(max(x + w * 0.06, 0), w - tw - 1)), int(min(max(y + th / 2, th), h - 1)))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick)
+    return out
+
+
 def probability_image(prob: np.ndarray) -> np.ndarray:
     """A per-pixel probability map in [0, 1] as a JET-coloured uint8 RGB image."""
     return jet(np.clip(np.nan_to_num(np.asarray(prob, dtype=np.float64)), 0.0, 1.0))

@@ -230,9 +230,9 @@ export type BodyInferenceAnalyze = {
      */
     frame?: number | null;
     /**
-     * attention: rollout, hybrid v3 models only
+     * heatmap method; default: each model's measured best method (GET /models: default_method). attention: rollout, hybrid v3 models only
      */
-    method?: CamMethod;
+    method?: CamMethod | null;
     /**
      * Models
      *
@@ -312,9 +312,9 @@ export type BodyInferenceExplain = {
     frame?: number | null;
     head?: Head;
     /**
-     * attention: rollout, hybrid v3 models only
+     * heatmap method; default: each model's measured best method (GET /models: default_method). attention: rollout, hybrid v3 models only
      */
-    method?: CamMethod;
+    method?: CamMethod | null;
     /**
      * Model
      *
@@ -374,9 +374,9 @@ export type BodyJobsCreateJob = {
      */
     files: Array<Blob | File>;
     /**
-     * attention: rollout, hybrid v3 models only
+     * heatmap method; default: each model's measured best method (GET /models: default_method). attention: rollout, hybrid v3 models only
      */
-    method?: CamMethod;
+    method?: CamMethod | null;
     /**
      * Models
      *
@@ -412,9 +412,9 @@ export type BodyStudiesCreateStudy = {
      */
     files: Array<Blob | File>;
     /**
-     * attention: rollout, hybrid v3 models only
+     * heatmap method; default: each model's measured best method (GET /models: default_method). attention: rollout, hybrid v3 models only
      */
-    method?: CamMethod;
+    method?: CamMethod | null;
     /**
      * Models
      *
@@ -455,6 +455,42 @@ export type Box = {
      * Y2
      */
     y2: number;
+};
+
+/**
+ * Calibration
+ *
+ * How each head's probabilities are calibrated (applied in serving).
+ */
+export type Calibration = {
+    binary: HeadCalibration;
+    /**
+     * Bins
+     */
+    bins?: number;
+    /**
+     * Evaluated On
+     */
+    evaluated_on?: string;
+    /**
+     * Fitted On
+     *
+     * the held-out images T was fitted on
+     */
+    fitted_on: string;
+    /**
+     * Method
+     */
+    method?: 'temperature';
+    /**
+     * N Eval
+     */
+    n_eval: number;
+    /**
+     * N Fit
+     */
+    n_fit: number;
+    stage: HeadCalibration;
 };
 
 /**
@@ -568,6 +604,30 @@ export type ClassifyResult = {
      * classifier outputs withheld: the image is outside the models' domain (ask again with allow_out_of_domain=true to see them anyway)
      */
     withheld?: boolean;
+};
+
+/**
+ * CutPoint
+ *
+ * A threshold on a severity score: the level named is reached above ``value``.
+ */
+export type CutPoint = {
+    /**
+     * Crossed
+     *
+     * the score is above this cut point
+     */
+    crossed: boolean;
+    /**
+     * Name
+     *
+     * AS positive, Early, Moderate or Advanced
+     */
+    name: string;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -694,6 +754,77 @@ export type ExplainResult = {
 };
 
 /**
+ * ExplanationBenchmark
+ *
+ * Which explanation method a classifier uses by default, and the measurements behind it
+ * (written by ``spondyscan evaluate --faithfulness``).
+ */
+export type ExplanationBenchmark = {
+    /**
+     * Baseline
+     */
+    baseline?: string;
+    /**
+     * Ci
+     */
+    ci?: string;
+    /**
+     * Criterion
+     */
+    criterion?: string;
+    /**
+     * Dataset Hash
+     */
+    dataset_hash?: string | null;
+    /**
+     * the measured best method, used by default
+     */
+    default_method: CamMethod;
+    /**
+     * Evaluated
+     */
+    evaluated?: string | null;
+    /**
+     * Explained Class
+     */
+    explained_class?: string;
+    /**
+     * Head
+     */
+    head?: string;
+    /**
+     * Measured
+     */
+    measured: {
+        [key in CamMethod]?: MethodFaithfulness;
+    };
+    /**
+     * N Random
+     */
+    n_random: number;
+    /**
+     * Slices
+     *
+     * image ids of the benchmark slices
+     */
+    slices: Array<string>;
+    /**
+     * Split
+     */
+    split: string;
+    /**
+     * Steps
+     */
+    steps: number;
+    /**
+     * Subjects
+     *
+     * distinct subjects among the slices
+     */
+    subjects: number;
+};
+
+/**
  * ExplanationOutput
  */
 export type ExplanationOutput = {
@@ -706,6 +837,10 @@ export type ExplanationOutput = {
      */
     class_label: string;
     faithfulness?: Faithfulness | null;
+    /**
+     * rule-feature models only: the labelling rule's features, weights, cut points and pixel maps for this slice, beside the model's own severity score
+     */
+    features?: FeatureExplanation | null;
     focus: Focus;
     /**
      * Focus Note
@@ -759,6 +894,12 @@ export type Faithfulness = {
      */
     deletion_auc: number;
     /**
+     * Images Run
+     *
+     * perturbed images the model ran for this score
+     */
+    images_run?: number;
+    /**
      * Insertion Auc
      */
     insertion_auc: number;
@@ -773,11 +914,119 @@ export type Faithfulness = {
      */
     random_deletion_auc: number;
     /**
+     * Random Orders
+     *
+     * random pixel orders of the baseline curve
+     */
+    random_orders?: number;
+    /**
      * Score
      *
      * higher is more faithful; > 0 beats random deletion
      */
     score: number;
+    /**
+     * Steps
+     *
+     * equal pixel-fraction steps of each curve
+     */
+    steps?: number;
+};
+
+/**
+ * FeatureExplanation
+ *
+ * A rule-feature model explained in its own terms: the labelling rule it learnt, applied
+ * to this slice feature by feature, beside the model's own severity score.
+ */
+export type FeatureExplanation = {
+    /**
+     * Agrees
+     *
+     * the model predicts the rule's status and stage
+     */
+    agrees: boolean;
+    /**
+     * the status the rule gives this slice
+     */
+    as_status: AsStatus;
+    /**
+     * Cut Points
+     */
+    cut_points: Array<CutPoint>;
+    /**
+     * Features
+     */
+    features: Array<RuleFeature>;
+    /**
+     * Group
+     *
+     * whose training slices rank the features: a source name, or * (all pooled)
+     */
+    group: string;
+    /**
+     * Measurements
+     */
+    measurements: Array<FeatureMeasurement>;
+    model: ModelSeverity;
+    /**
+     * Note
+     *
+     * what is the rule and what is the model, in plain words
+     */
+    note: string;
+    /**
+     * Rule Version
+     */
+    rule_version: string;
+    /**
+     * Score
+     *
+     * the rule's severity score, [0, 1]
+     */
+    score: number;
+    /**
+     * the stage the rule gives this slice
+     */
+    stage: Stage;
+};
+
+/**
+ * FeatureMeasurement
+ *
+ * One measurement the rule makes on the 8-bit 256x256 slice, and its pixel map.
+ */
+export type FeatureMeasurement = {
+    /**
+     * Label
+     */
+    label: string;
+    /**
+     * Map Url
+     *
+     * the pixels the measurement is made of (grayscale PNG)
+     */
+    map_url: string;
+    /**
+     * Name
+     *
+     * mean, lower_mean, std or edge_density
+     */
+    name: string;
+    /**
+     * Note
+     *
+     * what the map shows and how the value follows from it
+     */
+    note: string;
+    /**
+     * Unit
+     */
+    unit: string;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -821,6 +1070,40 @@ export const Head = { BINARY: 'binary', STAGE: 'stage' } as const;
  * A classifier's two heads, as requests name them.
  */
 export type Head = typeof Head[keyof typeof Head];
+
+/**
+ * HeadCalibration
+ *
+ * Temperature scaling of one head: the fitted T and what it did on the test split.
+ */
+export type HeadCalibration = {
+    /**
+     * Ece After
+     *
+     * expected calibration error on the test split, scaled
+     */
+    ece_after: number;
+    /**
+     * Ece Before
+     *
+     * expected calibration error on the test split, raw
+     */
+    ece_before: number;
+    /**
+     * Nll After
+     */
+    nll_after: number;
+    /**
+     * Nll Before
+     */
+    nll_before: number;
+    /**
+     * Temperature
+     *
+     * log-probabilities are divided by this
+     */
+    temperature: number;
+};
 
 /**
  * HistoryItem
@@ -1043,7 +1326,10 @@ export type JobOptions = {
      * Faithfulness
      */
     faithfulness?: boolean;
-    method?: CamMethod;
+    /**
+     * None: each model's measured best method (its default_method)
+     */
+    method?: CamMethod | null;
     /**
      * Models
      *
@@ -1448,6 +1734,72 @@ export type MaskOutput = {
 };
 
 /**
+ * MethodFaithfulness
+ *
+ * One explanation method's measured faithfulness: means over the benchmark's slices and
+ * their 95% confidence intervals (``(low, high)``).
+ */
+export type MethodFaithfulness = {
+    /**
+     * Deletion Auc
+     *
+     * mean deletion AUC (lower is more faithful)
+     */
+    deletion_auc: number;
+    /**
+     * Deletion Auc Ci
+     */
+    deletion_auc_ci: [
+        number,
+        number
+    ];
+    /**
+     * Empty Fraction
+     *
+     * share of slices whose map was all zero
+     */
+    empty_fraction: number;
+    /**
+     * Insertion Auc
+     *
+     * mean insertion AUC (higher is more faithful)
+     */
+    insertion_auc: number;
+    /**
+     * Insertion Auc Ci
+     */
+    insertion_auc_ci: [
+        number,
+        number
+    ];
+    /**
+     * N
+     *
+     * slices measured
+     */
+    n: number;
+    /**
+     * Score
+     *
+     * mean faithfulness score (vs random deletion), in [-1, 1]
+     */
+    score: number;
+    /**
+     * Score Ci
+     */
+    score_ci: [
+        number,
+        number
+    ];
+    /**
+     * Seconds Per Slice
+     *
+     * map + faithfulness test, per slice, on the benchmark machine
+     */
+    seconds_per_slice?: number | null;
+};
+
+/**
  * Metrics
  *
  * Measured on one split; classification and segmentation fill their own fields.
@@ -1567,6 +1919,10 @@ export type ModelCard = {
      */
     attention_layers?: Array<string>;
     /**
+     * classifiers: the temperature applied to each head's probabilities and the expected calibration error before and after
+     */
+    calibration?: Calibration | null;
+    /**
      * Created
      */
     created?: string | null;
@@ -1578,9 +1934,17 @@ export type ModelCard = {
      */
     default: boolean;
     /**
+     * classifiers: the heatmap method used when a request names none (the measured best one; gradcam when never measured)
+     */
+    default_method?: CamMethod | null;
+    /**
      * Display Name
      */
     display_name: string;
+    /**
+     * classifiers: measured faithfulness of each explanation method (deletion/insertion AUC and score with 95% intervals)
+     */
+    explanation?: ExplanationBenchmark | null;
     /**
      * Flops
      *
@@ -1621,6 +1985,12 @@ export type ModelCard = {
      */
     readme?: string | null;
     /**
+     * Ready
+     *
+     * loaded and warm (false while it loads)
+     */
+    ready?: boolean;
+    /**
      * Task
      */
     task: 'segmentation' | 'classification';
@@ -1641,15 +2011,27 @@ export type ModelInfo = {
      */
     architecture: string;
     /**
+     * classifiers: the temperature applied to each head's probabilities and the expected calibration error before and after
+     */
+    calibration?: Calibration | null;
+    /**
      * Default
      *
      * the registry default for its task
      */
     default: boolean;
     /**
+     * classifiers: the heatmap method used when a request names none (the measured best one; gradcam when never measured)
+     */
+    default_method?: CamMethod | null;
+    /**
      * Display Name
      */
     display_name: string;
+    /**
+     * classifiers: measured faithfulness of each explanation method (deletion/insertion AUC and score with 95% intervals)
+     */
+    explanation?: ExplanationBenchmark | null;
     /**
      * Flops
      *
@@ -1674,6 +2056,12 @@ export type ModelInfo = {
      * Parameters
      */
     parameters: number;
+    /**
+     * Ready
+     *
+     * loaded and warm (false while it loads)
+     */
+    ready?: boolean;
     /**
      * Task
      */
@@ -1704,6 +2092,34 @@ export type ModelRef = {
      * Version
      */
     version: string;
+};
+
+/**
+ * ModelSeverity
+ *
+ * The network's own severity score, its learnt cut points and what it predicts.
+ */
+export type ModelSeverity = {
+    as_status: AsStatus;
+    /**
+     * Cut Points
+     */
+    cut_points: Array<CutPoint>;
+    /**
+     * Score
+     *
+     * the model's severity score (log-odds scale)
+     */
+    score: number;
+    /**
+     * Sources
+     *
+     * probability of each training source, for a model that recognises it
+     */
+    sources?: {
+        [key: string]: number;
+    };
+    stage: Stage;
 };
 
 /**
@@ -1828,17 +2244,77 @@ export type Readiness = {
     database: boolean;
     inference: InferenceStats;
     /**
+     * Loading
+     *
+     * models still loading or warming in the background (requests wait for them)
+     */
+    loading?: Array<string>;
+    /**
      * Models
+     *
+     * every installed model, loaded or still loading
      */
     models: Array<string>;
     /**
      * Models Loaded
+     *
+     * models loaded and warm
      */
     models_loaded: number;
     /**
      * Status
      */
     status: 'ready' | 'not_ready';
+};
+
+/**
+ * RuleFeature
+ *
+ * One weighted input of the labelling rule and its share of the rule's severity score.
+ */
+export type RuleFeature = {
+    /**
+     * Components
+     *
+     * measurement name -> its weight inside this input
+     */
+    components: {
+        [key: string]: number;
+    };
+    /**
+     * Contribution
+     *
+     * weight x percentile; the contributions add up to the rule's score
+     */
+    contribution: number;
+    /**
+     * Label
+     */
+    label: string;
+    /**
+     * Name
+     *
+     * brightness, texture or edge_density
+     */
+    name: string;
+    /**
+     * Percentile
+     *
+     * mid-rank percentile among the rule's training slices of the group, [0, 1]
+     */
+    percentile: number;
+    /**
+     * Value
+     *
+     * the raw input (brightness mixes two measurements)
+     */
+    value: number;
+    /**
+     * Weight
+     *
+     * the rule's weight of this input
+     */
+    weight: number;
 };
 
 /**
@@ -1893,6 +2369,18 @@ export type SegmentResult = {
  */
 export type SegmentationOutput = {
     label_provenance: LabelProvenance;
+    /**
+     * Levels
+     *
+     * the segmented vertebral bodies, named, lowest first
+     */
+    levels?: Array<VertebralLevel>;
+    /**
+     * Levels Note
+     *
+     * how the levels were named, and when not
+     */
+    levels_note?: string;
     /**
      * Mask Fraction
      *
@@ -2128,7 +2616,10 @@ export type StudyOptions = {
      * heatmaps for the key slices
      */
     explain?: boolean;
-    method?: CamMethod;
+    /**
+     * None: each model's measured best method (its default_method)
+     */
+    method?: CamMethod | null;
     /**
      * Models
      *
@@ -2645,6 +3136,36 @@ export type ValidationError = {
      * Error Type
      */
     type: string;
+};
+
+/**
+ * VertebralLevel
+ *
+ * One vertebral body of the mask, named by its place in the column (L5 lowest).
+ */
+export type VertebralLevel = {
+    /**
+     * Area Fraction
+     *
+     * share of the image's pixels
+     */
+    area_fraction: number;
+    box: Box | null;
+    /**
+     * Centroid
+     *
+     * (x, y) in the image's pixels
+     */
+    centroid: [
+        number,
+        number
+    ];
+    /**
+     * Name
+     *
+     * L5, L4, L3, L2, L1, T12 ... counted up from the lowest body
+     */
+    name: string;
 };
 
 /**

@@ -2,7 +2,7 @@ import { fireEvent, screen } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it } from 'vitest';
 import { renderWithProviders } from '../test/render';
-import { initialVisible, LayerViewer, toggleLayer, type LayerDef } from './LayerViewer';
+import { initialVisible, layerAvailable, LayerViewer, toggleLayer, type LayerDef } from './LayerViewer';
 
 const LAYERS: LayerDef[] = [
   { id: 'contour', label: 'Segmentation contour', kind: 'contour', src: 'blob:mask' },
@@ -111,5 +111,49 @@ describe('LayerViewer', () => {
       />,
     );
     expect(screen.getByTestId('layer-gradcam')).toBeInTheDocument();
+  });
+
+  it('draws a labels layer as texts in an SVG at their points', async () => {
+    const user = userEvent.setup();
+    const layers: LayerDef[] = [
+      {
+        id: 'levels',
+        label: 'Vertebral levels',
+        kind: 'labels',
+        labels: [
+          { text: 'L4', x: 120, y: 90 },
+          { text: 'L5', x: 125, y: 140 },
+        ],
+      },
+    ];
+    renderWithProviders(<LayerViewer baseSrc="blob:base" alt="slice" layers={layers} defaultVisible={['levels']} />);
+    const layer = screen.getByTestId('layer-levels');
+    expect(layer).toHaveAttribute('data-kind', 'labels');
+    const svg = layer.querySelector('svg');
+    expect(svg).not.toBeNull();
+    expect(svg).toHaveAttribute('aria-hidden');
+    const texts = Array.from(svg!.querySelectorAll('text'));
+    expect(texts.map((t) => t.textContent)).toEqual(['L4', 'L5']);
+    // Placed beside each point, on the point's height.
+    expect(Number(texts[0]!.getAttribute('x'))).toBeGreaterThan(120);
+    expect(Number(texts[1]!.getAttribute('y'))).toBeGreaterThan(140);
+
+    await user.click(screen.getByRole('switch', { name: /Vertebral levels/ }));
+    expect(screen.queryByTestId('layer-levels')).not.toBeInTheDocument();
+  });
+
+  it('offers a labels layer only when it has labels', () => {
+    const base: LayerDef = { id: 'levels', label: 'Vertebral levels', kind: 'labels' };
+    expect(layerAvailable({ ...base, labels: [{ text: 'L1', x: 1, y: 2 }] })).toBe(true);
+    expect(layerAvailable({ ...base, labels: [] })).toBe(false);
+    expect(layerAvailable({ ...base, labels: null })).toBe(false);
+    expect(layerAvailable(base)).toBe(false);
+    // A src does not make a labels layer available.
+    expect(layerAvailable({ ...base, src: 'blob:x' })).toBe(false);
+    renderWithProviders(
+      <LayerViewer baseSrc="blob:base" alt="slice" layers={[{ ...base, labels: [] }]} defaultVisible={['levels']} />,
+    );
+    expect(screen.getByRole('switch', { name: /Vertebral levels/ })).toBeDisabled();
+    expect(screen.queryByTestId('layer-levels')).not.toBeInTheDocument();
   });
 });

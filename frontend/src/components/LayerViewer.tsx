@@ -13,7 +13,13 @@ import { useEffect, useId, useRef, useState } from 'react';
 import { colorizeHeatmap, contourMask, tintMask, type Rgb } from '../lib/pixels';
 import classes from './LayerViewer.module.css';
 
-export type LayerKind = 'mask' | 'contour' | 'heatmap' | 'overlay' | 'box';
+export type LayerKind = 'mask' | 'contour' | 'heatmap' | 'overlay' | 'box' | 'labels';
+
+export interface PointLabel {
+  text: string;
+  x: number;
+  y: number;
+}
 
 export interface BoxCoords {
   x1: number;
@@ -30,6 +36,8 @@ export interface LayerDef {
   src?: string | null;
   /** For `box` layers, in the coordinates of the base image. */
   box?: BoxCoords | null;
+  /** For `labels` layers: short texts at points of the base image (e.g. vertebral levels). */
+  labels?: PointLabel[] | null;
   description?: string;
   loading?: boolean;
 }
@@ -44,7 +52,9 @@ export const LAYER_COLORS: Record<'mask' | 'contour' | 'box', Rgb> = {
 const EXCLUSIVE: LayerKind[] = ['heatmap', 'overlay'];
 
 export function layerAvailable(layer: LayerDef): boolean {
-  return layer.kind === 'box' ? Boolean(layer.box) : Boolean(layer.src) || Boolean(layer.loading);
+  if (layer.kind === 'box') return Boolean(layer.box);
+  if (layer.kind === 'labels') return Boolean(layer.labels?.length);
+  return Boolean(layer.src) || Boolean(layer.loading);
 }
 
 /** Visibility after toggling one layer: heat layers are exclusive, others independent. */
@@ -132,6 +142,28 @@ function LayerContent({ layer, imageSize }: { layer: LayerDef; imageSize: number
           strokeDasharray={`${imageSize / 40} ${imageSize / 80}`}
           vectorEffect="non-scaling-stroke"
         />
+      </svg>
+    );
+  }
+  if (layer.kind === 'labels' && layer.labels?.length) {
+    const size = imageSize / 18;
+    return (
+      <svg className={classes.layer} viewBox={`0 0 ${imageSize} ${imageSize}`} preserveAspectRatio="none" aria-hidden>
+        {layer.labels.map((l) => (
+          <text
+            key={`${l.text}-${l.x}-${l.y}`}
+            x={Math.min(l.x + imageSize * 0.07, imageSize - size * 1.6)}
+            y={l.y + size / 3}
+            fontSize={size}
+            fontWeight={700}
+            fill="rgb(255,236,61)"
+            stroke="black"
+            strokeWidth={size / 8}
+            paintOrder="stroke"
+          >
+            {l.text}
+          </text>
+        ))}
       </svg>
     );
   }

@@ -102,6 +102,13 @@ function ResultView({ result }: { result: AnyResult }) {
         box: segmentation?.roi ?? explanation?.roi ?? null,
         description: 'Lumbosacral region of interest',
       },
+      {
+        id: 'levels',
+        label: 'Vertebral levels',
+        kind: 'labels',
+        labels: (segmentation?.levels ?? []).map((l) => ({ text: l.name, x: l.centroid[0], y: l.centroid[1] })),
+        description: 'Each segmented vertebral body named, counted up from L5',
+      },
     ],
     [mask.url, mask.isLoading, heatmap.url, heatmap.isLoading, focused.url, focused.isLoading, segmentation, explanation],
   );
@@ -216,7 +223,7 @@ function ResultView({ result }: { result: AnyResult }) {
                   baseLoading={base.isLoading}
                   alt={`Preprocessed slice ${name}, 256 by 256 pixels`}
                   layers={layers}
-                  defaultVisible={['contour', 'gradcam', 'roi']}
+                  defaultVisible={['contour', 'gradcam', 'roi', 'levels']}
                 />
               )}
               {segmentation && (
@@ -231,6 +238,14 @@ function ResultView({ result }: { result: AnyResult }) {
                       ? `ROI box ${segmentation.roi.x1},${segmentation.roi.y1} – ${segmentation.roi.x2},${segmentation.roi.y2}.`
                       : 'No lumbosacral region was found.'}
                   </Text>
+                  {segmentation.levels && segmentation.levels.length > 0 && (
+                    <Text size="sm" mt={4} data-testid="levels">
+                      Levels found (lowest first): {segmentation.levels.map((l) => l.name).join(', ')}.{' '}
+                      <Text span size="xs" c="dimmed">
+                        {segmentation.levels_note}
+                      </Text>
+                    </Text>
+                  )}
                 </Paper>
               )}
             </Stack>

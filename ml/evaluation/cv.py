@@ -1,0 +1,226 @@
+"""k-fold cross-validation grouped by subject and stratified by source, with subject-bootstrap CIs.
+
+``spondyscan evaluate --cv 5 --model CONFIG_KEY --dataset DIR``: every subject of the prepared
+dataset (train and test alike) goes to one of ``k`` folds, spread evenly within each source;
+for each fold the model is trained by its own config on the other folds (the config's own
+validation split, early stopping and schedule) and tested on the held-out fold, exactly as
+``spondyscan train`` does for the fixed split. The held-out predictions of all folds are pooled
+(every slice predicted once, by a model that never saw its subject) and each headline metric comes
+with its mean over folds and a 95 % interval from resampling **subjects** with replacement.
+
+The labels are the dataset's own (the feature rule fitted on the original training split); the
+rule is not refitted per fold, which the report says.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Pooled per-slice metrics: name -> (what it needs, how it is computed from the pooled rows).
+CLASSIFIER_METRICS = ("binary_accuracy", "stage_accuracy", "stage_macro_f1", "early_recall")
+SEGMENTER_METRICS = ("iou", "dice")
+
+
+def subject_folds(subject_ids: np.ndarray, sources: np.ndarray, k: int, seed: int = 0) -> dict:
+    """Subject -> fold (0..k-1): each source's subjects shuffled and dealt out in turn, the deal
+    continuing across sources so the folds stay the same size."""
+    if k < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[str]] = {}
+    for sid, src in zip(subject_ids.tolist(), sources.tolist(), strict=True):
+        by_source.setdefault(str(src), [])
+        if sid not in by_source[str(src)]:
+            by_source[str(src)].append(str(sid))
+    if sum(len(v) for v in by_source.values()) < k:
+        raise ValueError(f"{k} folds need at least {k} subjects")
+    folds: dict[str, int] = {}
+    deal = 0
+    for src in sorted(by_source):
+        subjects = sorted(by_source[src])
+        rng.shuffle(subjects)
+        for sid in subjects:
+            folds[sid] = deal % k
+            deal += 1
+    return folds
+
+
+def write_fold_dataset(dataset_dir: Path, out_dir: Path, test_subjects: set[str]) -> Path:
+    """A prepared-dataset folder whose test split is ``test_subjects`` (images linked, not
+    copied)."""
+    dataset_dir, out_dir = Path(dataset_dir).resolve(), Path(out_dir)
+    (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
+    for name in ("images", "masks", "label_rule.json", "dataset_info.txt"):
+        src, dst = dataset_dir / name, out_dir / name
+        if src.exists() and not dst.exists():
+            dst.symlink_to(src)
+    with open(dataset_dir / "annotations" / "dataset.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    for r in rows:
+        r["split"] = "test" if r["subject_id"] in test_subjects else "train"
+    with open(out_dir / "annotations" / "dataset.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out_dir
+
+
+@dataclass
+class CVReport:
+    """Cross-validated metrics of one config: per fold, pooled mean and subject-bootstrap CI."""
+
+    key: str
+    task: str
+    k: int
+    folds: list[dict[str, Any]] = field(default_factory=list)  # per fold: n, subjects, metrics
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> pooled, ci95
+    subjects: int = 0
+    slices: int = 0
+    seconds: float = 0.0
+    note: str = (
+        "labels are the dataset's own (feature rule fitted on the original training split, "
+        "not refitted per fold)"
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "task": self.task, "k": self.k, "folds": self.folds,
+            "metrics": self.metrics, "subjects": self.subjects, "slices": self.slices,
+            "seconds": round(self.seconds, 1), "note": self.note,
+        }  # fmt: skip
+
+
+def _macro_f1(y: np.ndarray, p: np.ndarray, n_classes: int) -> float:
+    f1s = []
+    for c in range(n_classes):
+        tp = float(np.sum((p == c) & (y == c)))
+        fp = float(np.sum((p == c) & (y != c)))
+        fn = float(np.sum((p != c) & (y == c)))
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def pooled_metrics(rows: list[dict[str, Any]], task: str) -> dict[str, float]:
+    """Headline metrics of pooled per-slice rows (metrics_per_image.csv of each fold)."""
+    if task == "segmentation":
+        return {m: float(np.mean([float(r[m]) for r in rows])) for m in SEGMENTER_METRICS}
+    y = np.array([int(r["as_status"]) for r in rows])
+    p = np.array([int(r["pred_as_status"]) for r in rows])
+    ys = np.array([int(r["stage"]) for r in rows])
+    ps = np.array([int(r["pred_stage"]) for r in rows])
+    early = ys == 1
+    return {
+        "binary_accuracy": float(np.mean(y == p)),
+        "stage_accuracy": float(np.mean(ys == ps)),
+        "stage_macro_f1": _macro_f1(ys, ps, 4),
+        "early_recall": float(np.mean(ps[early] == 1)) if early.any() else float("nan"),
+    }
+
+
+def subject_bootstrap(
+    rows: list[dict[str, Any]], task: str, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile interval of each pooled metric, resampling subjects with replacement."""
+    rng = np.random.default_rng(seed)
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_subject.setdefault(r["subject_id"], []).append(r)
+    subjects = sorted(by_subject)
+    samples: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(subjects), len(subjects))
+        resampled = [r for j in pick for r in by_subject[subjects[j]]]
+        for name, value in pooled_metrics(resampled, task).items():
+            if np.isfinite(value):
+                samples.setdefault(name, []).append(value)
+    return {
+        name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+        for name, v in samples.items()
+    }
+
+
+def cross_validate(
+    config: str | Path | dict[str, Any],
+    dataset_dir: str | Path,
+    work_dir: str | Path,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    epochs: int | list[int] | None = None,
+    n_boot: int = 1000,
+    progress: Callable[[int, dict[str, Any]], None] | None = None,
+) -> CVReport:
+    """Train and test one config on ``k`` subject-grouped, source-stratified folds.
+
+    Args:
+        config: YAML path, config key or dict (as for ``spondyscan train``).
+        dataset_dir: a prepared dataset (every row, train and test, takes part).
+        work_dir: where the fold datasets, runs and bundles go (kept for inspection).
+        k: number of folds.
+        seed: seeds the deal of subjects to folds.
+        epochs: cap on each stage's epochs (quick runs); None runs the config's schedule.
+        n_boot: bootstrap resamples of subjects.
+        progress: called after each fold with its index and record.
+    """
+    import time
+
+    from ml.data.dataset import load_split
+    from ml.training.loop import train
+
+    t0 = time.perf_counter()
+    data = load_split(dataset_dir, None)
+    folds = subject_folds(data.subject_ids, data.sources, k, seed)
+    subject_of = {r["image_id"]: r["subject_id"] for r in data.rows}
+    work = Path(work_dir)
+    pooled: list[dict[str, Any]] = []
+    report: CVReport | None = None
+    for i in range(k):
+        test_subjects = {s for s, f in folds.items() if f == i}
+        fold_dir = write_fold_dataset(
+            Path(dataset_dir), work / f"fold{i}" / "dataset", test_subjects
+        )
+        bundles = work / f"fold{i}" / "models"
+        shutil.rmtree(bundles, ignore_errors=True)
+        result = train(
+            config, fold_dir, models_dir=bundles, run_dir=work / f"fold{i}" / "run",
+            epochs=epochs, verbose=0,
+        )  # fmt: skip
+        task = result.manifest.task
+        report = report or CVReport(key=result.key, task=task, k=k)
+        with open(result.bundle_dir / "metrics_per_image.csv", newline="") as fh:
+            rows = [dict(r, subject_id=subject_of[r["image_id"]]) for r in csv.DictReader(fh)]
+        pooled += rows
+        record = {
+            "fold": i, "subjects": len(test_subjects), "n": len(rows),
+            "metrics": {m: round(v, 4) for m, v in pooled_metrics(rows, task).items()},
+            "epochs": result.manifest.training.epochs_run if result.manifest.training else None,
+        }  # fmt: skip
+        report.folds.append(record)
+        if progress:
+            progress(i, record)
+    assert report is not None
+    means = pooled_metrics(pooled, report.task)
+    cis = subject_bootstrap(pooled, report.task, n_boot)
+    for name, value in means.items():
+        fold_values = [f["metrics"][name] for f in report.folds if np.isfinite(f["metrics"][name])]
+        lo, hi = cis.get(name, (float("nan"), float("nan")))
+        report.metrics[name] = {
+            "pooled": round(value, 4),
+            "fold_mean": round(float(np.mean(fold_values)), 4) if fold_values else float("nan"),
+            "ci95": [round(lo, 4), round(hi, 4)],
+        }
+    report.subjects = len(folds)
+    report.slices = len(pooled)
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,56 @@
+"""Named vertebral levels in the segmentation part of a response, and on its overlay."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import api_samples as samples
+import numpy as np
+from api_helpers import Env
+from PIL import Image
+
+from backend.inference import mappers, overlays
+from backend.inference.registry import load_registry
+from ml.data.synthetic import make_phantom
+from ml.levels import LEVEL_NAMES, name_levels
+
+
+def test_segmentation_output_names_the_phantom_levels(models_dir: Path) -> None:
+    entry = load_registry(models_dir).get("seg_tiny")
+    ph = make_phantom(2, 256)
+    mask = ph.mask.astype(np.uint8)
+    levels = name_levels(mask)
+    out = mappers.segmentation(
+        entry, mask.astype(np.float32), mask, None, levels=levels, mask_url="m", overlay_url="o"
+    )
+    assert [lv.name for lv in out.levels] == list(LEVEL_NAMES[:5])
+    assert "L5" in out.levels_note
+    for lv in out.levels:
+        k = {"L1": 1, "L2": 2, "L3": 3, "L4": 4, "L5": 5}[lv.name]
+        x, y = (int(round(v)) for v in lv.centroid)
+        assert ph.vertebra_labels[y, x] == k  # the name sits on that body
+        assert lv.box is not None and lv.box.y1 <= y < lv.box.y2
+
+    plain = overlays.segmentation_overlay(ph.image, mask, None)
+    named = overlays.segmentation_overlay(
+        ph.image, mask, None, [(lv.name, lv.centroid) for lv in levels.levels]
+    )
+    a = np.asarray(Image.open(io.BytesIO(plain)))
+    b = np.asarray(Image.open(io.BytesIO(named)))
+    assert a.shape == b.shape and (a != b).any(axis=-1).sum() > 200  # the names are drawn
+
+
+async def test_segment_response_carries_levels(env: Env, alice: dict) -> None:
+    r = await env.client.post(
+        "/segment",
+        files={"file": ("x.png", samples.phantom_png(31), "image/png")},
+        headers=alice,
+    )
+    assert r.status_code == 200, r.text
+    seg = r.json()["segmentation"]
+    names = [lv["name"] for lv in seg["levels"]]
+    assert names == list(LEVEL_NAMES[: len(names)])  # counted up from L5, none skipped
+    ys = [lv["centroid"][1] for lv in seg["levels"]]
+    assert ys == sorted(ys, reverse=True)
+    assert (seg["levels_note"] != "") == bool(names)
