@@ -38,9 +38,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the command chosen on the parsed arguments, turning user errors into one line."""
-    module = importlib.import_module(args._module)
+    # `evaluate --cv K` retrains models: it lives with training (evaluation never imports it).
+    cv = getattr(args, "cv", None)
+    module = importlib.import_module("ml.training.cli" if cv else args._module)
     try:
-        return int(module.run(args) or 0)
+        return int((module.run_cv if cv else module.run)(args) or 0)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -84,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
         return _calibrate(args)
     if args.levels:
         return _levels(args)
-    if args.cv:
-        return _cv(args)
     if args.model is None:
         raise CliError("give --model (a bundle key or path)")
     if (args.dataset is None) == (args.volumes is None):
@@ -300,56 +298,5 @@ def _levels(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         print(f"wrote {args.json}")
-    print(RESEARCH_USE_NOTICE)
-    return 0
-
-
-def _cv(args: argparse.Namespace) -> int:
-    import datetime as _dt
-    import json
-    from pathlib import Path
-
-    from ml import RESEARCH_USE_NOTICE
-    from ml.clierror import CliError
-    from ml.evaluation.cv import cross_validate
-
-    if args.model is None or args.dataset is None:
-        raise CliError("--cv needs --model (a config key or YAML) and --dataset")
-    epochs = None
-    if args.epochs:
-        caps = [int(e) for e in str(args.epochs).split(",")]
-        epochs = caps[0] if len(caps) == 1 else caps
-
-    def progress(i: int, record: dict) -> None:
-        print(f"  fold {i}: {record['subjects']} subjects, {record['n']} slices: "
-              f"{record['metrics']}", flush=True)  # fmt: skip
-
-    key = Path(args.model).stem
-    try:
-        report = cross_validate(
-            args.model, args.dataset, Path(args.work_dir) / key, k=args.cv, epochs=epochs,
-            progress=progress,
-        )  # fmt: skip
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(str(exc)) from exc
-    for name, m in report.metrics.items():
-        lo, hi = m["ci95"]
-        print(f"{name}: {m['pooled']:.4f} [{lo:.4f}, {hi:.4f}] (fold mean {m['fold_mean']:.4f})")
-    print(f"{report.k} folds, {report.subjects} subjects, {report.slices} slices, "
-          f"{report.seconds:.0f} s; {report.note}")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}")
-    bundle = Path(args.models_dir) / report.key
-    if not args.no_write and (bundle / "manifest.json").is_file():
-        from ml.bundle import update_manifest
-        from ml.manifest import CrossValidation
-
-        record = CrossValidation(
-            **{k: v for k, v in report.as_dict().items() if k not in ("key", "task")},
-            epochs_cap=epochs, evaluated=str(_dt.date.today()),
-        )  # fmt: skip
-        update_manifest(bundle, {"cross_validation": record.model_dump(mode="json")})
-        print(f"recorded in {bundle / 'manifest.json'} (cross_validation)")
     print(RESEARCH_USE_NOTICE)
     return 0

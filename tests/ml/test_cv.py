@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.evaluation.cv import pooled_metrics, subject_bootstrap, subject_folds, write_fold_dataset
+from ml.training.cv import pooled_metrics, subject_bootstrap, subject_folds, write_fold_dataset
 
 HERE = Path(__file__).parent
 
