@@ -136,6 +136,37 @@ def method_for(entry: ModelEntry, method: str | None) -> str:
     return str(method) if method else entry.manifest.default_method
 
 
+def resolved_model_keys(
+    runtime: Runtime,
+    models: list[str] | None,
+    segmentation_model: str | None,
+    *,
+    explain: bool,
+    method: str | None,
+) -> dict[str, Any]:
+    """``models`` and ``segmentation_model`` of a job or study request with the registry's
+    defaults made explicit, refused now (unknown model, impossible explanation) rather than
+    when the work runs."""
+    registry = runtime.registry
+    if registry is None:
+        raise NotReady("The models are still loading; retry in a moment.")
+    classifiers = registry.resolve(
+        split_keys(models), "classification", limit=runtime.settings.max_models_per_request
+    )
+    if explain:
+        for entry in classifiers:
+            check_explain(entry, "binary", method_for(entry, method), None)
+    seg = (
+        registry.resolve([segmentation_model], "segmentation")[0]
+        if segmentation_model
+        else registry.default_for("segmentation")
+    )
+    return {
+        "models": [e.key for e in classifiers],
+        "segmentation_model": seg.key if seg is not None else None,
+    }
+
+
 def split_keys(keys: list[str] | None) -> list[str] | None:
     """Model keys from repeated form fields, also accepting comma-separated values."""
     if not keys:

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.errors import AppError, BadInput, NotFound, NotReady, TooManyRequests
+from backend.core.errors import AppError, BadInput, NotFound, TooManyRequests
 from backend.db.base import utcnow
 from backend.models import Job, JobItem
 from backend.models.job import (
@@ -39,11 +39,10 @@ from backend.schemas.jobs import (
     JobPublic,
     JobSummary,
 )
-from backend.services.analysis import method_for, split_keys
+from backend.services.analysis import resolved_model_keys
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, StagedItem, job_inputs, stage_files
-from backend.services.pipeline import check_explain
 from backend.services.result_store import check_quota
 from backend.storage.job_inputs import JobInputStore
 
@@ -138,26 +137,14 @@ def _item_public(item: JobItem) -> JobItemPublic:
 
 def _job_options(runtime: Runtime, request: JobOptions) -> JobOptions:
     """The request's options with the model keys resolved (defaults made explicit)."""
-    registry = runtime.registry
-    if registry is None:
-        raise NotReady("The models are still loading; retry in a moment.")
-    classifiers = registry.resolve(
-        split_keys(request.models), "classification", limit=runtime.settings.max_models_per_request
+    keys = resolved_model_keys(
+        runtime,
+        request.models,
+        request.segmentation_model,
+        explain=request.explain,
+        method=request.method,
     )
-    if request.explain:
-        for entry in classifiers:
-            check_explain(entry, "binary", method_for(entry, request.method), None)
-    seg = (
-        registry.resolve([request.segmentation_model], "segmentation")[0]
-        if request.segmentation_model
-        else registry.default_for("segmentation")
-    )
-    return request.model_copy(
-        update={
-            "models": [e.key for e in classifiers],
-            "segmentation_model": seg.key if seg is not None else None,
-        }
-    )
+    return request.model_copy(update=keys)
 
 
 def _rows(job: Job, staged: list[StagedItem]) -> list[JobItem]:

@@ -38,12 +38,11 @@ from backend.schemas.studies import (
     StudySummary,
 )
 from backend.services import jobs as jobs_service
-from backend.services.analysis import method_for, split_keys
+from backend.services.analysis import resolved_model_keys
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, job_inputs
 from backend.services.jobs import JobExecutor, item_analysis_id
-from backend.services.pipeline import check_explain
 from backend.services.result_store import check_quota
 from backend.services.study_intake import StagedStudy, stage_study
 from backend.storage.artifacts import ArtifactStore
@@ -61,21 +60,12 @@ def deid_key(runtime: Runtime) -> bytes | None:
 
 def _options(runtime: Runtime, request: StudyOptions) -> StudyOptions:
     """The request's options with model keys resolved (defaults made explicit)."""
-    registry = runtime.registry
-    if registry is None:
-        from backend.core.errors import NotReady
-
-        raise NotReady("The models are still loading; retry in a moment.")
-    classifiers = registry.resolve(
-        split_keys(request.models), "classification", limit=runtime.settings.max_models_per_request
-    )
-    if request.explain:
-        for entry in classifiers:
-            check_explain(entry, "binary", method_for(entry, request.method), None)
-    seg = (
-        registry.resolve([request.segmentation_model], "segmentation")[0]
-        if request.segmentation_model
-        else registry.default_for("segmentation")
+    keys = resolved_model_keys(
+        runtime,
+        request.models,
+        request.segmentation_model,
+        explain=request.explain,
+        method=request.method,
     )
     settings = runtime.settings
     push = request.push or (settings.dicomweb_push and settings.dicomweb_url is not None)
@@ -85,13 +75,7 @@ def _options(runtime: Runtime, request: StudyOptions) -> StudyOptions:
             code="dicomweb_not_configured",
             status_code=409,
         )
-    return request.model_copy(
-        update={
-            "models": [e.key for e in classifiers],
-            "segmentation_model": seg.key if seg is not None else None,
-            "push": push,
-        }
-    )
+    return request.model_copy(update={**keys, "push": push})
 
 
 # ----------------------------------------------------------------------------- public shapes
