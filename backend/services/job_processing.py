@@ -287,18 +287,8 @@ async def _execute_study(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutc
         return await _finish(
             runtime, c, worker, ITEM_CANCELLED, **_failed("cancelled", "The study was cancelled.")
         )
-    except (ServiceBusy, NotReady) as exc:
-        await _release(runtime, c, worker)
-        retry = float((exc.headers or {}).get("Retry-After", 2))
-        return ItemOutcome("retry", retry_in=retry, detail=exc.code)
-    except AppError as exc:
-        return await _finish(runtime, c, worker, ITEM_FAILED, **_failed(exc.code, exc.message))
-    except (DBAPIError, OSError) as exc:
-        return await _store_error(runtime, c, worker, exc)
-    except Exception:
-        log.exception("study %s failed", aid)
-        message = "The study could not be analysed; the error has been logged."
-        return await _finish(runtime, c, worker, ITEM_FAILED, **_failed("internal_error", message))
+    except Exception as exc:  # noqa: BLE001 - every failure ends the attempt one way or another
+        return await _failed_attempt(runtime, c, worker, exc, f"study {aid}", "study")
     if options.push:
         from backend.services.dicomweb import push
 
@@ -312,6 +302,25 @@ async def _execute_study(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutc
         "in_domain": result.domain.in_domain,
     }
     return await _finish(runtime, c, worker, ITEM_DONE, analysis_id=aid, summary=summary)
+
+
+async def _failed_attempt(
+    runtime: Runtime, c: _Claimed, worker: str, exc: Exception, where: str, what: str
+) -> ItemOutcome:
+    """How an attempt that raised ends: a busy or loading server -> released and retried later;
+    a refusal -> failed with its code; storage trouble -> :func:`_store_error`; anything else ->
+    logged and failed as ``internal_error``."""
+    if isinstance(exc, ServiceBusy | NotReady):
+        await _release(runtime, c, worker)
+        retry = float((exc.headers or {}).get("Retry-After", 2))
+        return ItemOutcome("retry", retry_in=retry, detail=exc.code)
+    if isinstance(exc, AppError):
+        return await _finish(runtime, c, worker, ITEM_FAILED, **_failed(exc.code, exc.message))
+    if isinstance(exc, DBAPIError | OSError):
+        return await _store_error(runtime, c, worker, exc)
+    log.error("%s failed", where, exc_info=exc)
+    message = f"The {what} could not be analysed; the error has been logged."
+    return await _finish(runtime, c, worker, ITEM_FAILED, **_failed("internal_error", message))
 
 
 async def _execute(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutcome:
@@ -344,20 +353,9 @@ async def _execute(runtime: Runtime, c: _Claimed, worker: str) -> ItemOutcome:
             result = await run_analysis(
                 ctx, c.principal, upload, options, analysis_id=aid, job_id=str(c.job_id)
             )
-        except (ServiceBusy, NotReady) as exc:
-            await _release(runtime, c, worker)
-            retry = float((exc.headers or {}).get("Retry-After", 2))
-            return ItemOutcome("retry", retry_in=retry, detail=exc.code)
-        except AppError as exc:
-            return await _finish(runtime, c, worker, ITEM_FAILED, **_failed(exc.code, exc.message))
-        except (DBAPIError, OSError) as exc:
-            return await _store_error(runtime, c, worker, exc)
-        except Exception:
-            log.exception("job item %s/%s failed", c.job_id, c.index)
-            message = "The item could not be analysed; the error has been logged."
-            return await _finish(
-                runtime, c, worker, ITEM_FAILED, **_failed("internal_error", message)
-            )
+        except Exception as exc:  # noqa: BLE001 - every failure ends the attempt one way or another
+            where = f"job item {c.job_id}/{c.index}"
+            return await _failed_attempt(runtime, c, worker, exc, where, "item")
     summary = summarize_result(result.model_dump(mode="json"))
     return await _finish(runtime, c, worker, ITEM_DONE, analysis_id=aid, summary=summary)
 
