@@ -32,8 +32,8 @@ async def first_after_ready(server: Server, image: bytes) -> dict[str, Any]:
 
 
 async def first_per_model(server: Server, image: bytes) -> dict[str, Any]:
-    """Each non-default classifier: its first /explain with a score (every path it can take
-    warm?), then REPEATS more; and whether it was still loading when the first was sent."""
+    """Each non-default classifier: its first /explain with a score, then REPEATS more; and
+    whether it was still loading when the first was sent."""
     async with httpx.AsyncClient(base_url=server.url, timeout=600, headers=server.headers) as c:
         models = (await c.get("/models")).json()
         items = models["items"] if isinstance(models, dict) else models

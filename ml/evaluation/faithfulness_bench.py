@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import platform
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import BaseModel, Field
 
+from ml.evaluation.metrics import bootstrap_ci
 from ml.manifest import ExplanationBenchmark, Manifest, MethodFaithfulness
 from ml.vocab import MODEL_AGNOSTIC_METHODS, CamMethod
 
@@ -130,45 +130,6 @@ def select_slices(rows: Sequence[dict[str, str]], n: int = N_SLICES) -> list[int
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(
-    values: Sequence[float],
-    groups: Sequence[str] | None = None,
-    n_boot: int = N_BOOT,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean, resampling whole groups (subjects).
-
-    Each resample draws as many groups as there are, with replacement, and averages every
-    value of the drawn groups. One group (or one value) gives a zero-width interval.
-
-    Args:
-        values: one value per slice.
-        groups: the slice's group (subject id); ``None`` = every slice its own group.
-        n_boot: resamples.
-        level: coverage of the interval.
-        seed: resampling seed (results are reproducible).
-    """
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return (math.nan, math.nan)
-    keys = list(groups) if groups is not None else [str(i) for i in range(v.size)]
-    names = sorted(set(keys))
-    index = {g: k for k, g in enumerate(names)}
-    member = np.array([index[g] for g in keys])
-    sums = np.bincount(member, weights=v, minlength=len(names))
-    counts = np.bincount(member, minlength=len(names)).astype(np.float64)
-    if len(names) == 1:
-        mean = float(v.mean())
-        return (mean, mean)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return (float(low), float(high))
 
 
 def summarise(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.evaluation.metrics import bootstrap_ci
 from ml.levels import LUMBAR, level_dice, name_levels
 
 
@@ -85,24 +86,6 @@ def level_slices(dataset_dir: str | Path, lumbar_mri: str | Path, split: str = "
     return out
 
 
-def bootstrap_ci(
-    values: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """95 % interval of the mean, resampling whole groups (subjects) with replacement."""
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
-        m = float(np.mean(values)) if len(values) else float("nan")
-        return m, m
-    rng = np.random.default_rng(seed)
-    by_group = [values[groups == g] for g in uniq]
-    means = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        means.append(float(np.mean(np.concatenate([by_group[j] for j in pick]))))
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def score_levels(
     model: str, pred_masks: np.ndarray, slices: list[LevelSlice], n_boot: int = 1000
 ) -> LevelReport:
@@ -126,13 +109,12 @@ def score_levels(
     for name, vals in per.items():
         if not vals:
             continue
-        v = np.array([d for d, _ in vals])
-        g = np.array([sid for _, sid in vals])
-        lo, hi = bootstrap_ci(v, g, n_boot)
+        dices = [d for d, _ in vals]
+        lo, hi = bootstrap_ci(dices, [sid for _, sid in vals], n_boot)
         report.per_level[name] = {
-            "dice": round(float(v.mean()), 4),
+            "dice": round(float(np.mean(dices)), 4),
             "ci95": [round(lo, 4), round(hi, 4)],
-            "n": int(v.size),
+            "n": len(dices),
         }
     report.all_levels_named = float(np.mean(all_named)) if all_named else 0.0
     return report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -158,3 +160,42 @@ def max_headline_change(a: dict[str, Any], b: dict[str, Any], task: str) -> floa
         if a.get(k) is not None and b.get(k) is not None
     ]
     return max(diffs, default=0.0)
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    groups: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean, resampling whole groups (subjects).
+
+    Each resample draws as many groups as there are, with replacement, and averages every
+    value of the drawn groups. One group (or one value) gives a zero-width interval.
+
+    Args:
+        values: one value per slice.
+        groups: the slice's group (subject id); ``None`` = every slice its own group.
+        n_boot: resamples.
+        level: coverage of the interval.
+        seed: resampling seed (results are reproducible).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    keys = list(groups) if groups is not None else [str(i) for i in range(v.size)]
+    names = sorted(set(keys))
+    index = {g: k for k, g in enumerate(names)}
+    member = np.array([index[g] for g in keys])
+    sums = np.bincount(member, weights=v, minlength=len(names))
+    counts = np.bincount(member, minlength=len(names)).astype(np.float64)
+    if len(names) == 1:
+        mean = float(v.mean())
+        return (mean, mean)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return (float(low), float(high))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ml.data.synthetic import VERTEBRA_LEVELS, make_phantom
-from ml.evaluation.levels_eval import LevelSlice, bootstrap_ci, markdown_table, score_levels
+from ml.evaluation.levels_eval import LevelSlice, markdown_table, score_levels
+from ml.evaluation.metrics import bootstrap_ci
 from ml.levels import LEVEL_NAMES, dice, level_dice, name_levels
 
 
