@@ -8,7 +8,10 @@
   research labels learnt from image-feature rules; ``VerificationFlag`` UNVERIFIED; the
   algorithm in ``ContributingEquipmentSequence`` (IHE AI Results);
 * **parametric map**: each model's Grad-CAM heatmaps of the key slices (quantity DCM 130403,
-  gradient-weighted class activation, values 0-1).
+  gradient-weighted class activation, values 0-1);
+* **secondary capture**: the same heatmaps as the pictures the web app shows (the map over the
+  slice, RGB, a banner saying what it is burnt in), for viewers that show neither SEG nor
+  parametric maps: one series, an instance per model and key slice, each referencing its source.
 
 Every object's series description says research use only, not for diagnostic use. UIDs are
 derived from the result's id, so exporting twice gives the same objects (a PACS keeps one).
@@ -16,6 +19,7 @@ derived from the result's id, so exporting twice gives the same objects (a PACS 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import uuid
@@ -28,7 +32,7 @@ SCHEME = "99SPONDYSCAN"
 SCHEME_NAME = "spondyscan research labels (learnt from image-feature rules, not radiologists)"
 NOTICE = "research use only, not for diagnostic use"
 MANUFACTURER = "spondyscan"
-SERIES_NUMBERS = {"seg": 9101, "sr": 9102, "pm": 9103}
+SERIES_NUMBERS = {"seg": 9101, "sr": 9102, "pm": 9103, "sc": 9201}
 
 
 class ExportError(ValueError):
@@ -356,6 +360,99 @@ def build_parametric_maps(inp: ExportInput) -> list[Any]:
     if not maps:
         raise ExportError("no_heatmaps", "This result has no heatmaps (it was run without them).")
     return maps
+
+
+def with_banner(rgb: np.ndarray, text: str) -> np.ndarray:
+    """``rgb`` (H, W, 3) uint8 with a black strip on top holding ``text`` in white, scaled to fit
+    the width (what an old viewer shows is then labelled in the pixels themselves)."""
+    import cv2
+
+    rgb = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[..., :3])
+    width = rgb.shape[1]
+    height = max(16, width // 20)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (w, h), _ = cv2.getTextSize(text, font, 1.0, 1)
+    scale = min((height * 0.6) / h, (width - 8) / w)
+    strip = np.zeros((height, width, 3), np.uint8)
+    baseline_y = int(height / 2 + h * scale / 2)
+    cv2.putText(strip, text, (4, baseline_y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([strip, rgb], axis=0)
+
+
+def _orientation_letters(cosines: Any) -> str:
+    """Patient-orientation letters of one direction (PS3.3 C.7.6.1.1.1), most significant first."""
+    letters = (("L", "R"), ("P", "A"), ("H", "F"))
+    parts = sorted(
+        (
+            (abs(float(c)), letters[axis][0 if float(c) > 0 else 1])
+            for axis, c in enumerate(cosines)
+        ),
+        reverse=True,
+    )
+    return "".join(letter for size, letter in parts if size > 0.25)[:3]
+
+
+def _patient_orientation(source: Any) -> tuple[str, str]:
+    """(row, column) directions of a source image, from its Image Orientation (Patient)."""
+    iop = source.get("ImageOrientationPatient")
+    if iop is None:
+        with contextlib.suppress(AttributeError, IndexError, KeyError):
+            shared = source.SharedFunctionalGroupsSequence[0]
+            iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    if iop is None or len(iop) != 6:
+        raise ExportError(
+            "unsupported_source", "The source image has no orientation; it cannot be captured."
+        )
+    return _orientation_letters(iop[:3]), _orientation_letters(iop[3:])
+
+
+def build_secondary_captures(
+    inp: ExportInput, pictures: dict[str, dict[int, np.ndarray]]
+) -> list[Any]:
+    """The heatmap pictures (model -> result slice -> RGB overlay) as secondary captures."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset
+
+    _check(inp)
+    out: list[Any] = []
+    series_uid = _uid(inp.result_id, "sc-series")
+    for model, by_slice in sorted(pictures.items()):
+        for i in sorted(by_slice):
+            index, frame = inp.frames[i]
+            source = inp.sources[index]
+            text = f"spondyscan {model} heatmap - {NOTICE}"
+            sc = hd.sc.SCImage.from_ref_dataset(
+                ref_dataset=source,
+                pixel_array=with_banner(by_slice[i], text),
+                photometric_interpretation="RGB",
+                bits_allocated=8,
+                coordinate_system="PATIENT",
+                series_instance_uid=series_uid,
+                series_number=SERIES_NUMBERS["sc"],
+                sop_instance_uid=_uid(inp.result_id, f"sc-{model}-{i}"),
+                instance_number=len(out) + 1,
+                manufacturer=MANUFACTURER,
+                patient_orientation=_patient_orientation(source),
+                contributing_equipment=_equipment(inp, f"Heatmap picture {model}"),
+            )
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = source.SOPClassUID
+            ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
+            if frame is not None:
+                ref.ReferencedFrameNumber = int(frame) + 1
+            sc.SourceImageSequence = [ref]
+            sc.SeriesDescription = f"spondyscan heatmaps ({NOTICE})"[:64]
+            sc.DerivationDescription = f"Heatmap of {model} over the analysed slice"[:1024]
+            sc.ImageComments = (
+                f"{model}: where the image drove the AS-status answer (warm = more); {NOTICE}."
+            )
+            sc.BurnedInAnnotation = "YES"  # the banner (no patient data in it)
+            # Type 2C in General Series: present and empty, the slice is of a midline structure.
+            sc.Laterality = ""
+            out.append(sc)
+    if not out:
+        raise ExportError("no_heatmaps", "This result has no heatmaps (it was run without them).")
+    return out
 
 
 def to_bytes(ds: Any) -> bytes:

@@ -1,9 +1,10 @@
-"""Export use cases: a stored study or analysis as DICOM SEG / SR / parametric maps (one zip or
-each alone) or as a FHIR R4 bundle, for its owner (or an admin).
+"""Export use cases: a stored study or analysis as DICOM SEG / SR / parametric maps / secondary
+captures (one zip; SEG and SR also alone) or as a FHIR R4 bundle, for its owner (or an admin).
 
 The objects are built on request from what the result stored: the source headers
 (``sources.zip``, see ``interop.sources``), the mask (``mask.nii.gz`` of a study, ``mask.png`` of a
-slice), the raw heatmaps (``*raw-*.npz``) and the result's answers. Their UIDs derive from the
+slice), the raw heatmaps (``*raw-*.npz``), the heatmap pictures (``*gradcam-*.png``) and the
+result's answers. Their UIDs derive from the
 result's id, so exporting again (or pushing again) gives the same objects.
 """
 
@@ -27,6 +28,7 @@ from backend.interop.dicom_out import (
     ExportInput,
     ModelAnswer,
     build_parametric_maps,
+    build_secondary_captures,
     build_seg,
     build_sr,
     to_bytes,
@@ -87,18 +89,27 @@ def _answers(result: dict[str, Any]) -> list[ModelAnswer]:
     return out
 
 
-def _raw_heatmaps(store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any]) -> dict:
-    """model -> {slice index -> 256x256 map} from the result's ``*raw-*-binary.npz`` files."""
-    by_model: dict[str, dict[int, np.ndarray]] = {}
+def _per_model_files(
+    store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any], kinds: tuple[str, ...], ext: str
+) -> dict[str, dict[int, str]]:
+    """model -> {result slice -> stored name} of the AS-status explanation files of the first of
+    ``kinds`` stored (``raw``: the map's values; ``focused``, ``gradcam``: the map over the slice,
+    focused on the region or not) of a study or a slice."""
+    from backend.inference.mappers import slug
+
     names = store.names(rid)
+
+    def first(candidates: list[str]) -> str | None:
+        return next((n for n in candidates if n in names), None)
+
+    by_model: dict[str, dict[int, str]] = {}
     if result["kind"] == "study":
         for s in result["slices"]:
             for h in s.get("heatmaps") or []:
-                from backend.inference.mappers import slug
-
-                name = f"s{s['index']:04d}-raw-{slug(h['model'])}-binary.npz"
-                if name in names:
-                    by_model.setdefault(h["model"], {})[s["index"]] = _npz(store, rid, name)
+                base = f"{slug(h['model'])}-binary.{ext}"
+                name = first([f"s{s['index']:04d}-{kind}-{base}" for kind in kinds])
+                if name is not None:
+                    by_model.setdefault(h["model"], {})[s["index"]] = name
         return by_model
     explanations = result.get("explanations") or (
         [result["explanation"]] if result.get("explanation") else []
@@ -106,13 +117,33 @@ def _raw_heatmaps(store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any]) 
     for e in explanations:
         if e["head"] != "binary":
             continue
-        from backend.inference.mappers import slug
-
-        for name in (f"raw-{slug(e['model']['key'])}-binary.npz", "raw-binary.npz"):
-            if name in names:
-                by_model[e["model"]["key"]] = {0: _npz(store, rid, name)}
-                break
+        base = f"{slug(e['model']['key'])}-binary.{ext}"
+        name = first([f"{k}-{b}" for k in kinds for b in (base, f"binary.{ext}")])
+        if name is not None:
+            by_model[e["model"]["key"]] = {0: name}
     return by_model
+
+
+def _raw_heatmaps(store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any]) -> dict:
+    """model -> {slice index -> 256x256 map} from the result's ``*raw-*-binary.npz`` files."""
+    files = _per_model_files(store, rid, result, ("raw",), "npz")
+    return {m: {i: _npz(store, rid, n) for i, n in f.items()} for m, f in files.items()}
+
+
+def _pictures(store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any]) -> dict:
+    """model -> {slice index -> RGB uint8}: the heatmap-over-slice pictures the web app shows."""
+    import cv2
+
+    def rgb(name: str) -> np.ndarray:
+        path = store.path(rid, name)
+        assert path is not None
+        bgr = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ExportError("no_heatmaps", "A stored heatmap picture cannot be read.")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    files = _per_model_files(store, rid, result, ("focused", "gradcam"), "png")
+    return {m: {i: rgb(n) for i, n in f.items()} for m, f in files.items()}
 
 
 def _npz(store: ArtifactStore, rid: uuid.UUID, name: str) -> np.ndarray:
@@ -212,6 +243,10 @@ def dicom_objects(store: ArtifactStore, row: Any, which: str) -> list[tuple[str,
         for pm in build_parametric_maps(inp):
             model = re.sub(r"[^a-z0-9_-]+", "-", str(pm.ManufacturerModelName).lower())
             out.append((f"pm-{model.removeprefix('spondyscan-')}.dcm", to_bytes(pm)))
+    pictures = _pictures(store, row.id, result)
+    if pictures:
+        for n, sc in enumerate(build_secondary_captures(inp, pictures), start=1):
+            out.append((f"sc-{n:03d}.dcm", to_bytes(sc)))
     return out
 
 

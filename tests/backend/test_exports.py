@@ -1,5 +1,6 @@
-"""Results in hospital formats: DICOM SEG, SR and parametric maps (valid per dciodvfy, read back
-with highdicom, the SEG decoding to the study's own mask) and FHIR R4 bundles (validated)."""
+"""Results in hospital formats: DICOM SEG, SR, parametric maps and secondary captures (valid per
+dciodvfy, read back with highdicom, the SEG decoding to the study's own mask, each capture showing
+the web app's picture) and FHIR R4 bundles (validated)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ async def _get(env: StudyEnv, path: str, status: int = 200) -> Any:
     r = await env.client.get(path, headers=env.alice)
     assert r.status_code == status, r.text
     return r
+
+
+def _png_rgb(body: bytes) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(
+        cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
+
+
+def to_bytes(ds: Any) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def _mask(study_mask: bytes) -> np.ndarray:
@@ -107,6 +122,29 @@ async def test_study_as_dicom_objects(senv: StudyEnv, series: Any, tmp_path: Pat
     assert mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeValue == "130403"
     key = [s for s in study["result"]["slices"] if s["key"]]
     assert pm.NumberOfFrames == len(key)
+
+    # Secondary captures for viewers without SEG or parametric-map support: per model and key
+    # slice, the picture the web app shows under a burnt-in banner, referencing its source.
+    captures = [pydicom.dcmread(io.BytesIO(v)) for k, v in objects.items() if k.startswith("sc-")]
+    pictures = [(s, h) for s in key for h in s["heatmaps"]]
+    assert len(captures) == len(pictures) > 0
+    assert len({c.SeriesInstanceUID for c in captures}) == 1
+    by_source = {
+        (c.SourceImageSequence[0].ReferencedSOPInstanceUID, c.DerivationDescription): c
+        for c in captures
+    }
+    for s, heat in pictures:
+        sc = by_source[
+            (s["sop_instance_uid"], f"Heatmap of {heat['model']} over the analysed slice")
+        ]
+        assert sc.StudyInstanceUID == seg.StudyInstanceUID and sc.BurnedInAnnotation == "YES"
+        assert "research use only" in sc.ImageComments
+        assert hd.imread(io.BytesIO(to_bytes(sc))).get_frame(1).shape == sc.pixel_array.shape
+        shown = _png_rgb((await _get(senv, heat["overlay_url"])).content)
+        pixels = sc.pixel_array
+        banner = pixels.shape[0] - shown.shape[0]
+        assert banner > 0 and pixels[:banner].max() > 0  # the banner's text
+        assert np.array_equal(pixels[banner:], shown)
 
     # Each object alone, and the same UIDs on every export (a PACS keeps one copy).
     seg_again = pydicom.dcmread(io.BytesIO((await _get(senv, f"/studies/{sid}/seg.dcm")).content))
@@ -181,7 +219,8 @@ async def test_dicom_slice_analysis_exports(senv: StudyEnv, series: Any, tmp_pat
         **parts([(name, body)], "file", allow_out_of_domain=True),
     )
     assert r.status_code == 200, r.text
-    aid = r.json()["id"]
+    analysis = r.json()
+    aid = analysis["id"]
     r = await senv.client.get(f"/analyses/{aid}/dicom", headers=senv.alice)
     if r.status_code == 409:
         assert r.json()["code"] == "empty_mask"  # nothing segmented on this phantom slice
@@ -191,10 +230,16 @@ async def test_dicom_slice_analysis_exports(senv: StudyEnv, series: Any, tmp_pat
         for member in zf.namelist():
             dciodvfy(zf.read(member), tmp_path)
         seg = pydicom.dcmread(io.BytesIO(zf.read("seg.dcm")))
+        captures = [pydicom.dcmread(io.BytesIO(zf.read(m))) for m in zf.namelist() if "sc-" in m]
     source = pydicom.dcmread(io.BytesIO(body))
     frame = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
     assert frame.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert (seg.Rows, seg.Columns) == (source.Rows, source.Columns)
+    explained = [e for e in analysis["explanations"] if e["head"] == "binary"]
+    assert len(captures) == len(explained) > 0
+    for capture in captures:
+        assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert capture.PatientID == source.PatientID
 
 
 async def test_exports_are_owner_only_and_wait_for_the_study(senv: StudyEnv, series: Any) -> None:

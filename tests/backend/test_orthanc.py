@@ -205,12 +205,13 @@ def test_pull_analyse_push_round_trip(stack: Stack) -> None:
     assert study["push"]["status"] == "done", study["push"]
     assert study["result"]["input"]["slices"] == len(files)
 
-    # QIDO: the SEG, the SR and the parametric map are now in the same study on the PACS.
+    # QIDO: the SEG, the SR, the parametric maps and the secondary captures (OT) are now in
+    # the same study on the PACS.
     series = httpx.get(
         f"{stack.dicomweb}/studies/{study_uid}/series", headers={"Accept": "application/dicom+json"}
     ).json()
     modalities = sorted(s["00080060"]["Value"][0] for s in series)
-    assert {"SEG", "SR"} <= set(modalities) and len(series) >= 4, modalities
+    assert {"SEG", "SR", "OT"} <= set(modalities) and len(series) >= 5, modalities
 
     # The SEG retrieved from the PACS decodes to spondyscan's own mask.
     seg_series = next(s for s in series if s["00080060"]["Value"][0] == "SEG")
