@@ -1,4 +1,5 @@
-"""The `spondyscan` console script: the science commands plus serve | worker | client.
+"""The `spondyscan` console script: the science commands plus serve | worker | client |
+dicom-listen | admin.
 
 Service commands import their modules lazily so `spondyscan prepare` never loads FastAPI.
 """
@@ -15,6 +16,10 @@ SERVICE_COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("backend.serve", "run the API (migrations, warm models, SPA) and print its URL"),
     "worker": ("backend.worker.main", "run a distributed batch-job worker (Celery on Redis)"),
     "client": ("backend.client.cli", "batch client for a running server (analyze a folder)"),
+    "dicom-listen": (
+        "backend.client.listen_cli",
+        "receive DICOM by C-STORE and analyse each series as a study on a server",
+    ),
     "admin": ("backend.admin_cli", "grant or revoke the admin role of an existing account"),
 }
 

@@ -194,6 +194,28 @@ class SpondyscanClient:
         response = await self.request("POST", "/studies", files=parts, data=form)
         return dict(response.json())
 
+    async def stow(self, instances: Sequence[bytes]) -> dict[str, Any]:
+        """Store one series' instances by STOW-RS (``POST /dicomweb/studies``), which starts a
+        study analysis; returns ``study_id``, ``study_url``, ``stored`` and ``failed`` counts and
+        the STOW ``response``."""
+        from backend.interop import multipart
+
+        body, content_type = multipart.build(instances)
+        r = await self.request(
+            "POST",
+            "/dicomweb/studies",
+            content=body,
+            headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+        )
+        answer = dict(r.json())
+        return {
+            "study_id": r.headers.get("X-Spondyscan-Study-Id"),
+            "study_url": r.headers.get("Location"),
+            "stored": len(answer.get("00081199", {}).get("Value", [])),
+            "failed": len(answer.get("00081198", {}).get("Value", [])),
+            "response": answer,
+        }
+
     async def get_study(self, study_id: str) -> dict[str, Any]:
         return dict((await self.request("GET", f"/studies/{study_id}")).json())
 

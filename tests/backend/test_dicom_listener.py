@@ -1,0 +1,111 @@
+"""`spondyscan dicom-listen`: a real DIMSE association on loopback (pynetdicom as the modality)
+sends a series by C-STORE; the listener spools it, and once it is stable sends it by STOW-RS to
+the app, which analyses it as a study. Refusals keep the series; an absent server loses nothing."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from study_helpers import StudyEnv, wait_study
+
+from backend.client.listener import CANNOT_UNDERSTAND, FAILED, INCOMING, DicomListener
+from backend.client.session import SpondyscanClient
+from ml.data.synthetic_series import dicom_series, phantom_series
+
+
+@pytest.fixture(scope="module")
+def series() -> Any:
+    return phantom_series(12, 128, seed=41)
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Any:
+    lst = DicomListener(tmp_path / "spool", stable_seconds=0.5)
+    port = lst.start("127.0.0.1", 0)
+    yield lst, port
+    lst.stop()
+
+
+def _send(port: int, datasets: list[pydicom.Dataset]) -> list[int]:
+    """C-ECHO, then C-STORE each dataset over one association; the statuses."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SPONDYSCAN")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def _client(env: StudyEnv) -> SpondyscanClient:
+    token = env.alice["Authorization"].removeprefix("Bearer ")
+    return SpondyscanClient(
+        "http://test", token=token, transport=httpx.ASGITransport(app=env.app), max_retries=0
+    )
+
+
+def _datasets(series: Any, seed: int) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(io.BytesIO(data)) for _, data in dicom_series(series, seed=seed)]
+
+
+async def test_c_store_series_becomes_a_study(senv: StudyEnv, series: Any, listener: Any) -> None:
+    lst, port = listener
+    datasets = _datasets(series, seed=41)
+    assert _send(port, datasets) == [0x0000] * len(datasets)
+    assert lst.received == len(datasets)
+    # Not stable yet: nothing is sent while instances may still be arriving.
+    async with _client(senv) as client:
+        assert await lst.forward_ready(client, now=0.0) == []
+        (sent,) = await lst.forward_ready(client, now=1e12)
+    assert sent.error is None and sent.instances == len(datasets) and sent.refused_instances == 0
+    study = await wait_study(senv.client, str(sent.study_id), senv.alice)
+    assert study["status"] == "done", study
+    assert study["result"]["input"]["slices"] == len(datasets)
+    uids = {s["sop_instance_uid"] for s in study["result"]["slices"]}
+    assert uids == {str(ds.SOPInstanceUID) for ds in datasets}
+    # The spool is emptied and the forwarding recorded.
+    assert not any((lst.spool / INCOMING).iterdir())
+    (line,) = (lst.spool / "forwarded.jsonl").read_text().splitlines()
+    assert json.loads(line)["study_id"] == sent.study_id
+
+
+async def test_refusals_keep_the_series_and_an_absent_server_loses_nothing(
+    senv: StudyEnv, series: Any, listener: Any
+) -> None:
+    lst, port = listener
+    datasets = _datasets(series, seed=42)
+    broken = copy.deepcopy(datasets[0])
+    del broken.SeriesInstanceUID
+    assert _send(port, [broken, *datasets[:4]]) == [CANNOT_UNDERSTAND] + [0x0000] * 4
+    assert lst.refused == 1
+
+    # The server cannot be reached: the series stays spooled for the next round.
+    async with SpondyscanClient("http://127.0.0.1:9", token="x", max_retries=0) as away:
+        assert await lst.forward_ready(away, now=1e12) == []
+    assert len(list((lst.spool / "sending").iterdir())) == 1
+
+    # A wrong credential is a refusal for good: the series is kept under failed/ with why.
+    bad = SpondyscanClient(
+        "http://test", api_key="not-a-key", transport=httpx.ASGITransport(app=senv.app)
+    )
+    async with bad:
+        (refused,) = await lst.forward_ready(bad, now=1e12)
+    assert refused.study_id is None and refused.error is not None
+    assert refused.error["status"] == 401
+    (kept,) = (lst.spool / FAILED).iterdir()
+    assert len(list(kept.glob("*.dcm"))) == 4
+    assert json.loads((kept / "error.json").read_text())["status"] == 401
