@@ -23,8 +23,8 @@ _RESPONSES = {
             "application/dicom": {},
             "application/fhir+json": {},
         },
-        "description": "dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one "
-        "object; fhir: a FHIR R4 Bundle",
+        "description": "dicom: a zip of SEG, SR, parametric maps and secondary captures; "
+        "seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle",
     },
     **error_responses(401, 404, 409, 422),
 }

@@ -3288,7 +3288,7 @@ export type ExportAnalysisDicomError = ExportAnalysisDicomErrors[keyof ExportAna
 
 export type ExportAnalysisDicomResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -3328,7 +3328,7 @@ export type ExportAnalysisFhirError = ExportAnalysisFhirErrors[keyof ExportAnaly
 
 export type ExportAnalysisFhirResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -3368,7 +3368,7 @@ export type ExportAnalysisSegError = ExportAnalysisSegErrors[keyof ExportAnalysi
 
 export type ExportAnalysisSegResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -3408,7 +3408,7 @@ export type ExportAnalysisSrError = ExportAnalysisSrErrors[keyof ExportAnalysisS
 
 export type ExportAnalysisSrResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -4723,7 +4723,7 @@ export type ExportStudyDicomError = ExportStudyDicomErrors[keyof ExportStudyDico
 
 export type ExportStudyDicomResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -4763,7 +4763,7 @@ export type ExportStudyFhirError = ExportStudyFhirErrors[keyof ExportStudyFhirEr
 
 export type ExportStudyFhirResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -4803,7 +4803,7 @@ export type ExportStudySegError = ExportStudySegErrors[keyof ExportStudySegError
 
 export type ExportStudySegResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
@@ -4843,7 +4843,7 @@ export type ExportStudySrError = ExportStudySrErrors[keyof ExportStudySrErrors];
 
 export type ExportStudySrResponses = {
     /**
-     * dicom: a zip of SEG, SR and parametric maps; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
+     * dicom: a zip of SEG, SR, parametric maps and secondary captures; seg.dcm, sr.dcm: one object; fhir: a FHIR R4 Bundle
      */
     200: unknown;
 };
