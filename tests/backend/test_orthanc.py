@@ -1,8 +1,8 @@
 """The hospital round trip against a real PACS: Orthanc with its DICOMweb plugin.
 
 A series goes to Orthanc (STOW-RS); spondyscan pulls it (QIDO-RS + WADO-RS), analyses it and
-pushes its SEG, SR and parametric maps back (STOW-RS); QIDO finds them in the same study and
-the SEG retrieved from Orthanc decodes to spondyscan's own mask. Then Orthanc pushes a study to
+pushes its SEG, SR, parametric maps and captures back (STOW-RS); QIDO finds them in the same
+study and the SEG retrieved from Orthanc decodes to spondyscan's own mask. Then Orthanc pushes a study to
 spondyscan's STOW-RS endpoint, as a router configured with spondyscan as a DICOMweb server does.
 
 Orthanc 1.10 listens on every interface (it has no bind-address option), so these tests run only
