@@ -30,6 +30,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,10 @@ class DicomListener:
     max_series_bytes: int = 2 * 1024**3
     received: int = 0
     refused: int = 0
-    forwarded: list[Forwarded] = field(default_factory=list)
+    # The latest outcomes (the full record is forwarded.jsonl).
+    forwarded: deque[Forwarded] = field(default_factory=lambda: deque(maxlen=1000))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _bytes: dict[str, int] = field(default_factory=dict, repr=False)  # spooled, per series
     _server: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,7 +137,9 @@ class DicomListener:
             data = event.encoded_dataset()
             with self._lock:
                 folder.mkdir(parents=True, exist_ok=True)
-                used = sum(p.stat().st_size for p in folder.iterdir())
+                if series not in self._bytes:  # e.g. left in the spool by an earlier run
+                    self._bytes[series] = sum(p.stat().st_size for p in folder.glob("*.dcm"))
+                used = self._bytes[series]
                 if used + len(data) > self.max_series_bytes:
                     self.refused += 1
                     log.warning(
@@ -144,6 +149,7 @@ class DicomListener:
                 tmp = folder / f".{sop}.{uuid.uuid4().hex}.part"
                 tmp.write_bytes(data)
                 os.replace(tmp, folder / f"{sop}.dcm")
+                self._bytes[series] = used + len(data)
                 self.received += 1
         except OSError:
             log.exception("could not spool an instance of series %s", series)
@@ -166,6 +172,7 @@ class DicomListener:
                     # Taken out of `incoming` under the lock: what arrives later starts afresh.
                     target = self.spool / SENDING / f"{folder.name}-{uuid.uuid4().hex[:8]}"
                     os.replace(folder, target)
+                    self._bytes.pop(folder.name, None)
                     ready.append(target)
         return sorted(ready)
 

@@ -15,7 +15,13 @@ import pydicom
 import pytest
 from study_helpers import StudyEnv, wait_study
 
-from backend.client.listener import CANNOT_UNDERSTAND, FAILED, INCOMING, DicomListener
+from backend.client.listener import (
+    CANNOT_UNDERSTAND,
+    FAILED,
+    INCOMING,
+    OUT_OF_RESOURCES,
+    DicomListener,
+)
 from backend.client.session import SpondyscanClient
 from ml.data.synthetic_series import dicom_series, phantom_series
 
@@ -109,3 +115,13 @@ async def test_refusals_keep_the_series_and_an_absent_server_loses_nothing(
     (kept,) = (lst.spool / FAILED).iterdir()
     assert len(list(kept.glob("*.dcm"))) == 4
     assert json.loads((kept / "error.json").read_text())["status"] == 401
+
+
+def test_a_series_past_its_size_limit_is_refused_not_spooled(series: Any, listener: Any) -> None:
+    lst, port = listener
+    datasets = _datasets(series, seed=43)[:3]
+    one = len(pydicom.dcmread(io.BytesIO(dicom_series(series, seed=43)[0][1])).PixelData)
+    lst.max_series_bytes = int(one * 1.5)  # room for one instance, not two
+    assert _send(port, datasets) == [0x0000, OUT_OF_RESOURCES, OUT_OF_RESOURCES]
+    (folder,) = (lst.spool / INCOMING).iterdir()
+    assert len(list(folder.glob("*.dcm"))) == 1 and lst.refused == 2

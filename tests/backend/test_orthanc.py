@@ -2,8 +2,9 @@
 
 A series goes to Orthanc (STOW-RS); spondyscan pulls it (QIDO-RS + WADO-RS), analyses it and
 pushes its SEG, SR, parametric maps and captures back (STOW-RS); QIDO finds them in the same
-study and the SEG retrieved from Orthanc decodes to spondyscan's own mask. Then Orthanc pushes a study to
-spondyscan's STOW-RS endpoint, as a router configured with spondyscan as a DICOMweb server does.
+study and the SEG retrieved from Orthanc decodes to spondyscan's own mask. Then Orthanc pushes a
+study to spondyscan's STOW-RS endpoint, as a router configured with spondyscan as a DICOMweb
+server does.
 
 Orthanc 1.10 listens on every interface (it has no bind-address option), so these tests run only
 inside a private network namespace that has nothing but loopback: `make test` runs them under
