@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Analyse every image under DIR on a running server; rerun to resume.",
     )
     p.add_argument("folder", type=Path, metavar="DIR", help="folder of images (searched deeply)")
-    _connection(p)
+    connection_arguments(p)
     p.add_argument(
         "--out",
         type=Path,
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "study.json and mask.nii.gz to --out.",
     )
     s.add_argument("path", type=Path, metavar="PATH", help="folder of instances, zip or NIfTI")
-    _connection(s)
+    connection_arguments(s)
     s.add_argument("--out", type=Path, default=Path("study"), help="output folder (default study)")
     s.add_argument("--models", nargs="+", metavar="KEY", help="classifier keys (default: server's)")
     s.add_argument("--no-explain", dest="explain", action="store_false", help="skip heatmaps")
@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-def _connection(p: argparse.ArgumentParser) -> None:
+def connection_arguments(p: argparse.ArgumentParser) -> None:
+    """--server, --api-key, --token: how a client program reaches its server."""
     # The client is a separate program: these variables are its own options (read here, by
     # this process), not server settings, so they bypass the server's get_settings().
     p.add_argument(
@@ -131,11 +132,17 @@ def _study(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
-def run(args: argparse.Namespace) -> int:
+def check_credentials(args: argparse.Namespace) -> None:
     from ml.clierror import CliError
 
     if not (args.api_key or args.token):
         raise CliError("Give --api-key (or SPONDYSCAN_API_KEY) or --token.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml.clierror import CliError
+
+    check_credentials(args)
     if args.client_command == "study":
         return _study(args)
     if not args.folder.is_dir():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 
+from backend.client.cli import check_credentials, connection_arguments
 from backend.client.listener import DicomListener
 from backend.client.session import SpondyscanClient
 
@@ -17,16 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
     parser.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
     parser.add_argument("--ae-title", default="SPONDYSCAN", help="AE title (default SPONDYSCAN)")
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("SPONDYSCAN_SERVER", "http://127.0.0.1:8000"),
-        help="the spondyscan server (default $SPONDYSCAN_SERVER or http://127.0.0.1:8000)",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("SPONDYSCAN_API_KEY"),
-        help="API key of the account the studies belong to (default $SPONDYSCAN_API_KEY)",
-    )
+    connection_arguments(parser)  # the studies belong to the key's (or token's) account
     parser.add_argument(
         "--spool",
         type=Path,
@@ -42,17 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.clierror import CliError
-
-    if not args.api_key:
-        raise CliError("an API key is needed (--api-key or SPONDYSCAN_API_KEY)")
+    check_credentials(args)
     listener = DicomListener(args.spool, args.ae_title, args.stable_seconds)
     port = listener.start(args.host, args.port)
     print(f"spondyscan dicom-listen: AE {args.ae_title} on port {port} -> {args.server}")
     print("Research use only. Not a medical device and not a diagnosis.")
 
     async def main() -> None:
-        async with SpondyscanClient(args.server, api_key=args.api_key) as client:
+        async with SpondyscanClient(args.server, api_key=args.api_key, token=args.token) as client:
             await listener.serve_forever(client)
 
     try:

@@ -27,6 +27,7 @@ from backend.inference.registry import ModelEntry, ModelRegistry
 from backend.inference.runner import InferenceRunner
 from backend.models import ModelResult
 from backend.runtime import Guards, Runtime
+from backend.schemas.jobs import JobOptions
 from backend.schemas.results import (
     AnalysisResult,
     ClassificationOutput,
@@ -38,6 +39,7 @@ from backend.schemas.results import (
     SegmentationOutput,
     SegmentResult,
 )
+from backend.schemas.studies import StudyOptions
 from backend.services.auth import Principal
 from backend.services.pipeline import (
     Decoded,
@@ -72,6 +74,7 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound=ResultBase)
+OptionsT = TypeVar("OptionsT", JobOptions, StudyOptions)  # a job's or a study's request
 
 
 @dataclass
@@ -136,35 +139,31 @@ def method_for(entry: ModelEntry, method: str | None) -> str:
     return str(method) if method else entry.manifest.default_method
 
 
-def resolved_model_keys(
-    runtime: Runtime,
-    models: list[str] | None,
-    segmentation_model: str | None,
-    *,
-    explain: bool,
-    method: str | None,
-) -> dict[str, Any]:
-    """``models`` and ``segmentation_model`` of a job or study request with the registry's
-    defaults made explicit, refused now (unknown model, impossible explanation) rather than
+def with_resolved_models(runtime: Runtime, request: OptionsT) -> OptionsT:
+    """A job or study request with the registry's defaults made explicit in ``models`` and
+    ``segmentation_model``, refused now (unknown model, impossible explanation) rather than
     when the work runs."""
     registry = runtime.registry
     if registry is None:
         raise NotReady("The models are still loading; retry in a moment.")
     classifiers = registry.resolve(
-        split_keys(models), "classification", limit=runtime.settings.max_models_per_request
+        split_keys(request.models),
+        "classification",
+        limit=runtime.settings.max_models_per_request,
     )
-    if explain:
+    if request.explain:
         for entry in classifiers:
-            check_explain(entry, "binary", method_for(entry, method), None)
+            check_explain(entry, "binary", method_for(entry, request.method), None)
     seg = (
-        registry.resolve([segmentation_model], "segmentation")[0]
-        if segmentation_model
+        registry.resolve([request.segmentation_model], "segmentation")[0]
+        if request.segmentation_model
         else registry.default_for("segmentation")
     )
-    return {
+    update = {
         "models": [e.key for e in classifiers],
         "segmentation_model": seg.key if seg is not None else None,
     }
+    return request.model_copy(update=update)
 
 
 def split_keys(keys: list[str] | None) -> list[str] | None:

@@ -39,7 +39,7 @@ from backend.schemas.jobs import (
     JobPublic,
     JobSummary,
 )
-from backend.services.analysis import resolved_model_keys
+from backend.services.analysis import with_resolved_models
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, StagedItem, job_inputs, stage_files
@@ -135,18 +135,6 @@ def _item_public(item: JobItem) -> JobItemPublic:
 # ----------------------------------------------------------------------------- create
 
 
-def _job_options(runtime: Runtime, request: JobOptions) -> JobOptions:
-    """The request's options with the model keys resolved (defaults made explicit)."""
-    keys = resolved_model_keys(
-        runtime,
-        request.models,
-        request.segmentation_model,
-        explain=request.explain,
-        method=request.method,
-    )
-    return request.model_copy(update=keys)
-
-
 def _rows(job: Job, staged: list[StagedItem]) -> list[JobItem]:
     now = job.created_at
     return [
@@ -223,7 +211,7 @@ async def create_job(
     options: JobOptions,
 ) -> JobPublic:
     """Store the files, record the job, hand its items to the executor; returns at once."""
-    resolved = _job_options(runtime, options)
+    resolved = with_resolved_models(runtime, options)
     limit = runtime.settings.max_open_jobs
     if await jobs_repo.open_jobs_of(session, principal.user_id) >= limit:
         raise TooManyRequests(

@@ -38,7 +38,7 @@ from backend.schemas.studies import (
     StudySummary,
 )
 from backend.services import jobs as jobs_service
-from backend.services.analysis import resolved_model_keys
+from backend.services.analysis import with_resolved_models
 from backend.services.atomic import files_then_rows
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile, job_inputs
@@ -60,13 +60,7 @@ def deid_key(runtime: Runtime) -> bytes | None:
 
 def _options(runtime: Runtime, request: StudyOptions) -> StudyOptions:
     """The request's options with model keys resolved (defaults made explicit)."""
-    keys = resolved_model_keys(
-        runtime,
-        request.models,
-        request.segmentation_model,
-        explain=request.explain,
-        method=request.method,
-    )
+    resolved = with_resolved_models(runtime, request)
     settings = runtime.settings
     push = request.push or (settings.dicomweb_push and settings.dicomweb_url is not None)
     if push and not settings.dicomweb_url:
@@ -75,7 +69,7 @@ def _options(runtime: Runtime, request: StudyOptions) -> StudyOptions:
             code="dicomweb_not_configured",
             status_code=409,
         )
-    return request.model_copy(update={**keys, "push": push})
+    return resolved.model_copy(update={"push": push})
 
 
 # ----------------------------------------------------------------------------- public shapes

@@ -7,7 +7,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,32 @@ async def signup_and_login(
     r = await client.post("/auth/token", data={"username": email, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+@asynccontextmanager
+async def app_on_models(
+    databases: DatabaseUrls,
+    models_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    add_models: Callable[[Path], None],
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """An app (SQLite) on a copy of the tiny bundles in ``models_dir`` to which ``add_models``
+    adds or changes bundles; its client and the headers of a signed-in user ``name@...``."""
+    import shutil
+
+    from backend.main import create_app
+
+    models = tmp_path_factory.mktemp(f"{name}-models")
+    for bundle in models_dir.iterdir():
+        shutil.copytree(bundle, models / bundle.name)
+    add_models(models)
+    url = await databases.new("sqlite")
+    app = create_app(make_settings(tmp_path_factory.mktemp(name), url, models))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c, await signup_and_login(c, f"{name}@example.org")
 
 
 async def login_or_signup(

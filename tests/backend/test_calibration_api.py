@@ -11,24 +11,18 @@ import api_samples as samples
 import httpx
 import numpy as np
 import pytest
-from api_helpers import DatabaseUrls, make_settings, signup_and_login
+from api_helpers import DatabaseUrls, app_on_models
 
 from ml.calibration import apply_temperature
 
 T_BINARY, T_STAGE = 3.0, 0.5
 
 
-@pytest.fixture(scope="module")
-async def client(
-    databases: DatabaseUrls, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    from backend.main import create_app
+def _calibrated_bundle(models: Path) -> None:
+    """``cnn_cal``: the same weights as ``cnn_tiny`` with a calibration record."""
     from ml.bundle import update_manifest
     from ml.manifest import Calibration, HeadCalibration
 
-    models = tmp_path_factory.mktemp("cal-models")
-    for bundle in models_dir.iterdir():
-        shutil.copytree(bundle, models / bundle.name)
     shutil.copytree(models / "cnn_tiny", models / "cnn_cal")
 
     def head(t: float) -> HeadCalibration:
@@ -43,12 +37,16 @@ async def client(
         models / "cnn_cal",
         {"key": "cnn_cal", "default": False, "calibration": record.model_dump(mode="json")},
     )
-    settings = make_settings(tmp_path_factory.mktemp("cal"), await databases.new("sqlite"), models)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, await signup_and_login(c, "calibration@example.org")
+
+
+@pytest.fixture(scope="module")
+async def client(
+    databases: DatabaseUrls, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    async with app_on_models(
+        databases, models_dir, tmp_path_factory, "calibration", _calibrated_bundle
+    ) as c:
+        yield c
 
 
 def _vector(probs: dict[str, float]) -> np.ndarray:

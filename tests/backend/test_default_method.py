@@ -9,7 +9,7 @@ from pathlib import Path
 import api_samples as samples
 import httpx
 import pytest
-from api_helpers import DatabaseUrls, make_settings, signup_and_login
+from api_helpers import DatabaseUrls, app_on_models
 from study_helpers import parts
 
 MEASURED = "cnn_measured"
@@ -49,22 +49,10 @@ def _measured_bundle(models: Path) -> None:
 async def client(
     databases: DatabaseUrls, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    import shutil
-
-    from backend.main import create_app
-
-    models = tmp_path_factory.mktemp("default-method-models")
-    for bundle in models_dir.iterdir():
-        shutil.copytree(bundle, models / bundle.name)
-    _measured_bundle(models)
-    settings = make_settings(
-        tmp_path_factory.mktemp("default-method"), await databases.new("sqlite"), models
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, await signup_and_login(c, "default-method@example.org")
+    async with app_on_models(
+        databases, models_dir, tmp_path_factory, "default-method", _measured_bundle
+    ) as c:
+        yield c
 
 
 async def _explain(c: httpx.AsyncClient, headers: dict[str, str], **fields: str) -> dict:

@@ -125,3 +125,13 @@ def test_a_series_past_its_size_limit_is_refused_not_spooled(series: Any, listen
     assert _send(port, datasets) == [0x0000, OUT_OF_RESOURCES, OUT_OF_RESOURCES]
     (folder,) = (lst.spool / INCOMING).iterdir()
     assert len(list(folder.glob("*.dcm"))) == 1 and lst.refused == 2
+
+
+def test_the_command_needs_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backend.cli import main
+
+    monkeypatch.delenv("SPONDYSCAN_API_KEY", raising=False)
+    assert main(["dicom-listen", "--port", "0"]) == 2
+    assert "--api-key" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import api_samples as samples
 import httpx
 import numpy as np
 import pytest
-from api_helpers import DatabaseUrls, make_settings, signup_and_login
+from api_helpers import DatabaseUrls, app_on_models
 from study_helpers import parts
 
 
@@ -29,22 +29,8 @@ def _dead_bundle(models: Path) -> None:
 async def client(
     databases: DatabaseUrls, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    import shutil
-
-    from backend.main import create_app
-
-    models = tmp_path_factory.mktemp("methods-models")
-    for bundle in models_dir.iterdir():
-        shutil.copytree(bundle, models / bundle.name)
-    _dead_bundle(models)
-    settings = make_settings(
-        tmp_path_factory.mktemp("methods"), await databases.new("sqlite"), models
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, await signup_and_login(c, "methods@example.org")
+    async with app_on_models(databases, models_dir, tmp_path_factory, "methods", _dead_bundle) as c:
+        yield c
 
 
 @pytest.mark.parametrize("method", ["occlusion", "rise", "integrated_gradients", "eigencam"])

@@ -4,7 +4,6 @@ models (and a rule-feature bundle that ships no rule) get no ``features``."""
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import api_samples as samples
 import httpx
 import numpy as np
 import pytest
-from api_helpers import DatabaseUrls, make_settings, signup_and_login
+from api_helpers import DatabaseUrls, app_on_models
 from PIL import Image
 from study_helpers import parts
 
@@ -39,20 +38,8 @@ def _rule_bundles(models: Path) -> None:
 async def client(
     databases: DatabaseUrls, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    from backend.main import create_app
-
-    models = tmp_path_factory.mktemp("rule-models")
-    for bundle in models_dir.iterdir():
-        shutil.copytree(bundle, models / bundle.name)
-    _rule_bundles(models)
-    settings = make_settings(
-        tmp_path_factory.mktemp("rule-features"), await databases.new("sqlite"), models
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c, await signup_and_login(c, "rules@example.org")
+    async with app_on_models(databases, models_dir, tmp_path_factory, "rules", _rule_bundles) as c:
+        yield c
 
 
 def _check_features(fx: dict) -> None:
