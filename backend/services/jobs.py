@@ -291,13 +291,14 @@ async def finalize_job(session: AsyncSession, store: JobInputStore, job_id: uuid
         return False
     await session.refresh(job)
     status = "cancelled" if job.cancelled_at is not None else "completed"
+    # No item is open, so nothing needs the inputs: they go before the job reads as closed
+    # (deleting twice is harmless). A study's series may be kept for a while
+    # (settings.study_input_retention_seconds); housekeeping removes it then.
+    keep = job.kind == "study" and status == "completed" and store.study_retention_s > 0
+    if not keep:
+        await asyncio.to_thread(store.delete, job_id)
     won = await jobs_repo.finalize(session, job_id, status, await jobs_repo.database_now(session))
     await session.commit()
-    # A study's series may be kept for a while (settings.study_input_retention_seconds);
-    # housekeeping removes it then.
-    keep = job.kind == "study" and status == "completed" and store.study_retention_s > 0
-    if won and not keep:
-        await asyncio.to_thread(store.delete, job_id)
     return won
 
 

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from api_helpers import DatabaseUrls, signup_and_login
+from jobs_helpers import wait_job
 from sqlalchemy import func, select
 from study_helpers import StudyEnv, parts, shipped_models, study_settings, wait_study
 
@@ -173,20 +174,29 @@ async def test_zip_with_bad_members_skips_and_lists_them(senv: StudyEnv, series:
 async def _refused(
     env: StudyEnv, files: list[tuple[str, bytes]], status: int, code: str, **fields: Any
 ) -> dict:
-    async def counts() -> tuple[int, int, int]:
+    async def rows() -> tuple[int, int]:
         return (
             await env.scalar(select(func.count(Study.id))),
             await env.scalar(select(func.count(Job.id))),
-            len([p for p in job_inputs(env.settings).root.iterdir() if not p.name.startswith(".")]),
         )
 
-    before = await counts()
+    def inputs() -> set[str]:
+        root = job_inputs(env.settings).root
+        return {p.name for p in root.iterdir() if not p.name.startswith(".")}
+
+    # Let earlier studies' jobs close first (a job drops its inputs as it closes).
+    deadline = asyncio.get_running_loop().time() + 30
+    while await env.scalar(select(func.count(Job.id)).where(Job.finished_at.is_(None))):
+        assert asyncio.get_running_loop().time() < deadline, "an earlier job did not close"
+        await asyncio.sleep(0.1)
+    before, inputs_before = await rows(), inputs()
     r = await env.client.post("/studies", headers=env.alice, **parts(files, **fields))
     assert r.status_code == status, r.text
     body = r.json()
     assert body["code"] == code and body["message"].endswith("."), body
     # Nothing half-stored: no rows, no inputs, nothing in staging.
-    assert await counts() == before
+    assert await rows() == before
+    assert inputs() == inputs_before
     assert list(job_inputs(env.settings).staging_dir.iterdir()) == []
     return body
 
@@ -267,6 +277,8 @@ async def test_owner_only_and_delete(senv: StudyEnv, series: Any) -> None:
 
 async def test_inputs_are_deleted_once_stored(senv: StudyEnv, series: Any) -> None:
     study = await _done(senv, dicom_series(series, seed=12), explain=False)
+    # The study is reported done first; its job closes and drops the inputs just after.
+    await wait_job(senv.client, study["job_id"], senv.alice)
     assert not job_inputs(senv.settings).exists(uuid.UUID(study["job_id"]))
 
 
