@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.core.config import Settings
-from backend.core.logs import quiet_value_loggers
+from backend.core.logs import quiet_expected_noise, quiet_value_loggers
 from backend.core.pools import BoundedPool, PerKeyLimit
 from backend.db import migrate
 from backend.db.session import make_engine, make_sessionmaker
@@ -134,6 +134,7 @@ async def start_runtime(
             starting by the dozen need not).
     """
     quiet_value_loggers()
+    quiet_expected_noise()
     t0 = time.perf_counter()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url

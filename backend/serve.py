@@ -22,7 +22,10 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from backend.core.config import load_settings
+    from backend.core.logs import quiet_expected_noise
     from ml.clierror import CliError
+
+    quiet_expected_noise()  # before the imports below set any of it off
 
     try:
         settings = load_settings(

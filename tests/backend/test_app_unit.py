@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -242,3 +243,23 @@ def test_clis_fail_loudly_on_a_broken_command(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(science_cli.COMMANDS, "ghost", ("ml.no_such_module", "x"))
     with pytest.raises(ModuleNotFoundError, match="ml.no_such_module"):
         science_cli.build_parser()
+
+
+def test_expected_start_up_noise_is_held_back_and_the_rest_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from backend.core.logs import quiet_expected_noise, quiet_value_loggers
+
+    quiet_value_loggers()
+    quiet_expected_noise()
+    quiet_expected_noise()  # idempotent: one filter, not two
+    tf_log = logging.getLogger("tensorflow")
+    assert len([f for f in tf_log.filters if type(f).__name__ == "_NotRetracing"]) == 1
+    caplog.set_level(logging.DEBUG)
+    tf_log.warning("5 out of the last 9 calls to <function fn> triggered tf.function retracing.")
+    tf_log.warning("Out of memory while allocating a tensor")
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.types")
+    logging.getLogger("sqlalchemy.engine").info("INSERT INTO analyses ... ('DOE^JANE')")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade a -> b")
+    kept = [r.getMessage() for r in caplog.records]
+    assert kept == ["Out of memory while allocating a tensor", "Running upgrade a -> b"]
