@@ -9,7 +9,7 @@ import contextlib
 from pathlib import Path
 
 from backend.client.cli import check_credentials, connection_arguments
-from backend.client.listener import DicomListener
+from backend.client.listener import DEFAULT_MAX_SERIES_BYTES, DicomListener
 from backend.client.session import SpondyscanClient
 
 
@@ -27,16 +27,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stable-seconds",
         type=float,
-        default=5.0,
-        help="send a series once nothing arrived for this long (default 5)",
+        default=30.0,
+        help="send a series once its associations closed and nothing arrived for this long "
+        "(default 30)",
+    )
+    parser.add_argument(
+        "--max-series-bytes",
+        type=int,
+        default=DEFAULT_MAX_SERIES_BYTES,
+        help="refuse instances that would take a series past this size (default 1 GiB, the "
+        "server's default study limit)",
+    )
+    parser.add_argument(
+        "--allowed-aet",
+        action="append",
+        default=[],
+        metavar="AET",
+        help="calling AE title allowed to send (repeat for more; default: any)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     check_credentials(args)
-    listener = DicomListener(args.spool, args.ae_title, args.stable_seconds)
+    listener = DicomListener(
+        args.spool,
+        args.ae_title,
+        args.stable_seconds,
+        max_series_bytes=args.max_series_bytes,
+        allowed_aets=tuple(args.allowed_aet),
+    )
     port = listener.start(args.host, args.port)
-    print(f"spondyscan dicom-listen: AE {args.ae_title} on port {port} -> {args.server}")
+    callers = ", ".join(args.allowed_aet) or "any calling AE"
+    print(f"spondyscan dicom-listen: AE {args.ae_title} on port {port} ({callers})")
+    print(f"series go to {args.server}")
     print("Research use only. Not a medical device and not a diagnosis.")
 
     async def main() -> None:

@@ -8,15 +8,21 @@ for ``--stable-seconds`` (as Orthanc's "stable series"), it is sent to the serve
 
 What happens to a spooled series:
 
-* accepted by the server (200, or 202 with some instances refused) -> one line in
-  ``<spool>/forwarded.jsonl`` (series, study id and URL, instances stored and refused) and the
-  instances are deleted;
-* refused for good (4xx: bad key, not an image series, too large) -> moved to
-  ``<spool>/failed/<series>/`` with ``error.json`` (the code and sentence), kept for a person;
-* the server is away or busy -> left where it is and sent again on the next round.
+* accepted by the server (200) -> one line in ``<spool>/forwarded.jsonl`` (series, study id and
+  URL, instances stored) and the instances are deleted;
+* accepted in part (202) -> the same, and the instances the server refused are moved to
+  ``<spool>/failed/<series>/`` with ``error.json`` (each one's SOP instance UID and reason);
+* refused for good (4xx: not an image series, too large) -> moved to ``<spool>/failed/<series>/``
+  with ``error.json`` (the code and sentence), kept for a person;
+* the server is away or busy, or refuses the listener's own credentials (401/403: a key revoked
+  or a token expired is fixed by a person, not by the series) -> left where it is and sent again
+  on the next round;
+* anything unexpected (a proxy answering HTML, a disk error) -> logged and tried again, and
+  after ``max_attempts`` rounds moved to ``failed/`` like a refusal. The listener keeps running.
 
-A series still being received when its turn comes is sent as it stands; instances of it that
-arrive later form a new series batch (and so a second study). Research use only.
+A series is stable once no association that delivered to it is still open and nothing arrived
+for ``stable_seconds``. Instances of a series that arrive after it was sent form a new batch (and
+so a second study). Research use only.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 INCOMING, SENDING, FAILED = "incoming", "sending", "failed"
 FORWARDED_LOG = "forwarded.jsonl"
+CREDENTIAL_STATUSES = (401, 403)
+DEFAULT_MAX_SERIES_BYTES = 1024**3  # the server's default upload limit for one study
 
 
 def _safe_uid(value: Any) -> str | None:
@@ -73,21 +81,28 @@ class DicomListener:
     Args:
         spool: the folder instances wait in (created).
         ae_title: this listener's application entity title.
-        stable_seconds: a series is sent once it received nothing for this long.
+        stable_seconds: a series is sent once it received nothing for this long (and no
+            association that delivered to it is open).
         max_series_bytes: a series that grows past this is refused (out of resources) rather
-            than spooled without limit; the server's own upload limit applies anyway.
+            than spooled without limit (the server's default study limit).
+        allowed_aets: calling AE titles allowed to associate; empty = any.
+        max_attempts: rounds a series may fail unexpectedly before it is moved to ``failed/``.
     """
 
     spool: Path
     ae_title: str = "SPONDYSCAN"
-    stable_seconds: float = 5.0
-    max_series_bytes: int = 2 * 1024**3
+    stable_seconds: float = 30.0
+    max_series_bytes: int = DEFAULT_MAX_SERIES_BYTES
+    allowed_aets: tuple[str, ...] = ()
+    max_attempts: int = 5
     received: int = 0
     refused: int = 0
     # The latest outcomes (the full record is forwarded.jsonl).
     forwarded: deque[Forwarded] = field(default_factory=lambda: deque(maxlen=1000))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _bytes: dict[str, int] = field(default_factory=dict, repr=False)  # spooled, per series
+    _open: dict[int, set[str]] = field(default_factory=dict, repr=False)  # association -> series
+    _attempts: dict[str, int] = field(default_factory=dict, repr=False)  # sending folder -> fails
     _server: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,9 +120,13 @@ class DicomListener:
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = StoragePresentationContexts
         ae.add_supported_context(Verification)
-        self._server = ae.start_server(
-            (host, port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
-        )
+        if self.allowed_aets:
+            ae.require_calling_aet = list(self.allowed_aets)
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_CONN_CLOSE, self._on_close),
+        ]
+        self._server = ae.start_server((host, port), block=False, evt_handlers=handlers)
         bound = int(self._server.server_address[1])
         log.info("listening for DICOM (C-STORE, C-ECHO) as %s on %s:%d", self.ae_title, host, bound)
         return bound
@@ -133,28 +152,42 @@ class DicomListener:
             log.warning("refused an instance without valid series and SOP instance UIDs")
             return CANNOT_UNDERSTAND
         folder = self.spool / INCOMING / series
+        target = folder / f"{sop}.dcm"
         try:
             data = event.encoded_dataset()
             with self._lock:
+                # The series is open while this association is: it is not sent meanwhile, so the
+                # write below needs no lock.
+                self._open.setdefault(id(event.assoc), set()).add(series)
                 folder.mkdir(parents=True, exist_ok=True)
                 if series not in self._bytes:  # e.g. left in the spool by an earlier run
                     self._bytes[series] = sum(p.stat().st_size for p in folder.glob("*.dcm"))
-                used = self._bytes[series]
-                if used + len(data) > self.max_series_bytes:
+                before = target.stat().st_size if target.exists() else 0  # sent again
+                grows = len(data) - before
+                if self._bytes[series] + grows > self.max_series_bytes:
                     self.refused += 1
                     log.warning(
                         "series %s is over %d bytes; refused", series, self.max_series_bytes
                     )
                     return OUT_OF_RESOURCES
-                tmp = folder / f".{sop}.{uuid.uuid4().hex}.part"
-                tmp.write_bytes(data)
-                os.replace(tmp, folder / f"{sop}.dcm")
-                self._bytes[series] = used + len(data)
+                self._bytes[series] += grows
+            try:
+                _write_durably(folder, target, data)
+            except OSError:
+                with self._lock:
+                    self._bytes[series] -= grows
+                raise
+            with self._lock:
                 self.received += 1
         except OSError:
             log.exception("could not spool an instance of series %s", series)
             return OUT_OF_RESOURCES
         return SUCCESS
+
+    def _on_close(self, event: Any) -> None:
+        """An association ended (released, aborted or dropped): its series may become stable."""
+        with self._lock:
+            self._open.pop(id(event.assoc), None)
 
     # ------------------------------------------------------------------ server side
 
@@ -164,7 +197,10 @@ class DicomListener:
         now = time.time() if now is None else now
         ready = [p for p in (self.spool / SENDING).iterdir() if p.is_dir()]
         with self._lock:
+            receiving = set().union(*self._open.values())
             for folder in (self.spool / INCOMING).iterdir():
+                if folder.name in receiving:
+                    continue
                 files = (
                     [p for p in folder.iterdir() if p.suffix == ".dcm"] if folder.is_dir() else []
                 )
@@ -181,8 +217,11 @@ class DicomListener:
     ) -> list[Forwarded]:
         """Send every stable series; returns what was accepted or refused this round."""
         done = []
-        for folder in self.stable_series(now):
-            outcome = await self._forward(client, folder)
+        for folder in await asyncio.to_thread(self.stable_series, now):
+            try:
+                outcome = await self._forward(client, folder)
+            except Exception as exc:  # noqa: BLE001 - one series must not stop the listener
+                outcome = await self._unexpected(folder, exc)
             if outcome is not None:
                 done.append(outcome)
         return done
@@ -195,30 +234,111 @@ class DicomListener:
         try:
             answer = await client.stow(instances)
         except ClientError as exc:
+            if exc.status in CREDENTIAL_STATUSES:
+                log.error(
+                    "the server refused this listener's credentials (%s); series %s is kept and "
+                    "sent again once they work",
+                    exc.code,
+                    series,
+                )
+                return None
             if not exc.permanent:
                 log.warning("series %s not sent (%s); trying again later", series, exc.message)
                 return None
             outcome.error = {"code": exc.code, "message": exc.message, "status": exc.status}
-            target = self.spool / FAILED / folder.name
-            await asyncio.to_thread(os.replace, folder, target)
-            await asyncio.to_thread(
-                (target / "error.json").write_text, json.dumps(outcome.error, indent=2)
-            )
-            log.error(
-                "series %s refused: %s (%s); kept in %s", series, exc.message, exc.code, target
-            )
+            await self._set_aside(folder, outcome.error)
+            log.error("series %s refused: %s (%s)", series, exc.message, exc.code)
         else:
             outcome.study_id, outcome.study_url = answer["study_id"], answer["study_url"]
             outcome.refused_instances = answer["failed"]
+            refused = _refused_instances(answer["response"])
+            if refused:
+                await asyncio.to_thread(self._keep_refused, folder, refused)
             await asyncio.to_thread(shutil.rmtree, folder)
             log.info("series %s (%d instances) -> study %s", series, len(files), outcome.study_id)
+        self._record(outcome)
+        return outcome
+
+    async def _unexpected(self, folder: Path, exc: Exception) -> Forwarded | None:
+        """Count an unexpected failure; after ``max_attempts`` set the series aside."""
+        series = folder.name.rsplit("-", 1)[0]
+        n = self._attempts[folder.name] = self._attempts.get(folder.name, 0) + 1
+        log.exception("series %s could not be forwarded (attempt %d)", series, n, exc_info=exc)
+        if n < self.max_attempts or not folder.is_dir():
+            return None
+        outcome = Forwarded(series, len(list(folder.glob("*.dcm"))))
+        outcome.error = {
+            "code": "forward_error",
+            "message": f"{type(exc).__name__}: {exc}"[:500],
+            "status": None,
+        }
+        await self._set_aside(folder, outcome.error)
+        self._record(outcome)
+        return outcome
+
+    async def _set_aside(self, folder: Path, error: dict[str, Any]) -> None:
+        """Move a series to ``failed/`` with ``error.json``, for a person to look at."""
+        target = self.spool / FAILED / folder.name
+        await asyncio.to_thread(os.replace, folder, target)
+        await asyncio.to_thread((target / "error.json").write_text, json.dumps(error, indent=2))
+        self._attempts.pop(folder.name, None)
+        log.error("kept in %s", target)
+
+    def _keep_refused(self, folder: Path, refused: dict[str, int | None]) -> None:
+        """Move the instances the server refused (a 202) to ``failed/`` with their reasons."""
+        target = self.spool / FAILED / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        kept = []
+        for sop, reason in refused.items():
+            path = folder / f"{sop}.dcm"
+            if path.is_file():
+                os.replace(path, target / path.name)
+                kept.append({"sop_instance_uid": sop, "failure_reason": reason})
+        error = {
+            "code": "refused_instances",
+            "message": "The server stored the series without these instances.",
+            "status": 202,
+            "instances": kept,
+        }
+        (target / "error.json").write_text(json.dumps(error, indent=2))
+
+    def _record(self, outcome: Forwarded) -> None:
         with (self.spool / FORWARDED_LOG).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(outcome.__dict__) + "\n")
         self.forwarded.append(outcome)
-        return outcome
 
     async def serve_forever(self, client: SpondyscanClient, interval: float = 1.0) -> None:
         """Forward stable series every ``interval`` seconds until cancelled."""
         while True:
-            await self.forward_ready(client)
+            try:
+                await self.forward_ready(client)
+            except Exception:  # noqa: BLE001 - e.g. the spool's disk: log it and go on
+                log.exception("a forwarding round failed; trying again")
             await asyncio.sleep(interval)
+
+
+def _write_durably(folder: Path, target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically and on disk before the store is acknowledged."""
+    tmp = folder / f".{target.stem}.{uuid.uuid4().hex}.part"
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _refused_instances(response: dict[str, Any]) -> dict[str, int | None]:
+    """SOP instance UID -> failure reason of each instance a STOW response lists as failed
+    (those the server could not even name are not in the spool's terms and are skipped)."""
+    out: dict[str, int | None] = {}
+    for item in response.get("00081198", {}).get("Value", []):
+        uid = _safe_uid((item.get("00081155", {}).get("Value") or [None])[0])
+        if uid is not None:
+            reason = (item.get("00081197", {}).get("Value") or [None])[0]
+            out[uid] = int(reason) if reason is not None else None
+    return out

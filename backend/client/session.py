@@ -82,19 +82,28 @@ class SpondyscanClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request, waiting out 503/429 (Retry-After) and brief connection failures."""
+    async def request(
+        self, method: str, path: str, *, resend: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request, waiting out 503/429 (Retry-After) and brief connection failures.
+
+        ``resend=False`` is for a request that must not run twice (it creates something): it is
+        sent again only when the server cannot have acted on it (no connection was made, or a
+        503/429 refusal), not after a timeout or a gateway error mid-way.
+        """
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
                 response = await self._http.request(method, path, **kwargs)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                if last:
+                unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if last or not (resend or unsent):
                     raise ClientError("unreachable", f"{type(exc).__name__}: {exc}") from exc
                 self.retries += 1
                 await self._sleep(_backoff(attempt))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
+            retry = resend or response.status_code in (429, 503)
+            if response.status_code in RETRY_STATUSES and retry and not last:
                 self.retries += 1
                 wait = retry_after_seconds(response)
                 await self._sleep(wait if wait is not None else _backoff(attempt))
@@ -137,7 +146,7 @@ class SpondyscanClient:
         """Queue many images (or one zip) as a job (``POST /jobs``); returns it at once."""
         form = _analysis_form(models, explain, method, faithfulness)
         parts = [("files", (name, data)) for name, data in files]
-        response = await self.request("POST", "/jobs", files=parts, data=form)
+        response = await self.request("POST", "/jobs", resend=False, files=parts, data=form)
         return dict(response.json())
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
@@ -191,7 +200,7 @@ class SpondyscanClient:
         if models:
             form["models"] = list(models)
         parts = [("files", (name, data)) for name, data in files]
-        response = await self.request("POST", "/studies", files=parts, data=form)
+        response = await self.request("POST", "/studies", resend=False, files=parts, data=form)
         return dict(response.json())
 
     async def stow(self, instances: Sequence[bytes]) -> dict[str, Any]:
@@ -204,6 +213,7 @@ class SpondyscanClient:
         r = await self.request(
             "POST",
             "/dicomweb/studies",
+            resend=False,  # each accepted request starts a study
             content=body,
             headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
         )

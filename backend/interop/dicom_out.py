@@ -154,7 +154,7 @@ def build_seg(inp: ExportInput) -> Any:
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
     )
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=images,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -172,6 +172,11 @@ def build_seg(inp: ExportInput) -> Any:
         content_description=f"Automatic segmentation; {NOTICE}"[:64],
         contributing_equipment=_equipment(inp, "segmentation"),
     )
+    if "PlaneOrientationSequence" not in seg.SharedFunctionalGroupsSequence[0]:
+        # A source not placed in the patient (no orientation): General Image's Patient
+        # Orientation is then required (Type 2C); the source's own, else present and empty.
+        seg.PatientOrientation = images[0].get("PatientOrientation") or ""
+    return seg
 
 
 def _qualitative(answer: ModelAnswer) -> list[Any]:
@@ -305,6 +310,13 @@ def build_parametric_maps(inp: ExportInput) -> list[Any]:
             "unsupported_source",
             "Heatmaps are exported for series of single-frame instances; this one is multi-frame.",
         )
+    placed = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+    if not all(all(key in ds for key in placed) for ds in inp.sources):
+        raise ExportError(
+            "unsupported_source",
+            "Heatmaps are exported as parametric maps for images placed in the patient "
+            "(position, orientation and spacing); this source has no such geometry.",
+        )
     maps = []
     rows, cols = inp.mask.shape[1:]
     for n, (model, by_slice) in enumerate(sorted(inp.heatmaps.items())):
@@ -393,17 +405,21 @@ def _orientation_letters(cosines: Any) -> str:
 
 
 def _patient_orientation(source: Any) -> tuple[str, str]:
-    """(row, column) directions of a source image, from its Image Orientation (Patient)."""
+    """(row, column) directions of a source image: from its Image Orientation (Patient), else
+    its own Patient Orientation. Oblique directions have up to three letters (e.g. "FP")."""
     iop = source.get("ImageOrientationPatient")
     if iop is None:
         with contextlib.suppress(AttributeError, IndexError, KeyError):
             shared = source.SharedFunctionalGroupsSequence[0]
             iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
-    if iop is None or len(iop) != 6:
-        raise ExportError(
-            "unsupported_source", "The source image has no orientation; it cannot be captured."
-        )
-    return _orientation_letters(iop[:3]), _orientation_letters(iop[3:])
+    if iop is not None and len(iop) == 6:
+        return _orientation_letters(iop[:3]), _orientation_letters(iop[3:])
+    given = [str(v) for v in (source.get("PatientOrientation") or [])]
+    if len(given) == 2 and all(given):
+        return given[0], given[1]
+    raise ExportError(
+        "unsupported_source", "The source image has no orientation; it cannot be captured."
+    )
 
 
 def build_secondary_captures(
@@ -421,6 +437,7 @@ def build_secondary_captures(
             index, frame = inp.frames[i]
             source = inp.sources[index]
             text = f"spondyscan {model} heatmap - {NOTICE}"
+            row_dir, col_dir = _patient_orientation(source)
             sc = hd.sc.SCImage.from_ref_dataset(
                 ref_dataset=source,
                 pixel_array=with_banner(by_slice[i], text),
@@ -432,7 +449,8 @@ def build_secondary_captures(
                 sop_instance_uid=_uid(inp.result_id, f"sc-{model}-{i}"),
                 instance_number=len(out) + 1,
                 manufacturer=MANUFACTURER,
-                patient_orientation=_patient_orientation(source),
+                # highdicom takes single letters; the full (oblique) values are set below.
+                patient_orientation=(row_dir[0], col_dir[0]),
                 contributing_equipment=_equipment(inp, f"Heatmap picture {model}"),
             )
             ref = Dataset()
@@ -446,7 +464,9 @@ def build_secondary_captures(
             sc.ImageComments = (
                 f"{model}: where the image drove the AS-status answer (warm = more); {NOTICE}."
             )
-            sc.BurnedInAnnotation = "YES"  # the banner (no patient data in it)
+            sc.PatientOrientation = [row_dir, col_dir]
+            # The banner names the model and the notice: nothing that identifies the patient.
+            sc.BurnedInAnnotation = "NO"
             # Type 2C in General Series: present and empty, the slice is of a midline structure.
             sc.Laterality = ""
             out.append(sc)

@@ -17,6 +17,7 @@ from typing import Any
 SOURCES_FILE = "sources.zip"
 KEEP = (
     # Patient and general study (the output objects copy them)
+    "SpecificCharacterSet",  # how the names below are encoded
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientIdentityRemoved",
     "DeidentificationMethod", "DeidentificationMethodCodeSequence",
     "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
@@ -26,6 +27,7 @@ KEEP = (
     "FrameOfReferenceUID", "PositionReferenceIndicator", "Manufacturer",
     # The image: identity, geometry, pixel description (no pixels)
     "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "ImageType", "ContentDate", "ContentTime",
+    "PatientOrientation",
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
     "SpacingBetweenSlices", "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation",
     "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "NumberOfFrames",

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import logging
 import re
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,8 @@ from backend.interop.sources import SOURCES_FILE, unpack_sources
 from backend.repositories import analyses as analyses_repo
 from backend.services.auth import Principal
 from backend.storage.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
 
@@ -239,15 +243,29 @@ def dicom_objects(store: ArtifactStore, row: Any, which: str) -> list[tuple[str,
     if which == "sr":
         return [("sr.dcm", to_bytes(sr))]
     out = [("seg.dcm", to_bytes(seg)), ("sr.dcm", to_bytes(sr))]
+    # The parametric maps and the captures are extras beside the SEG and SR: a source they
+    # cannot describe (no geometry, no orientation) leaves them out, not the rest.
     if inp.heatmaps and all(f is None for _, f in inp.frames):
-        for pm in build_parametric_maps(inp):
+        for pm in _extra(row.id, "parametric maps", lambda: build_parametric_maps(inp)):
             model = re.sub(r"[^a-z0-9_-]+", "-", str(pm.ManufacturerModelName).lower())
             out.append((f"pm-{model.removeprefix('spondyscan-')}.dcm", to_bytes(pm)))
-    pictures = _pictures(store, row.id, result)
-    if pictures:
-        for n, sc in enumerate(build_secondary_captures(inp, pictures), start=1):
-            out.append((f"sc-{n:03d}.dcm", to_bytes(sc)))
+
+    def captures() -> list[Any]:
+        pictures = _pictures(store, row.id, result)
+        return build_secondary_captures(inp, pictures) if pictures else []
+
+    for n, sc in enumerate(_extra(row.id, "secondary captures", captures), start=1):
+        out.append((f"sc-{n:03d}.dcm", to_bytes(sc)))
     return out
+
+
+def _extra(result_id: uuid.UUID, what: str, build: Callable[[], list[Any]]) -> list[Any]:
+    """The objects ``build`` makes, or none (logged) when the source cannot carry them."""
+    try:
+        return build()
+    except ExportError as exc:
+        log.warning("result %s: no %s (%s)", result_id, what, exc.code)
+        return []
 
 
 def fhir_bundle(store: ArtifactStore, row: Any) -> dict[str, Any]:

@@ -224,6 +224,40 @@ async def test_busy_server_is_retried_after_retry_after() -> None:
         assert err.value.code == "unsupported_format" and err.value.permanent
 
 
+async def test_a_request_that_creates_something_is_not_sent_twice() -> None:
+    # A timeout or gateway error after the body went out: the server may have started the study,
+    # so it is not sent again. No connection at all, or a 503 refusal: it is.
+    failures: list[Exception | int] = []
+    calls: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if failures:
+            failure = failures.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return httpx.Response(failure, json={"code": "gateway", "message": "Gateway."})
+        return httpx.Response(202, json={"id": "s1", "status": "queued"})
+
+    async with SpondyscanClient(
+        "http://server", api_key="k", transport=httpx.MockTransport(handler)
+    ) as client:
+        client._sleep = lambda _s: asyncio.sleep(0)
+        for failure in (httpx.ReadTimeout("slow"), 504, 502):
+            failures[:], calls[:] = [failure], []
+            with pytest.raises(ClientError) as err:
+                await client.submit_study([("a.dcm", b"x")])
+            assert len(calls) == 1 and not err.value.permanent, failure
+        for failure in (httpx.ConnectError("refused"), 503):
+            failures[:], calls[:] = [failure], []
+            assert (await client.submit_study([("a.dcm", b"x")]))["id"] == "s1"
+            assert len(calls) == 2, failure
+        # A read (idempotent) is sent again after a timeout.
+        failures[:], calls[:] = [httpx.ReadTimeout("slow")], []
+        assert (await client.request("GET", "/studies/s1")).status_code == 202
+        assert len(calls) == 2
+
+
 async def test_job_methods(server: Server) -> None:
     async with SpondyscanClient(server.url, api_key=server.api_key) as client:
         job = await client.submit_job(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +105,104 @@ async def test_refusals_keep_the_series_and_an_absent_server_loses_nothing(
         assert await lst.forward_ready(away, now=1e12) == []
     assert len(list((lst.spool / "sending").iterdir())) == 1
 
-    # A wrong credential is a refusal for good: the series is kept under failed/ with why.
+    # The listener's own credential is refused (a key revoked, a token expired): the series is
+    # kept for when it works again, not set aside.
     bad = SpondyscanClient(
         "http://test", api_key="not-a-key", transport=httpx.ASGITransport(app=senv.app)
     )
     async with bad:
-        (refused,) = await lst.forward_ready(bad, now=1e12)
-    assert refused.study_id is None and refused.error is not None
-    assert refused.error["status"] == 401
+        assert await lst.forward_ready(bad, now=1e12) == []
+    assert not any((lst.spool / FAILED).iterdir())
+    (waiting,) = (lst.spool / "sending").iterdir()
+    assert len(list(waiting.glob("*.dcm"))) == 4
+    async with _client(senv) as client:
+        (sent,) = await lst.forward_ready(client, now=1e12)
+    assert sent.study_id is not None and sent.instances == 4
+    assert not any((lst.spool / "sending").iterdir())
+    await wait_study(senv.client, sent.study_id, senv.alice)
+
+
+async def test_instances_the_server_refuses_are_kept_with_the_reason(
+    senv: StudyEnv, series: Any, listener: Any
+) -> None:
+    lst, port = listener
+    datasets = _datasets(series, seed=44)[:5]
+    cut = copy.deepcopy(datasets[0])
+    cut.SOPInstanceUID = pydicom.uid.generate_uid()
+    cut.PixelData = cut.PixelData[: len(cut.PixelData) // 2]  # a truncated image
+    assert _send(port, [*datasets, cut]) == [0x0000] * 6
+    async with _client(senv) as client:
+        (sent,) = await lst.forward_ready(client, now=1e12)
+    assert sent.study_id is not None and sent.refused_instances == 1
     (kept,) = (lst.spool / FAILED).iterdir()
-    assert len(list(kept.glob("*.dcm"))) == 4
-    assert json.loads((kept / "error.json").read_text())["status"] == 401
+    assert [p.name for p in kept.glob("*.dcm")] == [f"{cut.SOPInstanceUID}.dcm"]
+    error = json.loads((kept / "error.json").read_text())
+    assert error["status"] == 202 and error["instances"][0]["sop_instance_uid"] == str(
+        cut.SOPInstanceUID
+    )
+    assert not any((lst.spool / "sending").iterdir())
+    await wait_study(senv.client, sent.study_id, senv.alice)
+
+
+async def test_an_unexpected_answer_is_retried_then_set_aside(series: Any, listener: Any) -> None:
+    # A proxy in front of the server answers with a web page: the listener keeps running, tries
+    # again next round, and after its attempts sets the series aside with what happened.
+    lst, port = listener
+    lst.max_attempts = 2
+    assert _send(port, _datasets(series, seed=45)[:3]) == [0x0000] * 3
+
+    def page(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>Sign in to the proxy</html>")
+
+    proxy = SpondyscanClient(
+        "http://test", token="x", transport=httpx.MockTransport(page), max_retries=0
+    )
+    async with proxy:
+        assert await lst.forward_ready(proxy, now=1e12) == []
+        assert len(list((lst.spool / "sending").iterdir())) == 1
+        (aside,) = await lst.forward_ready(proxy, now=1e12)
+    assert aside.error is not None and aside.error["code"] == "forward_error"
+    (kept,) = (lst.spool / FAILED).iterdir()
+    assert len(list(kept.glob("*.dcm"))) == 3
+    assert json.loads((kept / "error.json").read_text())["code"] == "forward_error"
+
+
+def test_a_series_is_not_sent_while_its_association_is_open(series: Any, listener: Any) -> None:
+    from pynetdicom import AE
+
+    lst, port = listener
+    datasets = _datasets(series, seed=46)[:2]
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(str(datasets[0].SOPClassUID))
+    assoc = ae.associate("127.0.0.1", port, ae_title="SPONDYSCAN")
+    assert assoc.is_established
+    try:
+        assert int(assoc.send_c_store(datasets[0]).Status) == 0x0000
+        assert lst.stable_series(now=1e12) == []  # still receiving, however long ago
+    finally:
+        assoc.release()
+    deadline = time.monotonic() + 10
+    while not (ready := lst.stable_series(now=1e12)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the close is seen by the server's thread
+    assert len(ready) == 1 and len(list(ready[0].glob("*.dcm"))) == 1
+
+
+def test_only_the_allowed_callers_may_send(tmp_path: Path) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    lst = DicomListener(tmp_path / "spool", allowed_aets=("SCANNER1",))
+    port = lst.start("127.0.0.1", 0)
+    try:
+        for caller, allowed in (("SCANNER1", True), ("STRANGER", False)):
+            ae = AE(ae_title=caller)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", port, ae_title="SPONDYSCAN")
+            assert assoc.is_established == allowed, caller
+            if allowed:
+                assoc.release()
+    finally:
+        lst.stop()
 
 
 def test_a_series_past_its_size_limit_is_refused_not_spooled(series: Any, listener: Any) -> None:
@@ -124,6 +212,9 @@ def test_a_series_past_its_size_limit_is_refused_not_spooled(series: Any, listen
     lst.max_series_bytes = int(one * 1.5)  # room for one instance, not two
     assert _send(port, datasets) == [0x0000, OUT_OF_RESOURCES, OUT_OF_RESOURCES]
     (folder,) = (lst.spool / INCOMING).iterdir()
+    assert len(list(folder.glob("*.dcm"))) == 1 and lst.refused == 2
+    # The instance sent again replaces its copy: it is not counted twice.
+    assert _send(port, datasets[:1]) == [0x0000]
     assert len(list(folder.glob("*.dcm"))) == 1 and lst.refused == 2
 
 

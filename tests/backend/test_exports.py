@@ -137,7 +137,7 @@ async def test_study_as_dicom_objects(senv: StudyEnv, series: Any, tmp_path: Pat
         sc = by_source[
             (s["sop_instance_uid"], f"Heatmap of {heat['model']} over the analysed slice")
         ]
-        assert sc.StudyInstanceUID == seg.StudyInstanceUID and sc.BurnedInAnnotation == "YES"
+        assert sc.StudyInstanceUID == seg.StudyInstanceUID and sc.BurnedInAnnotation == "NO"
         assert "research use only" in sc.ImageComments
         assert hd.imread(io.BytesIO(to_bytes(sc))).get_frame(1).shape == sc.pixel_array.shape
         shown = _png_rgb((await _get(senv, heat["overlay_url"])).content)
@@ -207,30 +207,55 @@ async def test_inputs_without_dicom_source(senv: StudyEnv, series: Any) -> None:
     await _get(senv, f"/analyses/{aid}/fhir")
 
 
-async def test_dicom_slice_analysis_exports(senv: StudyEnv, series: Any, tmp_path: Path) -> None:
+def _middle_slice(series: Any, **changes: Any) -> tuple[str, bytes]:
+    """The middle slice of a phantom series (the segmenter finds the column there), edited."""
     import pydicom
 
     files = dicom_series(series, seed=24)
     middle = sorted(files, key=lambda f: pydicom.dcmread(io.BytesIO(f[1])).ImagePositionPatient[0])
     name, body = middle[len(middle) // 2]
-    r = await senv.client.post(
-        "/analyses",
-        headers=senv.alice,
-        **parts([(name, body)], "file", allow_out_of_domain=True),
+    if not changes:
+        return name, body
+    ds = pydicom.dcmread(io.BytesIO(body))
+    for key, value in changes.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    return name, to_bytes(ds)
+
+
+async def _slice_objects(
+    env: StudyEnv, name: str, body: bytes, tmp_path: Path
+) -> tuple[dict, dict[str, Any]]:
+    """Analyse one DICOM slice and export it: (the analysis, member name -> object), each valid."""
+    import pydicom
+
+    r = await env.client.post(
+        "/analyses", headers=env.alice, **parts([(name, body)], "file", allow_out_of_domain=True)
     )
     assert r.status_code == 200, r.text
     analysis = r.json()
-    aid = analysis["id"]
-    r = await senv.client.get(f"/analyses/{aid}/dicom", headers=senv.alice)
+    r = await env.client.get(f"/analyses/{analysis['id']}/dicom", headers=env.alice)
     if r.status_code == 409:
         assert r.json()["code"] == "empty_mask"  # nothing segmented on this phantom slice
         pytest.skip("the segmenter found nothing on this phantom slice")
     assert r.status_code == 200, r.text
+    objects = {}
     with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
         for member in zf.namelist():
             dciodvfy(zf.read(member), tmp_path)
-        seg = pydicom.dcmread(io.BytesIO(zf.read("seg.dcm")))
-        captures = [pydicom.dcmread(io.BytesIO(zf.read(m))) for m in zf.namelist() if "sc-" in m]
+            objects[member] = pydicom.dcmread(io.BytesIO(zf.read(member)))
+    return analysis, objects
+
+
+async def test_dicom_slice_analysis_exports(senv: StudyEnv, series: Any, tmp_path: Path) -> None:
+    import pydicom
+
+    name, body = _middle_slice(series)
+    analysis, objects = await _slice_objects(senv, name, body, tmp_path)
+    seg = objects["seg.dcm"]
+    captures = [ds for member, ds in objects.items() if "sc-" in member]
     source = pydicom.dcmread(io.BytesIO(body))
     frame = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
     assert frame.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
@@ -240,6 +265,40 @@ async def test_dicom_slice_analysis_exports(senv: StudyEnv, series: Any, tmp_pat
     for capture in captures:
         assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert capture.PatientID == source.PatientID
+        assert capture.PatientOrientation == ["P", "F"]  # sagittal: rows run back, columns down
+        assert capture.BurnedInAnnotation == "NO"  # the banner does not identify the patient
+
+
+async def test_oblique_slice_and_non_ascii_names(
+    senv: StudyEnv, series: Any, tmp_path: Path
+) -> None:
+    # A slice tilted 30 degrees (oblique planes are routine for the sacroiliac joints), and a
+    # patient name outside ASCII in UTF-8: every object keeps the name and is valid.
+    name, body = _middle_slice(
+        series,
+        ImageOrientationPatient=[0.0, 0.866025, 0.5, 0.0, 0.5, -0.866025],
+        SpecificCharacterSet="ISO_IR 192",
+        PatientName="山田^太郎",
+    )
+    _, objects = await _slice_objects(senv, name, body, tmp_path)
+    assert {"seg.dcm", "sr.dcm"} <= set(objects)
+    captures = [ds for member, ds in objects.items() if "sc-" in member]
+    assert captures
+    for ds in objects.values():
+        assert str(ds.PatientName) == "山田^太郎", ds.SOPClassUID
+    for capture in captures:
+        # Rows run mostly back and partly up, columns mostly down and partly back.
+        assert capture.PatientOrientation == ["PH", "FP"]
+
+
+async def test_a_source_without_geometry_exports_seg_and_sr(
+    senv: StudyEnv, series: Any, tmp_path: Path
+) -> None:
+    # The maps and captures need the image's place and directions; without them, the SEG and
+    # SR are still made.
+    name, body = _middle_slice(series, ImageOrientationPatient=None, ImagePositionPatient=None)
+    _, objects = await _slice_objects(senv, name, body, tmp_path)
+    assert set(objects) == {"seg.dcm", "sr.dcm"}
 
 
 async def test_exports_are_owner_only_and_wait_for_the_study(senv: StudyEnv, series: Any) -> None:
