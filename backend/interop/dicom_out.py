@@ -374,21 +374,53 @@ def build_parametric_maps(inp: ExportInput) -> list[Any]:
     return maps
 
 
-def with_banner(rgb: np.ndarray, text: str) -> np.ndarray:
-    """``rgb`` (H, W, 3) uint8 with a black strip on top holding ``text`` in white, scaled to fit
-    the width (what an old viewer shows is then labelled in the pixels themselves)."""
+CAPTURE_MIN_WIDTH = 512  # px: the banner's text is legible at this width
+
+
+def with_banner(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
+    """``rgb`` (H, W, 3) uint8 with a black strip on top holding ``lines`` in white, one text
+    line each, scaled to fit the width (what an old viewer shows is then labelled in the pixels
+    themselves)."""
     import cv2
 
     rgb = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[..., :3])
     width = rgb.shape[1]
-    height = max(16, width // 20)
+    line_height = max(20, width // 24)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    (w, h), _ = cv2.getTextSize(text, font, 1.0, 1)
-    scale = min((height * 0.6) / h, (width - 8) / w)
-    strip = np.zeros((height, width, 3), np.uint8)
-    baseline_y = int(height / 2 + h * scale / 2)
-    cv2.putText(strip, text, (4, baseline_y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    strip = np.zeros((line_height * len(lines) + 4, width, 3), np.uint8)
+    for n, text in enumerate(lines):
+        (w, h), _ = cv2.getTextSize(text, font, 1.0, 1)
+        scale = min((line_height * 0.6) / h, (width - 8) / w)
+        baseline_y = int(2 + line_height * n + line_height / 2 + h * scale / 2)
+        cv2.putText(strip, text, (4, baseline_y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([strip, rgb], axis=0)
+
+
+def _pixel_spacing(source: Any) -> tuple[float, float]:
+    """(row, column) spacing in mm of a source image; 1:1 when it does not say."""
+    spacing = source.get("PixelSpacing")
+    if spacing is None:
+        with contextlib.suppress(AttributeError, IndexError, KeyError):
+            shared = source.SharedFunctionalGroupsSequence[0]
+            spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+    try:
+        row, col = float(spacing[0]), float(spacing[1])
+    except (TypeError, ValueError, IndexError):
+        return 1.0, 1.0
+    return (row, col) if row > 0 and col > 0 else (1.0, 1.0)
+
+
+def capture_picture(rgb: np.ndarray, source: Any) -> np.ndarray:
+    """The web app's (square) picture back at the source's proportions, at least
+    ``CAPTURE_MIN_WIDTH`` wide; nearest-neighbour, so every pixel keeps the colour shown."""
+    import cv2
+
+    row_mm, col_mm = _pixel_spacing(source)
+    height_mm, width_mm = int(source.Rows) * row_mm, int(source.Columns) * col_mm
+    factor = -(-CAPTURE_MIN_WIDTH // rgb.shape[1])  # ceiling division
+    width = rgb.shape[1] * max(1, factor)
+    height = max(1, round(width * height_mm / width_mm))
+    return cv2.resize(np.asarray(rgb, np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 def _orientation_letters(cosines: Any) -> str:
@@ -436,11 +468,11 @@ def build_secondary_captures(
         for i in sorted(by_slice):
             index, frame = inp.frames[i]
             source = inp.sources[index]
-            text = f"spondyscan {model} heatmap - {NOTICE}"
+            lines = [f"spondyscan {model} heatmap", NOTICE]
             row_dir, col_dir = _patient_orientation(source)
             sc = hd.sc.SCImage.from_ref_dataset(
                 ref_dataset=source,
-                pixel_array=with_banner(by_slice[i], text),
+                pixel_array=with_banner(capture_picture(by_slice[i], source), lines),
                 photometric_interpretation="RGB",
                 bits_allocated=8,
                 coordinate_system="PATIENT",

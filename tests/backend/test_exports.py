@@ -141,10 +141,14 @@ async def test_study_as_dicom_objects(senv: StudyEnv, series: Any, tmp_path: Pat
         assert "research use only" in sc.ImageComments
         assert hd.imread(io.BytesIO(to_bytes(sc))).get_frame(1).shape == sc.pixel_array.shape
         shown = _png_rgb((await _get(senv, heat["overlay_url"])).content)
+        # Enlarged (nearest neighbour) to a legible width, at the source's proportions (square
+        # here), under the banner's two lines.
         pixels = sc.pixel_array
-        banner = pixels.shape[0] - shown.shape[0]
-        assert banner > 0 and pixels[:banner].max() > 0  # the banner's text
-        assert np.array_equal(pixels[banner:], shown)
+        k = pixels.shape[1] // shown.shape[1]
+        banner = pixels.shape[0] - shown.shape[0] * k
+        assert k >= 2 and pixels.shape[1] >= 512 and banner >= 40
+        assert pixels[:banner].max() > 0  # the banner's text
+        assert np.array_equal(pixels[banner::k, ::k], shown)
 
     # Each object alone, and the same UIDs on every export (a PACS keeps one copy).
     seg_again = pydicom.dcmread(io.BytesIO((await _get(senv, f"/studies/{sid}/seg.dcm")).content))
@@ -374,3 +378,22 @@ async def test_pull_and_push_need_a_dicomweb_server(senv: StudyEnv, series: Any)
     assert r.status_code == 409 and r.json()["code"] == "dicomweb_not_configured"
     r = await senv.client.post("/studies/pull", json={"study_uid": "1.2.x"}, headers=senv.alice)
     assert r.status_code == 422
+
+
+def test_captures_keep_the_source_proportions() -> None:
+    from pydicom.dataset import Dataset
+
+    from backend.interop.dicom_out import capture_picture, with_banner
+
+    shown = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    tall = Dataset()
+    tall.Rows, tall.Columns, tall.PixelSpacing = 320, 160, [1.0, 1.0]  # twice as tall as wide
+    assert capture_picture(shown, tall).shape == (1024, 512, 3)
+    tall.PixelSpacing = [0.5, 1.0]  # the same number of rows over half the height: square
+    square = capture_picture(shown, tall)
+    assert square.shape == (512, 512, 3) and np.array_equal(square[::2, ::2], shown)
+    labelled = with_banner(square, ["spondyscan model heatmap", "research use only"])
+    banner = labelled.shape[0] - 512
+    assert (
+        banner >= 40 and labelled[:banner].max() > 200 and np.array_equal(labelled[banner:], square)
+    )
