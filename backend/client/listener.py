@@ -192,8 +192,8 @@ class DicomListener:
     # ------------------------------------------------------------------ server side
 
     def stable_series(self, now: float | None = None) -> list[Path]:
-        """Spooled series that received nothing for ``stable_seconds`` (and those left in
-        ``sending`` by an earlier run that stopped mid-way)."""
+        """Spooled series that no open association is delivering to and that received nothing
+        for ``stable_seconds`` (and those left in ``sending`` by an earlier run or round)."""
         now = time.time() if now is None else now
         ready = [p for p in (self.spool / SENDING).iterdir() if p.is_dir()]
         with self._lock:
@@ -250,10 +250,9 @@ class DicomListener:
             log.error("series %s refused: %s (%s)", series, exc.message, exc.code)
         else:
             outcome.study_id, outcome.study_url = answer["study_id"], answer["study_url"]
-            outcome.refused_instances = answer["failed"]
-            refused = _refused_instances(answer["response"])
-            if refused:
-                await asyncio.to_thread(self._keep_refused, folder, refused)
+            outcome.refused_instances = len(answer["refused"])
+            if answer["refused"]:
+                await asyncio.to_thread(self._keep_refused, folder, answer["refused"])
             await asyncio.to_thread(shutil.rmtree, folder)
             log.info("series %s (%d instances) -> study %s", series, len(files), outcome.study_id)
         self._record(outcome)
@@ -284,16 +283,18 @@ class DicomListener:
         self._attempts.pop(folder.name, None)
         log.error("kept in %s", target)
 
-    def _keep_refused(self, folder: Path, refused: dict[str, int | None]) -> None:
-        """Move the instances the server refused (a 202) to ``failed/`` with their reasons."""
+    def _keep_refused(self, folder: Path, refused: list[dict[str, Any]]) -> None:
+        """Move the instances the server refused (a 202) to ``failed/`` with their reasons
+        (those it could not even name are not told apart in the spool and go with the rest)."""
         target = self.spool / FAILED / folder.name
         target.mkdir(parents=True, exist_ok=True)
         kept = []
-        for sop, reason in refused.items():
+        for item in refused:
+            sop = _safe_uid(item["sop_instance_uid"])
             path = folder / f"{sop}.dcm"
-            if path.is_file():
+            if sop is not None and path.is_file():
                 os.replace(path, target / path.name)
-                kept.append({"sop_instance_uid": sop, "failure_reason": reason})
+                kept.append(item)
         error = {
             "code": "refused_instances",
             "message": "The server stored the series without these instances.",
@@ -330,15 +331,3 @@ def _write_durably(folder: Path, target: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _refused_instances(response: dict[str, Any]) -> dict[str, int | None]:
-    """SOP instance UID -> failure reason of each instance a STOW response lists as failed
-    (those the server could not even name are not in the spool's terms and are skipped)."""
-    out: dict[str, int | None] = {}
-    for item in response.get("00081198", {}).get("Value", []):
-        uid = _safe_uid((item.get("00081155", {}).get("Value") or [None])[0])
-        if uid is not None:
-            reason = (item.get("00081197", {}).get("Value") or [None])[0]
-            out[uid] = int(reason) if reason is not None else None
-    return out

@@ -205,8 +205,9 @@ class SpondyscanClient:
 
     async def stow(self, instances: Sequence[bytes]) -> dict[str, Any]:
         """Store one series' instances by STOW-RS (``POST /dicomweb/studies``), which starts a
-        study analysis; returns ``study_id``, ``study_url``, ``stored`` and ``failed`` counts and
-        the STOW ``response``."""
+        study analysis; returns ``study_id``, ``study_url``, the ``stored`` count and the
+        ``refused`` instances (``sop_instance_uid``, None when the server could not read one,
+        and ``failure_reason``)."""
         from backend.interop import multipart
 
         body, content_type = multipart.build(instances)
@@ -218,12 +219,21 @@ class SpondyscanClient:
             headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
         )
         answer = dict(r.json())
+
+        def first(item: dict[str, Any], tag: str) -> Any:
+            return (item.get(tag, {}).get("Value") or [None])[0]
+
         return {
             "study_id": r.headers.get("X-Spondyscan-Study-Id"),
             "study_url": r.headers.get("Location"),
             "stored": len(answer.get("00081199", {}).get("Value", [])),
-            "failed": len(answer.get("00081198", {}).get("Value", [])),
-            "response": answer,
+            "refused": [
+                {
+                    "sop_instance_uid": first(item, "00081155"),
+                    "failure_reason": first(item, "00081197"),
+                }
+                for item in answer.get("00081198", {}).get("Value", [])
+            ],
         }
 
     async def get_study(self, study_id: str) -> dict[str, Any]:

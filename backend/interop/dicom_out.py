@@ -396,13 +396,18 @@ def with_banner(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
     return np.concatenate([strip, rgb], axis=0)
 
 
+def _shared_attribute(source: Any, name: str, group: str) -> Any:
+    """``name`` of a source image, or of its shared functional ``group`` (Enhanced MR)."""
+    value = source.get(name)
+    if value is None:
+        with contextlib.suppress(AttributeError, IndexError, KeyError):
+            value = getattr(source.SharedFunctionalGroupsSequence[0], group)[0].get(name)
+    return value
+
+
 def _pixel_spacing(source: Any) -> tuple[float, float]:
     """(row, column) spacing in mm of a source image; 1:1 when it does not say."""
-    spacing = source.get("PixelSpacing")
-    if spacing is None:
-        with contextlib.suppress(AttributeError, IndexError, KeyError):
-            shared = source.SharedFunctionalGroupsSequence[0]
-            spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+    spacing = _shared_attribute(source, "PixelSpacing", "PixelMeasuresSequence")
     try:
         row, col = float(spacing[0]), float(spacing[1])
     except (TypeError, ValueError, IndexError):
@@ -439,11 +444,7 @@ def _orientation_letters(cosines: Any) -> str:
 def _patient_orientation(source: Any) -> tuple[str, str]:
     """(row, column) directions of a source image: from its Image Orientation (Patient), else
     its own Patient Orientation. Oblique directions have up to three letters (e.g. "FP")."""
-    iop = source.get("ImageOrientationPatient")
-    if iop is None:
-        with contextlib.suppress(AttributeError, IndexError, KeyError):
-            shared = source.SharedFunctionalGroupsSequence[0]
-            iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    iop = _shared_attribute(source, "ImageOrientationPatient", "PlaneOrientationSequence")
     if iop is not None and len(iop) == 6:
         return _orientation_letters(iop[:3]), _orientation_letters(iop[3:])
     given = [str(v) for v in (source.get("PatientOrientation") or [])]
