@@ -66,3 +66,9 @@ class Study(Base):
     # DICOMweb: where the series came from (pull) and whether the results went back (push):
     # {"status": "pending|done|failed", "server": ..., "objects": [...], "message": ..., "at": ...}
     push: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # STOW-RS in: a digest of the sorted SOP Instance UIDs the request carried, so the same
+    # instances stored again (a router resending after a lost answer) return this study instead
+    # of a second analysis; and which of them were refused, by a digest of each UID (no UIDs
+    # are kept: with ``deidentify`` on they would link back to the patient).
+    content_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    refused_instances: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)

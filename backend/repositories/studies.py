@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.models import Study
-from backend.models.study import STUDY_TERMINAL
+from backend.models.study import STUDY_CANCELLED, STUDY_FAILED, STUDY_TERMINAL
 from backend.repositories.analyses import filter_results
 from backend.schemas.studies import StudyFilter
 
@@ -32,6 +32,22 @@ async def get_study_for(
     query = select(Study).where(Study.id == study_id)
     if not admin:
         query = query.where(Study.user_id == user_id)
+    return await session.scalar(query)
+
+
+async def stored_as(session: AsyncSession, user_id: uuid.UUID, content_key: str) -> Study | None:
+    """This user's newest study made of exactly these instances that has not failed or been
+    cancelled (a deleted study is gone, so storing it again makes a new one)."""
+    query = (
+        select(Study)
+        .where(
+            Study.user_id == user_id,
+            Study.content_key == content_key,
+            Study.status.not_in((STUDY_FAILED, STUDY_CANCELLED)),
+        )
+        .order_by(Study.created_at.desc())
+        .limit(1)
+    )
     return await session.scalar(query)
 
 

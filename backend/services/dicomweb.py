@@ -13,6 +13,7 @@ from the PACS (QIDO-RS + WADO-RS), and sends its results back (STOW-RS out).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import uuid
@@ -31,7 +32,8 @@ from backend.schemas.studies import PullRequest, StudyOptions, StudyPublic
 from backend.services.auth import Principal
 from backend.services.job_intake import IncomingFile
 from backend.services.jobs import JobExecutor
-from backend.services.studies import submit_study
+from backend.services.studies import get_study, submit_study
+from backend.services.study_intake import StagedStudy
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,40 @@ def _sop(item: tuple[str, str, str], **extra: Any) -> dict[str, Any]:
     return out
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii", "replace")).hexdigest()
+
+
+def content_key(uids: list[tuple[str, str, str] | None]) -> str | None:
+    """A digest of the sorted SOP Instance UIDs of the parts that are DICOM (None if none are):
+    the same instances stored again give the same key, whatever their order."""
+    sops = sorted({item[1] for item in uids if item is not None})
+    return _digest("\n".join(sops)) if sops else None
+
+
+def _stow_response(
+    url: str, uids: list[tuple[str, str, str] | None], refused: dict[str, int]
+) -> tuple[dict[str, Any], int]:
+    """The STOW-RS answer: each part referenced, or failed with its reason (``refused`` maps
+    the digest of a refused SOP Instance UID to its reason)."""
+    referenced, failed = [], []
+    for item in uids:
+        if item is None:
+            failed.append({"00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}})
+        elif _digest(item[1]) in refused:
+            reason = refused[_digest(item[1])]
+            failed.append(_sop(item, **{"00081197": {"vr": "US", "Value": [reason]}}))
+        else:
+            referenced.append(_sop(item, **{"00081190": {"vr": "UR", "Value": [url]}}))
+    response: dict[str, Any] = {
+        "00081190": {"vr": "UR", "Value": [url]},
+        "00081199": {"vr": "SQ", "Value": referenced},
+    }
+    if failed:
+        response["00081198"] = {"vr": "SQ", "Value": failed}
+    return response, 202 if failed else 200
+
+
 async def stow_in(
     session: AsyncSession,
     runtime: Runtime,
@@ -85,7 +121,12 @@ async def stow_in(
     content_type: str,
     body: bytes,
 ) -> tuple[dict[str, Any], StudyPublic, int]:
-    """Store a STOW-RS request's instances as a study; (STOW response, study, HTTP status)."""
+    """Store a STOW-RS request's instances as a study; (STOW response, study, HTTP status).
+
+    Storing the same instances again (a router that resends after its answer was lost) is
+    idempotent, as in a PACS: while this user's study of exactly those instances exists and has
+    not failed or been cancelled, the answer names that study and nothing new is analysed.
+    """
     try:
         boundary = multipart.boundary_of(content_type)
         parts = multipart.split(body, boundary)
@@ -100,26 +141,42 @@ async def stow_in(
         )
     names = [f"part-{i:04d}.dcm" for i in range(len(parts))]
     uids = await asyncio.to_thread(lambda: [_uids(p) for _, p in parts])
+    key = content_key(uids)
+    if key is not None:
+        existing = await studies_repo.stored_as(session, principal.user_id, key)
+        if existing is not None:
+            log.info(
+                "STOW-RS: the same %d instances again; answering with study %s",
+                sum(u is not None for u in uids),
+                existing.id,
+            )
+            study = await get_study(session, principal, existing.id)
+            response, status = _stow_response(study.url, uids, existing.refused_instances or {})
+            return response, study, status
+
+    def refusals(staged: StagedStudy) -> dict[str, int]:
+        # Truncated, a duplicate, or another series than the one analysed.
+        kept = {name for name, _ in staged.files}
+        return {
+            _digest(item[1]): PROCESSING_FAILURE
+            for name, item in zip(names, uids, strict=True)
+            if item is not None and name not in kept
+        }
+
     files = [IncomingFile(n, io.BytesIO(p)) for n, (_, p) in zip(names, parts, strict=True)]
     options = StudyOptions(models=[])
-    study, staged = await submit_study(session, runtime, executor, principal, files, options)
-    kept = {name for name, _ in staged.files}
-    url = f"/studies/{study.id}"
-    referenced, failed = [], []
-    for name, item in zip(names, uids, strict=True):
-        if item is None:
-            failed.append({"00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}})
-        elif name in kept:
-            referenced.append(_sop(item, **{"00081190": {"vr": "UR", "Value": [url]}}))
-        else:  # truncated, a duplicate, or another series than the one analysed
-            failed.append(_sop(item, **{"00081197": {"vr": "US", "Value": [PROCESSING_FAILURE]}}))
-    response: dict[str, Any] = {
-        "00081190": {"vr": "UR", "Value": [url]},
-        "00081199": {"vr": "SQ", "Value": referenced},
-    }
-    if failed:
-        response["00081198"] = {"vr": "SQ", "Value": failed}
-    return response, study, 202 if failed else 200
+    study, staged = await submit_study(
+        session,
+        runtime,
+        executor,
+        principal,
+        files,
+        options,
+        content_key=key,
+        refusals=refusals,
+    )
+    response, status = _stow_response(study.url, uids, refusals(staged))
+    return response, study, status
 
 
 # ----------------------------------------------------------------------------- pull

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -148,8 +149,15 @@ async def submit_study(
     principal: Principal,
     files: list[IncomingFile],
     options: StudyOptions,
+    *,
+    content_key: str | None = None,
+    refusals: Callable[[StagedStudy], dict[str, int]] | None = None,
 ) -> tuple[StudyPublic, StagedStudy]:
-    """:func:`create_study`, also returning what the intake kept (STOW-RS reports it)."""
+    """:func:`create_study`, also returning what the intake kept (STOW-RS reports it).
+
+    ``content_key`` and ``refusals`` (what the intake did not keep, from the staged study) are
+    recorded on the row in the same transaction, so a repeated STOW-RS finds the study.
+    """
     resolved = _options(runtime, options)
     limit = runtime.settings.max_open_jobs
     if await jobs_repo.open_jobs_of(session, principal.user_id) >= limit:
@@ -206,6 +214,8 @@ async def submit_study(
                 push={"status": "pending", "server": runtime.settings.dicomweb_url}
                 if resolved.push
                 else None,
+                content_key=content_key,
+                refused_instances=refusals(study_in) if refusals is not None else None,
             ),
         )
         await audit.record(

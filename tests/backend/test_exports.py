@@ -348,6 +348,69 @@ async def test_stow_rs_in_starts_a_study(senv: StudyEnv, series: Any) -> None:
     assert study["status"] == "done" and study["result"]["input"]["slices"] == len(files)
 
 
+async def _stow(env: StudyEnv, who: dict[str, str], parts_: list[bytes]) -> tuple[int, dict]:
+    from backend.interop import multipart
+
+    body, content_type = multipart.build(parts_)
+    r = await env.client.post(
+        "/dicomweb/studies", content=body, headers={**who, "Content-Type": content_type}
+    )
+    assert r.status_code in (200, 202), r.text
+    assert r.headers["location"] == r.json()["00081190"]["Value"][0]
+    return r.status_code, r.json()
+
+
+def _answer(stow: dict) -> tuple[set[str], dict[str, int]]:
+    """(referenced SOP Instance UIDs, failed SOP Instance UID -> reason)."""
+    referenced = {item["00081155"]["Value"][0] for item in stow["00081199"]["Value"]}
+    failed = {
+        item["00081155"]["Value"][0]: item["00081197"]["Value"][0]
+        for item in stow.get("00081198", {}).get("Value", [])
+    }
+    return referenced, failed
+
+
+async def _total(env: StudyEnv, who: dict[str, str]) -> int:
+    r = await env.client.get("/studies", headers=who)
+    assert r.status_code == 200, r.text
+    return int(r.json()["total"])
+
+
+async def test_a_repeated_stow_names_the_same_study(senv: StudyEnv, series: Any) -> None:
+    """A router that resends a series after losing the answer gets the same study and the same
+    answer (in any order of the parts), not a second analysis; another user, or the same series
+    after its study was deleted, makes a new one."""
+    files = [d for _, d in dicom_series(series, seed=31)]
+    stranger = dicom_series(series, seed=32)[0][1]  # another series: refused inside the request
+    before = await _total(senv, senv.alice)
+    status, first = await _stow(senv, senv.alice, [*files, stranger])
+    assert status == 202
+    referenced, failed = _answer(first)
+    assert len(referenced) == len(files) and len(failed) == 1
+    url = first["00081190"]["Value"][0]
+    await wait_study(senv.client, url.rsplit("/", 1)[1], senv.alice)
+
+    status, again = await _stow(senv, senv.alice, [stranger, *reversed(files)])
+    assert status == 202 and again["00081190"]["Value"][0] == url
+    assert _answer(again) == (referenced, failed)
+    assert await _total(senv, senv.alice) == before + 1
+    # Fewer instances are another request: a new study.
+    status, part = await _stow(senv, senv.alice, files[:-1])
+    assert status == 200 and part["00081190"]["Value"][0] != url
+    await wait_study(senv.client, part["00081190"]["Value"][0].rsplit("/", 1)[1], senv.alice)
+    assert await _total(senv, senv.alice) == before + 2
+
+    status, bobs = await _stow(senv, senv.bob, [*files, stranger])
+    assert bobs["00081190"]["Value"][0] != url
+    await wait_study(senv.client, bobs["00081190"]["Value"][0].rsplit("/", 1)[1], senv.bob)
+
+    r = await senv.client.delete(url, headers=senv.alice)
+    assert r.status_code == 204, r.text
+    status, after = await _stow(senv, senv.alice, [*files, stranger])
+    assert after["00081190"]["Value"][0] != url
+    await wait_study(senv.client, after["00081190"]["Value"][0].rsplit("/", 1)[1], senv.alice)
+
+
 async def test_stow_rs_refusals(senv: StudyEnv, series: Any) -> None:
     from backend.interop import multipart
 
