@@ -14,7 +14,7 @@ import cv2
 import keras
 import numpy as np
 
-AUGMENT_KEYS = {"shift", "rotate", "scale", "brightness", "contrast", "gamma", "p"}
+AUGMENT_KEYS = {"shift", "rotate", "scale", "brightness", "contrast", "gamma", "gain", "p"}
 
 
 def augment_pair(
@@ -23,16 +23,17 @@ def augment_pair(
     """Apply one random affine (and intensity) transform to an image and its mask alike.
 
     Sagittal anatomy has a front and a back, so there are no flips: small shifts, rotations and
-    scaling only, with reflected borders, and optional brightness/contrast/gamma jitter on the
-    image (never on the mask).
+    scaling only, with reflected borders, and optional gain/brightness/contrast/gamma jitter on
+    the image (never on the mask).
 
     Args:
         image: (S, S) or (S, S, 1) float32 in [0, 1].
         mask: matching binary mask, or None.
         rng: random generator.
         spec: ``shift`` (fraction of the side), ``rotate`` (degrees), ``scale`` (fraction),
-            ``brightness`` (additive), ``contrast`` (fraction), ``gamma`` (fraction), ``p``
-            (probability to transform at all).
+            ``brightness`` (additive), ``contrast`` (fraction), ``gamma`` (fraction), ``gain``
+            (multiplicative, log-uniform in ``exp(+-gain)``: darker and brighter scanners),
+            ``p`` (probability to transform at all).
     """
     if rng.random() >= float(spec.get("p", 1.0)):
         return image, mask
@@ -56,6 +57,8 @@ def augment_pair(
             m, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101
         )
         out_mask = m[..., None] if mask.ndim == 3 else m
+    if spec.get("gain"):
+        img = img * float(np.exp(rng.uniform(-1, 1) * float(spec["gain"])))
     if spec.get("gamma"):
         img = np.power(np.clip(img, 0, 1), 1.0 + rng.uniform(-1, 1) * float(spec["gamma"]))
     if spec.get("contrast"):

@@ -147,6 +147,43 @@ def test_losses():
     assert float(get_loss("dice")(mask, 1 - mask)) > 0.9
 
 
+def test_boundary_term_weighs_errors_at_the_outline():
+    from ml.losses import DiceBCELoss, boundary_band
+
+    mask = np.zeros((1, 16, 16, 1), np.float32)
+    mask[0, 4:12, 4:12] = 1
+    band = keras.ops.convert_to_numpy(boundary_band(mask, 3))[0, ..., 0]
+    # A ring one pixel either side of the square's edge; interior and far background are 0.
+    assert band[4, 4] == 1 and band[3, 8] == 1 and band[8, 8] == 0 and band[0, 0] == 0
+    assert band.sum() == 10 * 10 - 6 * 6  # the 8x8 square dilated by 3x3 minus it eroded
+    good = mask * 0.98 + 0.01
+    edge, interior = good.copy(), good.copy()
+    edge[0, 4, 4:8] = 0.01  # four wrong pixels on the outline
+    interior[0, 7:9, 7:9] = 0.01  # four wrong pixels in the middle
+    plain = get_loss("dice_bce")
+    aware = get_loss({"name": "dice_bce", "boundary_weight": 1.0, "boundary_width": 3})
+    assert np.isclose(float(plain(mask, edge)), float(plain(mask, interior)), rtol=1e-4)
+    assert float(aware(mask, edge)) > float(aware(mask, interior)) + 0.05
+    restored = DiceBCELoss.from_config(aware.get_config())
+    assert restored.boundary_weight == 1.0 and restored.boundary_width == 3
+    with pytest.raises(ValueError, match="odd"):
+        DiceBCELoss(boundary_weight=1.0, boundary_width=4)
+
+
+def test_gain_augmentation_scales_intensity_only():
+    image = np.full((32, 32, 1), 0.4, np.float32)
+    mask = np.zeros((32, 32, 1), np.float32)
+    mask[8:24, 8:24] = 1
+    seen = []
+    for seed in range(20):
+        img2, mask2 = augment_pair(image, mask, np.random.default_rng(seed), {"gain": 0.5})
+        np.testing.assert_array_equal(mask2, mask)
+        assert np.ptp(img2) < 1e-6  # one factor for the whole image
+        seen.append(float(img2.mean()) / 0.4)
+    assert min(seen) >= np.exp(-0.5) - 1e-4 and max(seen) <= np.exp(0.5) + 1e-4
+    assert min(seen) < 0.8 and max(seen) > 1.25  # darker and brighter scanners both occur
+
+
 def test_multiplier_adam_scales_the_backbone_rate():
     a = keras.Variable(np.ones(3, np.float32), name="a")
     b = keras.Variable(np.ones(3, np.float32), name="b")
