@@ -94,15 +94,17 @@ def _stow_response(
     url: str, uids: list[tuple[str, str, str] | None], refused: dict[str, int]
 ) -> tuple[dict[str, Any], int]:
     """The STOW-RS answer: each part referenced, or failed with its reason (``refused`` maps
-    the digest of a refused SOP Instance UID to its reason)."""
-    referenced, failed = [], []
+    the digest of a refused SOP Instance UID to its reason; an instance repeated within the
+    request is referenced once, its copies failed)."""
+    referenced, failed, seen = [], [], set()
     for item in uids:
         if item is None:
             failed.append({"00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}})
-        elif _digest(item[1]) in refused:
-            reason = refused[_digest(item[1])]
+        elif _digest(item[1]) in refused or item[1] in seen:
+            reason = refused.get(_digest(item[1]), PROCESSING_FAILURE)
             failed.append(_sop(item, **{"00081197": {"vr": "US", "Value": [reason]}}))
         else:
+            seen.add(item[1])
             referenced.append(_sop(item, **{"00081190": {"vr": "UR", "Value": [url]}}))
     response: dict[str, Any] = {
         "00081190": {"vr": "UR", "Value": [url]},
@@ -155,12 +157,16 @@ async def stow_in(
             return response, study, status
 
     def refusals(staged: StagedStudy) -> dict[str, int]:
-        # Truncated, a duplicate, or another series than the one analysed.
+        # Truncated, or another series than the one analysed (a copy of a kept instance is not
+        # a refusal of that instance: the answer fails the copy only).
         kept = {name for name, _ in staged.files}
+        kept_uids = {
+            item[1] for name, item in zip(names, uids, strict=True) if item and name in kept
+        }
         return {
             _digest(item[1]): PROCESSING_FAILURE
             for name, item in zip(names, uids, strict=True)
-            if item is not None and name not in kept
+            if item is not None and name not in kept and item[1] not in kept_uids
         }
 
     files = [IncomingFile(n, io.BytesIO(p)) for n, (_, p) in zip(names, parts, strict=True)]

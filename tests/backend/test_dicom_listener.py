@@ -122,6 +122,47 @@ async def test_refusals_keep_the_series_and_an_absent_server_loses_nothing(
     await wait_study(senv.client, sent.study_id, senv.alice)
 
 
+class _AnswerLost(httpx.AsyncBaseTransport):
+    """The app stores the STOW-RS request, then the answer is lost on the way back."""
+
+    def __init__(self, app: Any) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        if request.method == "POST" and request.url.path.endswith("/dicomweb/studies"):
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+async def _studies(env: StudyEnv) -> list[str]:
+    r = await env.client.get("/studies", headers=env.alice, params={"limit": 100})
+    assert r.status_code == 200, r.text
+    return [item["id"] for item in r.json()["items"]]
+
+
+async def test_a_series_whose_answer_was_lost_gets_the_same_study(
+    senv: StudyEnv, series: Any, listener: Any
+) -> None:
+    lst, port = listener
+    datasets = _datasets(series, seed=44)
+    assert _send(port, datasets) == [0x0000] * len(datasets)
+    before = set(await _studies(senv))
+    token = senv.alice["Authorization"].removeprefix("Bearer ")
+    lost = SpondyscanClient("http://test", token=token, transport=_AnswerLost(senv.app))
+    async with lost:
+        assert await lst.forward_ready(lost, now=1e12) == []
+    (stored,) = set(await _studies(senv)) - before  # the server stored it once
+    assert len(list((lst.spool / "sending").iterdir())) == 1  # the listener cannot know: kept
+    async with _client(senv) as client:
+        (sent,) = await lst.forward_ready(client, now=1e12)
+    assert sent.study_id == stored and sent.instances == len(datasets)
+    assert set(await _studies(senv)) - before == {stored}  # not analysed twice
+    assert not any((lst.spool / "sending").iterdir())
+    await wait_study(senv.client, stored, senv.alice)
+
+
 async def test_instances_the_server_refuses_are_kept_with_the_reason(
     senv: StudyEnv, series: Any, listener: Any
 ) -> None:

@@ -370,6 +370,12 @@ def _answer(stow: dict) -> tuple[set[str], dict[str, int]]:
     return referenced, failed
 
 
+def _sop_uid(part: bytes) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True).SOPInstanceUID)
+
+
 async def _total(env: StudyEnv, who: dict[str, str]) -> int:
     r = await env.client.get("/studies", headers=who)
     assert r.status_code == 200, r.text
@@ -383,14 +389,16 @@ async def test_a_repeated_stow_names_the_same_study(senv: StudyEnv, series: Any)
     files = [d for _, d in dicom_series(series, seed=31)]
     stranger = dicom_series(series, seed=32)[0][1]  # another series: refused inside the request
     before = await _total(senv, senv.alice)
-    status, first = await _stow(senv, senv.alice, [*files, stranger])
+    status, first = await _stow(senv, senv.alice, [*files, stranger, files[0]])
     assert status == 202
     referenced, failed = _answer(first)
-    assert len(referenced) == len(files) and len(failed) == 1
+    # The copy of an instance fails; the instance itself is referenced.
+    assert len(referenced) == len(files) and len(first["00081198"]["Value"]) == 2
+    assert set(failed) == {_sop_uid(stranger), _sop_uid(files[0])}
     url = first["00081190"]["Value"][0]
     await wait_study(senv.client, url.rsplit("/", 1)[1], senv.alice)
 
-    status, again = await _stow(senv, senv.alice, [stranger, *reversed(files)])
+    status, again = await _stow(senv, senv.alice, [stranger, *reversed(files), files[0]])
     assert status == 202 and again["00081190"]["Value"][0] == url
     assert _answer(again) == (referenced, failed)
     assert await _total(senv, senv.alice) == before + 1
