@@ -226,6 +226,20 @@ async def cancelled_unfinished_jobs(session: AsyncSession) -> list[uuid.UUID]:
     return list(rows)
 
 
+async def idle_unfinished_jobs(session: AsyncSession) -> list[uuid.UUID]:
+    """Jobs not closed although none of their items is open: a process stopped between
+    finishing a job's last item and closing the job."""
+    open_item = (
+        select(JobItem.id)
+        .where(JobItem.job_id == Job.id, JobItem.status.in_((ITEM_QUEUED, ITEM_RUNNING)))
+        .exists()
+    )
+    rows = await session.scalars(
+        select(Job.id).where(Job.finished_at.is_(None), Job.cancelled_at.is_(None), ~open_item)
+    )
+    return list(rows)
+
+
 async def mark_started(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
     await session.execute(
         update(Job)

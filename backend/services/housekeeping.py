@@ -1,7 +1,8 @@
 """Housekeeping after crashes: what a killed process leaves behind is found and removed.
 
 * cancelled jobs whose last items were held by workers that died are closed once the leases
-  lapse, and their inputs removed;
+  lapse, and their inputs removed; so are jobs whose process stopped between finishing their
+  last item and closing them;
 * the uploaded series of finished studies are removed once their retention period is over
   (``study_input_retention_seconds``; with 0 they go as the study finishes);
 * result folders without a database row (a process killed between renaming a result's folder
@@ -31,13 +32,16 @@ log = logging.getLogger(__name__)
 
 
 async def reap_cancelled_jobs(runtime: Runtime) -> int:
-    """Close cancelled jobs whose last items were held by workers that died: cancel those
-    items once their leases lapse, and remove the jobs' inputs. Returns jobs closed."""
+    """Close cancelled jobs whose last items were held by workers that died (cancel those items
+    once their leases lapse), and jobs left open with no open item; remove their inputs.
+    Returns jobs closed."""
     closed = 0
     async with runtime.sessionmaker() as session:
         for job_id in await jobs_repo.cancelled_unfinished_jobs(session):
             await jobs_repo.cancel_open(session, job_id, await jobs_repo.database_now(session))
             await session.commit()
+            closed += int(await finalize_job(session, job_inputs(runtime.settings), job_id))
+        for job_id in await jobs_repo.idle_unfinished_jobs(session):
             closed += int(await finalize_job(session, job_inputs(runtime.settings), job_id))
     return closed
 

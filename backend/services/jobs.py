@@ -85,14 +85,18 @@ def _progress(total: int, counts: dict[str, int]) -> JobProgress:
 
 
 def job_status(job: Job, counts: dict[str, int]) -> str:
-    """The job's state from its items (the stored column can lag a moment behind)."""
+    """The job's state from its items (the stored column can lag a moment behind).
+
+    "completed" once the job is closed (``finished_at``), which happens after its inputs are
+    removed; between its last item and that moment it still reads "running" (100 %).
+    """
     if job.cancelled_at is not None:
         return "cancelled"
     open_items = counts.get(ITEM_QUEUED, 0) + counts.get(ITEM_RUNNING, 0)
-    if open_items == 0:
+    if open_items == 0 and job.finished_at is not None:
         return "completed"
     started = sum(counts.get(s, 0) for s in (ITEM_RUNNING, ITEM_DONE, ITEM_FAILED))
-    return "running" if started else "queued"
+    return "running" if started or open_items == 0 else "queued"
 
 
 def _summary(job: Job, counts: dict[str, int]) -> JobSummary:

@@ -436,6 +436,31 @@ async def test_reaper_closes_cancelled_jobs_once_leases_lapse(jenv: JobEnv) -> N
     assert job["status"] == "cancelled" and job["items"][0]["status"] == "cancelled"
 
 
+async def test_a_job_reads_completed_only_once_closed(jenv: JobEnv) -> None:
+    """Every item done but the job not closed (its process stopped in between): the job still
+    reads running and keeps its inputs until housekeeping closes it; "completed" means the
+    inputs are gone."""
+    r = await jenv.client.post("/jobs", files=multipart(images(1, 95)), headers=jenv.alice)
+    job_id = uuid.UUID(r.json()["id"])
+    job = await wait_job(jenv.client, str(job_id), jenv.alice)
+    assert job["status"] == "completed" and job["finished_at"]
+    store = job_inputs(jenv.settings)
+    assert not store.exists(job_id)
+    staged = store.stage(job_id)
+    staged.add_stream(0, io.BytesIO(samples.phantom_png(4)), 10**7)
+    staged.commit()
+    async with jenv.runtime.sessionmaker() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(finished_at=None))
+        await session.commit()
+    job = (await jenv.client.get(f"/jobs/{job_id}", headers=jenv.alice)).json()
+    assert job["status"] == "running" and job["progress"]["percent"] == 100.0, job
+    assert await reap_cancelled_jobs(jenv.runtime) == 1
+    job = (await jenv.client.get(f"/jobs/{job_id}", headers=jenv.alice)).json()
+    assert job["status"] == "completed" and job["finished_at"], job
+    assert not store.exists(job_id)
+    assert await reap_cancelled_jobs(jenv.runtime) == 0
+
+
 async def test_a_zero_byte_file_refuses_the_job(jenv: JobEnv) -> None:
     """The schema asks for non-empty files: a 0-byte part is refused up front, nothing kept."""
     files = [*images(2, 100), ("zero.png", b"")]
