@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ml.layers.host_ops import row_quantiles, supports_jit
+
 logger = logging.getLogger(__name__)
 
 UNUSED_LOGIT = -1.0e4  # an unused source slot's bias: softmax gives it no weight
@@ -52,6 +54,7 @@ class ScannerFingerprint(layers.Layer):
     def __init__(self, border: int = 8, **kwargs):
         super().__init__(**kwargs)
         self.border = int(border)
+        self.supports_jit = supports_jit()
 
     def call(self, inputs):
         x = _image(inputs)
@@ -61,7 +64,7 @@ class ScannerFingerprint(layers.Layer):
         centre = x[:, 1:-1, 1:-1]
         lap = x[:, :-2, 1:-1] + x[:, 2:, 1:-1] + x[:, 1:-1, :-2] + x[:, 1:-1, 2:] - 4.0 * centre
         texture = ops.mean(ops.abs(lap), axis=(1, 2))
-        tail = ops.transpose(ops.quantile(flat, ops.convert_to_tensor([0.99, 0.999]), axis=1))
+        tail = row_quantiles(flat, ops.convert_to_tensor([0.99, 0.999]))
         borders = [
             ops.mean(x[:, :b, :], axis=(1, 2)),
             ops.mean(x[:, -b:, :], axis=(1, 2)),

@@ -14,6 +14,13 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from ml.layers.host_ops import (
+    connected_to_seeds,
+    host_ops_active,
+    row_quantiles,
+    supports_jit,
+)
+
 CANNY_LOW = 50.0
 CANNY_HIGH = 150.0
 # OpenCV's tangent of 22.5 degrees in 15-bit fixed point: tan22 = round(0.41421356 * 2**15).
@@ -84,10 +91,14 @@ def _hysteresis(weak, strong):
 
     Grows the strong pixels by 3x3 dilation inside the candidates until nothing changes (a
     pass per pixel of the longest chain: at most about 140 on the lumbar slices). Exact while
-    no chain needs more than ``HYSTERESIS_MAX_ITERATIONS`` passes.
+    no chain needs more than ``HYSTERESIS_MAX_ITERATIONS`` passes. On TensorFlow the same pixels
+    come from connected components on the host (:func:`ml.layers.host_ops.connected_to_seeds`),
+    exact without a limit.
     """
     weak = ops.cast(weak, "float32")
     strong = ops.cast(strong, "float32")
+    if host_ops_active():
+        return connected_to_seeds(weak, strong)
 
     def grow(edges):
         # Separable 3x3 max (rows, then columns) on zero-padded shifts: far cheaper than a
@@ -118,6 +129,10 @@ class RuleFeatures(layers.Layer):
     reads the 8-bit slice.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = supports_jit()
+
     def call(self, inputs):
         x = ops.round(ops.clip(ops.cast(inputs[..., 0], "float32"), 0.0, 1.0) * 255.0)
         height = x.shape[1]
@@ -146,11 +161,11 @@ class IntensityQuantiles(layers.Layer):
     def __init__(self, levels: int = 10, **kwargs):
         super().__init__(**kwargs)
         self.levels = int(levels)
+        self.supports_jit = supports_jit()
 
     def call(self, inputs):
         x = ops.reshape(ops.cast(inputs, "float32"), (-1, inputs.shape[1] * inputs.shape[2]))
-        q = ops.linspace(0.05, 0.95, self.levels)
-        return ops.transpose(ops.quantile(x, q, axis=1))
+        return row_quantiles(x, ops.linspace(0.05, 0.95, self.levels))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.levels)

@@ -1,0 +1,125 @@
+"""Two steps of the rule-feature layers that TensorFlow's CPU kernels run slowly, done on the host.
+
+The rule-feature models (``ordinal_cnn``, ``harmonized_ordinal``) measure each slice the way the
+labelling rule does, and two of those measurements dominate their forward pass on TensorFlow:
+
+- **Quantiles** (:func:`row_quantiles`): ``keras.ops.quantile`` sorts every row with the
+  backend's sort, and TensorFlow's CPU sort (a full ``top_k``) took about 55 ms for 22 slices of
+  256 x 256 on a 2-core machine, where NumPy's vectorised sort took about 4 ms. Here NumPy sorts
+  inside the graph and the quantiles are read with exactly ``ops.quantile``'s linear
+  interpolation (same values); gradients flow to the pixel each sorted value came from, as
+  through TensorFlow's own sort.
+- **Canny hysteresis** (:func:`connected_to_seeds`): growing the strong edges through the weak
+  ones by repeated 3x3 dilation takes one graph pass per pixel of the longest chain (up to about
+  140 on lumbar slices: about 130 ms for 22 slices). The same pixels are the 8-connected
+  components of the weak map that hold a strong pixel, which OpenCV labels in well under a
+  millisecond per slice.
+
+On other backends (JAX on an accelerator) the backend-neutral ops run unchanged. A graph that
+calls NumPy cannot be compiled by XLA, so the layers that use these say ``supports_jit = False``
+on TensorFlow (:func:`supports_jit`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+from keras import ops
+
+
+def _numpy_sort() -> bool:
+    return bool(keras.backend.backend() == "tensorflow")
+
+
+def supports_jit() -> bool:
+    """Whether a layer using :func:`row_quantiles` can be XLA-compiled on this backend."""
+    return not _numpy_sort()
+
+
+def row_quantiles(x: Any, q: Any) -> Any:
+    """``(N, M)`` rows -> ``(N, len(q))`` quantiles, as ``ops.transpose(ops.quantile(x, q, 1))``.
+
+    Args:
+        x: a 2-D float tensor, one row per image.
+        q: 1-D quantiles in [0, 1] (a tensor: its own dtype's values are used, as there).
+    """
+    if not _numpy_sort():
+        return ops.transpose(ops.quantile(x, q, axis=1))
+    import tensorflow as tf
+
+    x = tf.cast(x, tf.float32)
+    sorted_x = _sorted_rows(x)
+    n = tf.shape(x)[-1]
+    # ops.quantile's "linear" method, index arithmetic in float64 as there.
+    exact = (tf.cast(n, tf.float64) - 1.0) * tf.cast(tf.convert_to_tensor(q), tf.float64)
+    higher = tf.clip_by_value(tf.cast(tf.math.ceil(exact), tf.int32), 0, n - 1)
+    lower = tf.maximum(higher - 1, 0)
+    higher = tf.minimum(lower + 1, n - 1)
+    fraction = tf.cast(tf.cast(higher, tf.float64) - exact, tf.float32)
+    out = (
+        tf.gather(sorted_x, higher, axis=-1) * (1.0 - fraction)
+        + tf.gather(sorted_x, lower, axis=-1) * fraction
+    )
+    has_nan = tf.reduce_any(tf.math.is_nan(x), axis=1, keepdims=True)
+    return tf.where(has_nan, tf.constant(np.nan, tf.float32), out)
+
+
+def host_ops_active() -> bool:
+    """Whether these steps run on the host (the TensorFlow backend)."""
+    return _numpy_sort()
+
+
+def connected_to_seeds(weak: Any, strong: Any) -> Any:
+    """``(N, H, W)`` float {0, 1} maps -> the pixels of ``weak`` 8-connected (through ``weak``)
+    to a pixel of ``strong``, as float {0, 1}; ``strong`` must lie inside ``weak``. TensorFlow
+    only (see :func:`host_ops_active`); no gradient (the result is a set of pixels)."""
+    import tensorflow as tf
+
+    out = tf.numpy_function(_np_connected_to_seeds, [weak, strong], tf.float32, stateful=False)
+    out.set_shape(weak.shape)
+    return out
+
+
+def _np_connected_to_seeds(weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    out = np.zeros(weak.shape, np.float32)
+    for i in range(weak.shape[0]):
+        n, labels = cv2.connectedComponents((weak[i] > 0).astype(np.uint8), connectivity=8)
+        keep = np.zeros(n, bool)
+        keep[labels[strong[i] > 0]] = True
+        keep[0] = False  # background
+        out[i] = keep[labels]
+    return out
+
+
+def _np_sort(a: np.ndarray) -> np.ndarray:
+    return np.sort(a, axis=1)
+
+
+def _np_inverse_order(a: np.ndarray) -> np.ndarray:
+    """``inv[i, j]``: the position pixel ``j`` of row ``i`` takes in the sorted row."""
+    order = np.argsort(a, axis=1)
+    inv = np.empty_like(order)
+    np.put_along_axis(inv, order, np.arange(a.shape[1])[None, :].repeat(a.shape[0], 0), axis=1)
+    return inv
+
+
+def _sorted_rows(x: Any) -> Any:
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def sort(v: Any) -> Any:
+        out = tf.numpy_function(_np_sort, [v], tf.float32, stateful=False)
+        out.set_shape(v.shape)
+
+        def grad(upstream: Any) -> Any:
+            # sorted[i, k] = v[i, order[i, k]]  =>  d v[i, j] = upstream[i, inv[i, j]].
+            inv = tf.numpy_function(_np_inverse_order, [v], tf.int64, stateful=False)
+            inv.set_shape(v.shape)
+            return tf.gather(upstream, inv, batch_dims=1)
+
+        return out, grad
+
+    return sort(x)
