@@ -232,7 +232,9 @@ async def _load_and_warm(
     verify = s.verify_model_hashes
     loaded: list[ModelEntry] = []
     for entry in entries:
-        if await asyncio.to_thread(load_entry, registry, entry, verify=verify):
+        if await asyncio.to_thread(
+            load_entry, registry, entry, verify=verify, fold=s.fold_batchnorm
+        ):
             loaded.append(entry)
             if one_by_one:
                 await _warm(runner, [entry], s.warm_models)

@@ -88,8 +88,11 @@ class Settings(BaseSettings):
     batch_wait_ms: float = 4.0
     queue_size: int = 64
     retry_after_seconds: int = 1
-    # deletion/insertion steps for the faithfulness score: (steps + 1) * 3 extra forward passes
+    # deletion/insertion steps of the faithfulness score: 1 + (steps - 1) * 3 perturbed images
     faithfulness_steps: int = 8
+    # Serve each model with its BatchNormalizations folded into the convolutions before them
+    # (same outputs within 1e-4, checked at load; ml/fold.py). False: serve the models as built.
+    fold_batchnorm: bool = True
     # Ready once the per-task default models are warm; the others load and warm afterwards
     # (a request for one of them waits for it). False: every model is warm before ready.
     background_model_loading: bool = True

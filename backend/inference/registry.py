@@ -36,6 +36,8 @@ class ModelEntry:
     model: Any = None
     # Resolves (True) once the model is loaded and warm; fails if it cannot be loaded.
     loaded: Future[bool] = field(default_factory=Future, repr=False)
+    # What ml.fold.fold_for_serving did to the served model (empty until loaded).
+    folding: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.model is not None and not self.loaded.done():
@@ -221,8 +223,14 @@ def discover_registry(models_dir: Path) -> ModelRegistry:
     return registry
 
 
-def load_entry(registry: ModelRegistry, entry: ModelEntry, *, verify: bool = True) -> bool:
+def load_entry(
+    registry: ModelRegistry, entry: ModelEntry, *, verify: bool = True, fold: bool = True
+) -> bool:
     """Build one entry's model and load its verified weights; a failure drops the entry.
+
+    With ``fold``, the served model is a copy with its BatchNormalizations folded into the
+    convolutions before them (:func:`ml.fold.fold_for_serving`: same outputs within 1e-4, checked
+    here; the explained layers keep their values), else the model as built.
 
     The entry's ``loaded`` future is left for the caller to resolve once the model is warm
     (or it is failed here when the bundle cannot be loaded). Returns whether it loaded.
@@ -240,6 +248,8 @@ def load_entry(registry: ModelRegistry, entry: ModelEntry, *, verify: bool = Tru
             entry.loaded.set_exception(BundleError(message))
         return False
     entry.manifest, entry.model = bundle.manifest, bundle.model
+    if fold:
+        entry.model, entry.folding = _folded(bundle.manifest, bundle.model, entry.key)
     log.info(
         "loaded model %s (%s, v%s) in %.1fs",
         entry.key,
@@ -250,12 +260,45 @@ def load_entry(registry: ModelRegistry, entry: ModelEntry, *, verify: bool = Tru
     return True
 
 
-def load_registry(models_dir: Path, *, verify: bool = True) -> ModelRegistry:
+def _folded(manifest: Manifest, model: Any, key: str) -> tuple[Any, dict[str, Any]]:
+    """The serving copy of ``model`` (BatchNorm folded), or ``model`` when folding fails."""
+    from ml.explain.cam_graph import find_last_conv_layer
+    from ml.fold import fold_for_serving
+
+    # The explained layers keep their values: the Grad-CAM layer (by default the last
+    # convolution) and the attention layers.
+    cam_layer = manifest.gradcam_layer
+    if cam_layer is None:
+        try:
+            cam_layer = find_last_conv_layer(model)
+        except ValueError:
+            cam_layer = None
+    keep = [cam_layer or "", *manifest.attention_layers]
+    try:
+        served, report = fold_for_serving(model, keep=[k for k in keep if k])
+    except Exception as exc:  # noqa: BLE001 - an optimisation must never cost a model
+        log.warning("serving %s unfolded: folding failed (%s: %s)", key, type(exc).__name__, exc)
+        return model, {"folded": [], "used": False, "error": str(exc)}
+    if report["folded"] and not report["used"]:
+        log.warning(
+            "serving %s unfolded: the folded copy differs by %.2g", key, report["max_difference"]
+        )
+    elif report["used"]:
+        log.info(
+            "%s: %d batch norms folded into their convolutions (outputs within %.1g)",
+            key,
+            len(report["folded"]),
+            report["max_difference"],
+        )
+    return served, report
+
+
+def load_registry(models_dir: Path, *, verify: bool = True, fold: bool = True) -> ModelRegistry:
     """Discover and load every bundle in ``models_dir`` at once (missing folder: empty)."""
     started = time.perf_counter()
     registry = discover_registry(models_dir)
     for entry in list(registry.models.values()):
-        if load_entry(registry, entry, verify=verify):
+        if load_entry(registry, entry, verify=verify, fold=fold):
             entry.loaded.set_result(True)
     registry.load_seconds = time.perf_counter() - started
     return registry

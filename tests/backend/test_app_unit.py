@@ -74,6 +74,22 @@ def test_registry_skips_tampered_bundles(models_dir: Path, tmp_path: Path) -> No
     assert registry.defaults == {"segmentation": "seg_tiny", "classification": "cnn_tiny"}
 
 
+def test_registry_serves_the_folded_copy_unless_told_not_to(models_dir: Path) -> None:
+    import numpy as np
+
+    from ml.fold import FoldedBatchNorm
+
+    folded = load_registry(models_dir).get("seg_tiny")
+    plain = load_registry(models_dir, fold=False).get("seg_tiny")
+    assert folded.folding["used"] and folded.folding["folded"]
+    assert folded.folding["max_difference"] < 1e-4
+    assert any(isinstance(layer, FoldedBatchNorm) for layer in folded.model.layers)
+    assert plain.folding == {}
+    assert not any(isinstance(layer, FoldedBatchNorm) for layer in plain.model.layers)
+    x = np.random.default_rng(0).random((2, *plain.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(folded.model(x), plain.model(x), atol=1e-5)
+
+
 def test_registry_defaults_without_flags(models_dir: Path, tmp_path: Path) -> None:
     d = tmp_path / "models"
     shutil.copytree(models_dir / "cnn_clinical", d / "cnn_clinical")
