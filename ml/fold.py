@@ -9,11 +9,11 @@ and of the lite U-Net (one run each). The result is the same function up to floa
 (differences of about 1e-7 to 1e-5), so the service loads bundles, folds, and checks the folded
 copy against the original before using it (:func:`fold_for_serving`).
 
-Only a convolution whose output goes nowhere but into that BatchNormalization is folded, and
-never one whose own output is explained (a Grad-CAM layer), because folding changes the values
-of the convolution's output. Every layer keeps its name; a folded BatchNormalization becomes a
-pass-through layer of the same name. Training never folds: the weights in a bundle are the
-trained ones.
+Only a convolution whose output goes nowhere but into that BatchNormalization (not into another
+layer, not out of the model) is folded, and never one whose own output is explained (a Grad-CAM
+layer), because folding changes the values of the convolution's output. Every layer keeps its
+name; a folded BatchNormalization becomes a pass-through layer of the same name. Training never
+folds: the weights in a bundle are the trained ones.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def foldable_pairs(model: Any, keep: Collection[str] = ()) -> dict[str, str]:
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "_inbound_nodes"):
         return {}
+    # A layer whose output is a model output is read as it is (no outbound node says so).
+    outputs = {id(t._keras_history[0]) for t in keras.tree.flatten(model.outputs)}
     pairs: dict[str, str] = {}
     for bn in model.layers:
         if not isinstance(bn, layers.BatchNormalization):
@@ -67,6 +69,7 @@ def foldable_pairs(model: Any, keep: Collection[str] = ()) -> dict[str, str]:
         if (
             isinstance(conv, _CONVS)
             and conv.name not in keep
+            and id(conv) not in outputs
             and conv.data_format == "channels_last"
             and conv.activation in (None, keras.activations.linear)
             and len(conv._inbound_nodes) == 1

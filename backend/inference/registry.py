@@ -247,9 +247,10 @@ def load_entry(
         if not entry.loaded.done():
             entry.loaded.set_exception(BundleError(message))
         return False
-    entry.manifest, entry.model = bundle.manifest, bundle.model
+    served, folding = bundle.model, {}
     if fold:
-        entry.model, entry.folding = _folded(bundle.manifest, bundle.model, entry.key)
+        served, folding = _folded(bundle.manifest, bundle.model, entry.key)
+    entry.manifest, entry.model, entry.folding = bundle.manifest, served, folding
     log.info(
         "loaded model %s (%s, v%s) in %.1fs",
         entry.key,

@@ -100,7 +100,9 @@ def _np_sort(a: np.ndarray) -> np.ndarray:
 
 def _np_inverse_order(a: np.ndarray) -> np.ndarray:
     """``inv[i, j]``: the position pixel ``j`` of row ``i`` takes in the sorted row."""
-    order = np.argsort(a, axis=1)
+    # Stable: among equal values the lower index comes first, as in TensorFlow's sort, so the
+    # gradients credit the same pixels (8-bit slices are full of ties).
+    order = np.argsort(a, axis=1, kind="stable").astype(np.int64)
     inv = np.empty_like(order)
     np.put_along_axis(inv, order, np.arange(a.shape[1])[None, :].repeat(a.shape[0], 0), axis=1)
     return inv

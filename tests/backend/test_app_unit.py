@@ -90,6 +90,22 @@ def test_registry_serves_the_folded_copy_unless_told_not_to(models_dir: Path) ->
     np.testing.assert_allclose(folded.model(x), plain.model(x), atol=1e-5)
 
 
+def test_the_registry_never_folds_an_explained_convolution(tmp_path: Path) -> None:
+    """stats_cnn explains conv4, which a BatchNormalization follows: the served copy folds the
+    other convolutions but keeps conv4 and its BatchNormalization as they are."""
+    from keras import layers
+
+    from ml.bundle import make_random_bundle
+
+    make_random_bundle(tmp_path, "stats_tiny", "stats_cnn", task="classification")
+    entry = load_registry(tmp_path).get("stats_tiny")
+    assert entry.gradcam_layer == "conv4"
+    assert entry.folding["used"] and entry.folding["folded"]
+    assert "bn4" not in entry.folding["folded"]
+    assert isinstance(entry.model.get_layer("bn4"), layers.BatchNormalization)
+    assert not entry.model.get_layer("conv4").use_bias  # as built: nothing folded into it
+
+
 def test_registry_defaults_without_flags(models_dir: Path, tmp_path: Path) -> None:
     d = tmp_path / "models"
     shutil.copytree(models_dir / "cnn_clinical", d / "cnn_clinical")

@@ -48,8 +48,16 @@ def test_every_architecture_folds_to_the_same_function(architecture):
     assert [la.name for la in folded.layers] == [la.name for la in model.layers]
     for name in names:
         assert isinstance(folded.get_layer(name), fold.FoldedBatchNorm)
-    # The explained layer's convolution is never folded (its output keeps its values).
-    assert not set(keep) & set(fold.foldable_pairs(model, keep).values())
+    # The explained convolution is never folded: same class, same weights, and the
+    # BatchNormalization after it (if any) still a BatchNormalization.
+    for name in keep:
+        before, after = model.get_layer(name), folded.get_layer(name)
+        assert type(after) is type(before)
+        for w0, w1 in zip(before.get_weights(), after.get_weights(), strict=True):
+            np.testing.assert_array_equal(w0, w1)
+        for bn, conv in bn_after_conv.items():
+            if conv == name:
+                assert isinstance(folded.get_layer(bn), layers.BatchNormalization)
     x = _images(int(model.input_shape[1]))
     assert fold.max_output_difference(model, folded, x, keep) < 1e-5
     if keep:  # the heatmaps are the same
@@ -89,14 +97,17 @@ def test_only_a_linear_convolution_feeding_nothing_else_is_folded():
     d = layers.BatchNormalization(name="bn_depthwise")(d)
     e = layers.Conv2D(4, 1, name="explained")(inputs)
     e = layers.BatchNormalization(name="bn_explained")(e)
-    out = layers.Concatenate()([a, b, c, c2, d, e])
-    model = _trained_looking(keras.Model(inputs, out), seed=3)
+    raw = layers.Conv2D(4, 1, name="raw")(inputs)  # also an output of the model
+    f = layers.BatchNormalization(name="bn_raw")(raw)
+    out = layers.Concatenate()([a, b, c, c2, d, e, f])
+    model = _trained_looking(keras.Model(inputs, [out, raw]), seed=3)
     pairs = fold.foldable_pairs(model, keep=["explained"])
     assert pairs == {"bn_plain": "plain", "bn_depthwise": "depthwise"}
     folded, names = fold.fold_batchnorm(model, keep=["explained"])
     assert sorted(names) == ["bn_depthwise", "bn_plain"]
     x = np.random.default_rng(4).normal(size=(2, 16, 16, 2)).astype(np.float32)
-    np.testing.assert_allclose(model(x), folded(x), rtol=1e-5, atol=1e-5)
+    for y0, y1 in zip(model(x), folded(x), strict=True):
+        np.testing.assert_allclose(y0, y1, rtol=1e-5, atol=1e-5)
 
 
 def test_a_copy_that_does_not_match_is_not_served(monkeypatch):
