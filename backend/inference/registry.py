@@ -247,7 +247,8 @@ def load_entry(
         if not entry.loaded.done():
             entry.loaded.set_exception(BundleError(message))
         return False
-    served, folding = bundle.model, {}
+    served: Any = bundle.model
+    folding: dict[str, Any] = {}
     if fold:
         served, folding = _folded(bundle.manifest, bundle.model, entry.key)
     entry.manifest, entry.model, entry.folding = bundle.manifest, served, folding
