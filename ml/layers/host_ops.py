@@ -30,13 +30,14 @@ import numpy as np
 from keras import ops
 
 
-def _numpy_sort() -> bool:
+def host_ops_active() -> bool:
+    """Whether these steps run on the host (the TensorFlow backend)."""
     return bool(keras.backend.backend() == "tensorflow")
 
 
 def supports_jit() -> bool:
-    """Whether a layer using :func:`row_quantiles` can be XLA-compiled on this backend."""
-    return not _numpy_sort()
+    """Whether a layer using these steps can be XLA-compiled on this backend."""
+    return not host_ops_active()
 
 
 def row_quantiles(x: Any, q: Any) -> Any:
@@ -46,7 +47,7 @@ def row_quantiles(x: Any, q: Any) -> Any:
         x: a 2-D float tensor, one row per image.
         q: 1-D quantiles in [0, 1] (a tensor: its own dtype's values are used, as there).
     """
-    if not _numpy_sort():
+    if not host_ops_active():
         return ops.transpose(ops.quantile(x, q, axis=1))
     import tensorflow as tf
 
@@ -65,11 +66,6 @@ def row_quantiles(x: Any, q: Any) -> Any:
     )
     has_nan = tf.reduce_any(tf.math.is_nan(x), axis=1, keepdims=True)
     return tf.where(has_nan, tf.constant(np.nan, tf.float32), out)
-
-
-def host_ops_active() -> bool:
-    """Whether these steps run on the host (the TensorFlow backend)."""
-    return _numpy_sort()
 
 
 def connected_to_seeds(weak: Any, strong: Any) -> Any:
@@ -104,7 +100,7 @@ def _np_inverse_order(a: np.ndarray) -> np.ndarray:
     # gradients credit the same pixels (8-bit slices are full of ties).
     order = np.argsort(a, axis=1, kind="stable").astype(np.int64)
     inv = np.empty_like(order)
-    np.put_along_axis(inv, order, np.arange(a.shape[1])[None, :].repeat(a.shape[0], 0), axis=1)
+    np.put_along_axis(inv, order, np.arange(a.shape[1])[None, :], axis=1)
     return inv
 
 
