@@ -7,8 +7,9 @@
   P(AS positive) as a measurement - coded in ``99SPONDYSCAN``, a scheme that says they are
   research labels learnt from image-feature rules; ``VerificationFlag`` UNVERIFIED; the
   algorithm in ``ContributingEquipmentSequence`` (IHE AI Results);
-* **parametric map**: each model's Grad-CAM heatmaps of the key slices (quantity DCM 130403,
-  gradient-weighted class activation, values 0-1);
+* **parametric map**: each model's heatmaps of the key slices, values 0-1, labelled with the
+  method that made them (Grad-CAM: quantity DCM 130403, gradient-weighted class activation; the
+  other methods, e.g. occlusion, in ``99SPONDYSCAN``);
 * **secondary capture**: the same heatmaps as the pictures the web app shows (the map over the
   slice, RGB, a banner saying what it is burnt in), for viewers that show neither SEG nor
   parametric maps: one series, an instance per model and key slice, each referencing its source.
@@ -70,6 +71,7 @@ class ExportInput:
     heatmaps: dict[str, dict[int, np.ndarray]] = field(
         default_factory=dict
     )  # model -> slice -> map
+    methods: dict[str, str] = field(default_factory=dict)  # model -> how its maps were made
     software_version: str = "0"
 
 
@@ -231,7 +233,6 @@ def build_sr(
     """The TID 1500 measurement report of the SEG's volume (a study) or area (one slice) and
     every model's answer."""
     import highdicom as hd
-    from pydicom.dataset import Dataset
     from pydicom.sr.codedict import codes
 
     _check(inp)
@@ -290,16 +291,47 @@ def build_sr(
         series_description=f"spondyscan AS report ({NOTICE})"[:64],
         contributing_equipment=_equipment(inp, "AS classification report"),
     )
+    sr.CodingSchemeIdentificationSequence = [_scheme_identification()]
+    return sr
+
+
+def _scheme_identification() -> Any:
+    """The item that names our private coding scheme in a dataset that uses its codes."""
+    from pydicom.dataset import Dataset
+
     scheme = Dataset()
     scheme.CodingSchemeDesignator = SCHEME
     scheme.CodingSchemeName = SCHEME_NAME
     scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
-    sr.CodingSchemeIdentificationSequence = [scheme]
-    return sr
+    return scheme
+
+
+# Each explanation method's label (a DICOM CS, at most 16 characters) and name. Grad-CAM has its
+# DICOM concept (DCM 130403); the others are named in the project's own coding scheme.
+METHOD_LABELS: dict[str, tuple[str, str]] = {
+    "gradcam": ("GRADCAM", "Grad-CAM"),
+    "gradcam++": ("GRADCAM_PP", "Grad-CAM++"),
+    "eigencam": ("EIGENCAM", "Eigen-CAM"),
+    "attention": ("ATTENTION", "Attention map"),
+    "occlusion": ("OCCLUSION", "Occlusion sensitivity"),
+    "rise": ("RISE", "RISE saliency"),
+    "integrated_gradients": ("INT_GRADIENTS", "Integrated gradients"),
+}
+
+
+def _method_quantity(method: str) -> tuple[str, str, Any]:
+    """(label, name, quantity concept) of the maps one method makes."""
+    from pydicom.sr.codedict import codes
+
+    label, name = METHOD_LABELS.get(method, (method.upper()[:16], method))
+    if method == "gradcam":
+        return label, name, codes.DCM.GradientWeightedClassActivation
+    return label, name, _code(label, f"{name} saliency map")
 
 
 def build_parametric_maps(inp: ExportInput) -> list[Any]:
-    """One parametric map per model: its Grad-CAM of each key slice on the source grid."""
+    """One parametric map per model: its heatmap of each key slice on the source grid, labelled
+    with the method that made it (Grad-CAM: quantity DCM 130403; the others in our scheme)."""
     import cv2
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -334,38 +366,38 @@ def build_parametric_maps(inp: ExportInput) -> list[Any]:
                 for i in order
             ]
         ).clip(0.0, 1.0)
+        label, method, quantity = _method_quantity(inp.methods.get(model, "gradcam"))
         mapping = hd.pm.RealWorldValueMapping(
-            lut_label="GRADCAM",
-            lut_explanation=f"Grad-CAM of {model} (0-1)"[:64],
+            lut_label=label,
+            lut_explanation=f"{method} of {model} (0-1)"[:64],
             unit=codes.UCUM.NoUnits,
             value_range=(0.0, 1.0),
             slope=1.0,
             intercept=0.0,
-            quantity_definition=codes.DCM.GradientWeightedClassActivation,
+            quantity_definition=quantity,
         )
-        maps.append(
-            hd.pm.ParametricMap(
-                source_images=images,
-                pixel_array=pixels.astype(np.float32),
-                series_instance_uid=_uid(inp.result_id, f"pm-series-{model}"),
-                series_number=SERIES_NUMBERS["pm"] + n,
-                sop_instance_uid=_uid(inp.result_id, f"pm-{model}"),
-                instance_number=1,
-                manufacturer=MANUFACTURER,
-                manufacturer_model_name=f"spondyscan {model}"[:64],
-                software_versions=inp.software_version,
-                device_serial_number="none",
-                contains_recognizable_visual_features=False,
-                real_world_value_mappings=[mapping],
-                voi_lut_transformations=[
-                    hd.VOILUTTransformation(window_center=0.5, window_width=1.0)
-                ],
-                series_description=f"spondyscan Grad-CAM {model} ({NOTICE})"[:64],
-                content_label="GRADCAM",
-                content_description=f"Class activation; {NOTICE}"[:64],
-                contributing_equipment=_equipment(inp, f"Grad-CAM {model}"),
-            )
+        pm = hd.pm.ParametricMap(
+            source_images=images,
+            pixel_array=pixels.astype(np.float32),
+            series_instance_uid=_uid(inp.result_id, f"pm-series-{model}"),
+            series_number=SERIES_NUMBERS["pm"] + n,
+            sop_instance_uid=_uid(inp.result_id, f"pm-{model}"),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=f"spondyscan {model}"[:64],
+            software_versions=inp.software_version,
+            device_serial_number="none",
+            contains_recognizable_visual_features=False,
+            real_world_value_mappings=[mapping],
+            voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+            series_description=f"spondyscan {method} {model} ({NOTICE})"[:64],
+            content_label=label,
+            content_description=f"{method}; {NOTICE}"[:64],
+            contributing_equipment=_equipment(inp, f"{method} {model}"),
         )
+        if quantity.scheme_designator == SCHEME:
+            pm.CodingSchemeIdentificationSequence = [_scheme_identification()]
+        maps.append(pm)
     for pm in maps:
         # Type 2C in General Series: present and empty, the heatmap is of a midline structure.
         pm.Laterality = ""

@@ -134,6 +134,20 @@ def _raw_heatmaps(store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any]) 
     return {m: {i: _npz(store, rid, n) for i, n in f.items()} for m, f in files.items()}
 
 
+def _methods(result: dict[str, Any]) -> dict[str, str]:
+    """model -> the method of its AS-status heatmaps in the result (what the exports must name)."""
+    if result["kind"] == "study":
+        return {
+            h["model"]: h.get("method") or "gradcam"
+            for s in result["slices"]
+            for h in s.get("heatmaps") or []
+        }
+    explanations = result.get("explanations") or (
+        [result["explanation"]] if result.get("explanation") else []
+    )
+    return {e["model"]["key"]: e["method"] for e in explanations if e["head"] == "binary"}
+
+
 def _pictures(store: ArtifactStore, rid: uuid.UUID, result: dict[str, Any]) -> dict:
     """model -> {slice index -> RGB uint8}: the heatmap-over-slice pictures the web app shows."""
     import cv2
@@ -225,6 +239,7 @@ def _build_input(store: ArtifactStore, row: Any) -> tuple[ExportInput, dict[str,
         seg_model=(seg_model["key"], seg_model["version"]),
         answers=_answers(result),
         heatmaps=_raw_heatmaps(store, row.id, result),
+        methods=_methods(result),
         software_version=_software_version(),
     )
     return inp, result

@@ -230,13 +230,15 @@ def _middle_slice(series: Any, **changes: Any) -> tuple[str, bytes]:
 
 
 async def _slice_objects(
-    env: StudyEnv, name: str, body: bytes, tmp_path: Path
+    env: StudyEnv, name: str, body: bytes, tmp_path: Path, **fields: Any
 ) -> tuple[dict, dict[str, Any]]:
     """Analyse one DICOM slice and export it: (the analysis, member name -> object), each valid."""
     import pydicom
 
     r = await env.client.post(
-        "/analyses", headers=env.alice, **parts([(name, body)], "file", allow_out_of_domain=True)
+        "/analyses",
+        headers=env.alice,
+        **parts([(name, body)], "file", allow_out_of_domain=True, **fields),
     )
     assert r.status_code == 200, r.text
     analysis = r.json()
@@ -271,6 +273,34 @@ async def test_dicom_slice_analysis_exports(senv: StudyEnv, series: Any, tmp_pat
         assert capture.PatientID == source.PatientID
         assert capture.PatientOrientation == ["P", "F"]  # sagittal: rows run back, columns down
         assert capture.BurnedInAnnotation == "NO"  # the banner does not identify the patient
+
+
+@pytest.mark.parametrize(
+    ("method", "label", "code"),
+    [("gradcam", "GRADCAM", "130403"), ("occlusion", "OCCLUSION", "OCCLUSION")],
+)
+async def test_parametric_maps_name_the_method_that_made_them(
+    senv: StudyEnv, series: Any, tmp_path: Path, method: str, label: str, code: str
+) -> None:
+    name, body = _middle_slice(series)
+    analysis, objects = await _slice_objects(senv, name, body, tmp_path, method=method)
+    explained = [e for e in analysis["explanations"] if e["head"] == "binary"]
+    assert explained and {e["method"] for e in explained} == {method}
+    maps = [ds for member, ds in objects.items() if member.startswith("pm-")]
+    assert len(maps) == len(explained)
+    for pm in maps:
+        mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+        concept = mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0]
+        assert (concept.CodeValue, mapping.LUTLabel, pm.ContentLabel) == (code, label, label)
+        if method == "gradcam":
+            assert concept.CodingSchemeDesignator == "DCM" and "Grad-CAM" in pm.SeriesDescription
+        else:
+            # Not a DICOM concept: our scheme, named in the object itself.
+            assert concept.CodingSchemeDesignator == "99SPONDYSCAN"
+            assert pm.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == (
+                "99SPONDYSCAN"
+            )
+            assert "Occlusion" in pm.SeriesDescription and "Grad-CAM" not in pm.SeriesDescription
 
 
 async def test_oblique_slice_and_non_ascii_names(
