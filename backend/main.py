@@ -72,10 +72,12 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
     # Part headers of every file of a job, beyond the shared overhead.
     job_body = settings.job_max_bytes + settings.multipart_overhead_bytes
     job_body += 1024 * settings.job_max_items
+    fields = settings.upload_form_max_fields
+    part = settings.upload_form_max_part_bytes
     app.include_router(
         inference.router,
         max_body_size=upload,
-        form_limits={"max_files": 1, "max_fields": 64, "max_part_size": 64 * 1024},
+        form_limits={"max_files": 1, "max_fields": fields, "max_part_size": part},
     )
     app.include_router(
         jobs.router,
@@ -84,8 +86,8 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
             # One more than a job may hold, so the job's own check answers with its clearer
             # too_many_items; far more stops the parser (too_many_files) before it spools them.
             "max_files": settings.job_max_items + 1,
-            "max_fields": 64,
-            "max_part_size": 64 * 1024,
+            "max_fields": fields,
+            "max_part_size": part,
         },
     )
     # The limiter sits inside each route (not around the app) so that SecurityHeaders can turn
@@ -99,11 +101,15 @@ def _include_routers(app: FastAPI, settings: Settings) -> None:
         max_body_size=study_body,
         form_limits={
             "max_files": settings.study_max_instances + 1,
-            "max_fields": 64,
-            "max_part_size": 64 * 1024,
+            "max_fields": fields,
+            "max_part_size": part,
         },
     )
-    small: Any = {"max_files": 0, "max_fields": 16, "max_part_size": 16 * 1024}
+    small: Any = {
+        "max_files": 0,
+        "max_fields": settings.form_max_fields,
+        "max_part_size": settings.form_max_part_bytes,
+    }
     for module in (auth, history, artifacts, models, health, exports):
         app.include_router(
             module.router, max_body_size=settings.max_request_bytes, form_limits=small

@@ -1,4 +1,4 @@
-"""`spondyscan` science commands: prepare | train | evaluate | explain | analyze.
+"""`spondyscan` science commands: prepare | train | evaluate | explain | analyze | domain.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
 this file only wires them, so importing the CLI stays cheap (TensorFlow loads on demand).

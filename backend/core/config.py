@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     multipart_overhead_bytes: int = Field(
         default=256 * 1024, ge=0, description="room for part headers and form fields"
     )
+    # Multipart forms: fields (and the bytes of each non-file part) per request, on the image,
+    # study and job routes and on every other route; image routes take one file.
+    upload_form_max_fields: int = Field(default=64, ge=1)
+    upload_form_max_part_bytes: int = Field(default=64 * 1024, ge=1024)
+    form_max_fields: int = Field(default=16, ge=1)
+    form_max_part_bytes: int = Field(default=16 * 1024, ge=1024)
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_frames: int = Field(default=2_000, ge=1)
     max_decoded_bytes: int = Field(

@@ -11,8 +11,9 @@
    largest, at most ``study_key_slices`` nearest the area-weighted centre).
 6. **Classify** every readable slice with each chosen model (the chart along the series) and
    **aggregate** each model over the in-domain key slices (:func:`ml.study.aggregate`).
-7. **Explain** each key slice with each model (Grad-CAM by default, focused on the segmented
-   region); the central key slice also gets the deletion/insertion faithfulness score.
+7. **Explain** each key slice with each model (its default method, the best measured one, or
+   the one asked for; focused on the segmented region); the central key slice also gets the
+   deletion/insertion faithfulness score.
 8. **Store** files first, then the analysis row (kind ``study``) and the study's final state in
    one transaction.
 

@@ -127,6 +127,18 @@ async def test_form_limits(app_with: Factory) -> None:
         files = [("file", ("a.png", png)), ("file", ("b.png", png))]
         r = await client.post("/segment", files=files, headers=headers)
         assert r.status_code == 413 and r.json()["code"] == "too_many_files"
+        fields = {f"f{i}": "x" for i in range(5)}
+        r = await client.post("/segment", files=files[:1], data=fields, headers=headers)
+        assert r.status_code != 413, r.text  # five fields are within the default 64
+    # The field counts are settings (house rule 13): four fields is one too many here.
+    async with app_with(upload_form_max_fields=4, form_max_fields=2) as (client, _):
+        headers = await signup_and_login(client, "forms2@example.org")
+        r = await client.post("/segment", files=files[:1], data=fields, headers=headers)
+        assert r.status_code == 413 and r.json()["code"] == "too_many_fields"
+        r = await client.post(
+            "/auth/token", data={"username": "a@example.org", "password": "x", "extra": "y"}
+        )
+        assert r.status_code == 413 and r.json()["code"] == "too_many_fields"
 
 
 # ----------------------------------------------------------------------------- decoders
