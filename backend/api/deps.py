@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.core.errors import AppError, BadInput, NotReady
+from backend.core.text import clean_name
 from backend.runtime import Guards, Runtime
 from backend.services.analysis import AnalysisContext, Upload
 from backend.services.auth import Caller, Principal, authenticate
@@ -115,7 +116,9 @@ async def read_upload(
         await file.close()
     if size == 0:
         raise BadInput("The uploaded file is empty (0 bytes).", code="empty_image")
-    return Upload(data=b"".join(chunks), filename=file.filename, content_type=file.content_type)
+    return Upload(
+        data=b"".join(chunks), filename=clean_name(file.filename), content_type=file.content_type
+    )
 
 
 UploadDep = Annotated[Upload, Depends(read_upload)]

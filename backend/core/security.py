@@ -117,7 +117,8 @@ def decode_access_token(
         user_id = uuid.UUID(str(claims["sub"]))
         expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
         generation = int(claims["gen"])
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
+        # OverflowError / OSError: an expiry beyond what a datetime holds (exp=10**20).
         raise TokenError("invalid_token", "The access token is not valid.") from exc
     return TokenClaims(user_id=user_id, expires_at=expires, generation=generation)
 

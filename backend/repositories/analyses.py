@@ -40,6 +40,8 @@ def _as_datetime(value: date | datetime, *, end: bool) -> datetime:
     if isinstance(value, datetime):
         return value
     # A bare date means the whole day: from its start, or up to the start of the next day.
+    if end and value == date.max:
+        return datetime.max  # there is no next day; nothing is stored that late anyway
     return datetime.combine(value + timedelta(days=1) if end else value, time.min)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from backend.core.text import no_control
 
 _EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 MIN_PASSWORD_LENGTH = 8
@@ -21,7 +23,9 @@ class UserCreate(BaseModel):
         }
     )
 
-    email: str = Field(max_length=320, pattern=_EMAIL_PATTERN)
+    email: Annotated[str, AfterValidator(no_control)] = Field(
+        max_length=320, pattern=_EMAIL_PATTERN
+    )
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
 
     @field_validator("email")
@@ -58,7 +62,7 @@ class Token(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "PACS bridge"}]})
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Annotated[str, AfterValidator(no_control)] = Field(min_length=1, max_length=100)
 
 
 class ApiKeyPublic(BaseModel):

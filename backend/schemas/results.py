@@ -12,8 +12,9 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from backend.core.text import no_control
 from backend.schemas.common import RESEARCH_NOTICE
 from backend.schemas.models import LabelProvenance
 from ml.vocab import AsStatus, CamMethod, Focus, Head, Stage
@@ -380,7 +381,7 @@ class ResultFilter(BaseModel):
     date_to: date | datetime | None = None
     as_status: AsStatus | None = None
     stage: Stage | None = Field(default=None, description="any letter case")
-    model: str | None = None
+    model: Annotated[str, AfterValidator(no_control)] | None = Field(default=None, max_length=200)
 
     @field_validator("stage", mode="before")
     @classmethod
