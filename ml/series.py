@@ -174,6 +174,7 @@ def _expected_pixel_bytes(ds: Any) -> int:
 
 def _truncated(ds: Any, warned: bool) -> bool:
     """Whether the pixel data stops short (a cut-off transfer or a partly written file)."""
+    expected = _expected_pixel_bytes(ds)  # reads the size attributes of every file
     if warned:  # pydicom warns when an encapsulated sequence has no end delimiter
         return True
     if (
@@ -181,7 +182,7 @@ def _truncated(ds: Any, warned: bool) -> bool:
         and ds.file_meta.TransferSyntaxUID.is_compressed
     ):
         return False
-    return len(ds.PixelData) < _expected_pixel_bytes(ds)
+    return len(ds.PixelData) < expected
 
 
 def _read_headers(files: Sequence[tuple[str, Source]]) -> tuple[list[_Instance], list[dict]]:
@@ -190,7 +191,6 @@ def _read_headers(files: Sequence[tuple[str, Source]]) -> tuple[list[_Instance],
     import warnings
 
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     good, skipped = [], []
     for index, (name, source) in enumerate(files):
@@ -200,7 +200,7 @@ def _read_headers(files: Sequence[tuple[str, Source]]) -> tuple[list[_Instance],
                 ds = pydicom.dcmread(_open(source))
                 cut = any("End of file" in str(w.message) for w in caught)
                 complete = "PixelData" in ds and not _truncated(ds, cut)
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
+        except Exception:  # noqa: BLE001 - pydicom raises many types for malformed headers
             skipped.append({"name": name, "code": "corrupt_image", "reason": "not readable DICOM"})
             continue
         if cut or ("PixelData" in ds and not complete):
@@ -221,16 +221,21 @@ def _frame_positions(inst: _Instance) -> list[tuple[int | None, np.ndarray, np.n
     shared = ds.get("SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if frames > 1 and per_frame is not None:
+        if len(per_frame) != frames:
+            raise SeriesError(
+                "inconsistent_geometry",
+                f"The image has {frames} frames but {len(per_frame)} per-frame positions.",
+            )
         out: list[tuple[int | None, np.ndarray, np.ndarray]] = []
         shared_item = shared[0] if shared else None
         for f, item in enumerate(per_frame):
-            if "PlanePositionSequence" not in item:
+            if not item.get("PlanePositionSequence"):
                 raise SeriesError("inconsistent_geometry", f"Frame {f} has no position.")
-            pos = item.PlanePositionSequence[0].ImagePositionPatient
-            ori_src = item if "PlaneOrientationSequence" in item else shared_item
-            if ori_src is None or "PlaneOrientationSequence" not in ori_src:
+            pos = item.PlanePositionSequence[0].get("ImagePositionPatient")
+            ori_src = item if item.get("PlaneOrientationSequence") else shared_item
+            if ori_src is None or not ori_src.get("PlaneOrientationSequence"):
                 raise SeriesError("inconsistent_geometry", f"Frame {f} has no orientation.")
-            ori = ori_src.PlaneOrientationSequence[0].ImageOrientationPatient
+            ori = ori_src.PlaneOrientationSequence[0].get("ImageOrientationPatient")
             out.append((f, _floats(pos, 3, "position"), _floats(ori, 6, "orientation")))
         return out
     pos = _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient")
@@ -240,10 +245,11 @@ def _frame_positions(inst: _Instance) -> list[tuple[int | None, np.ndarray, np.n
 
 def _spacing(ds: Any) -> tuple[float, float]:
     spacing = ds.get("PixelSpacing")
-    if spacing is None and "SharedFunctionalGroupsSequence" in ds:
-        shared = ds.SharedFunctionalGroupsSequence[0]
-        if "PixelMeasuresSequence" in shared:
-            spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if spacing is None and shared:
+        measures = shared[0].get("PixelMeasuresSequence")
+        if measures:
+            spacing = measures[0].get("PixelSpacing")
     if spacing is None:
         return (1.0, 1.0)
     row, col = _floats(spacing, 2, "PixelSpacing")
@@ -294,7 +300,8 @@ def _build(group: list[_Instance], skipped: list[dict], limits: dict[str, Any]) 
                     "inconsistent_geometry", "The series' images are not all in one orientation."
                 )
             slices.append(SliceRef(inst.index, inst.name, sop, frame, pos))
-    assert orientation is not None
+    if orientation is None:
+        raise SeriesError("inconsistent_geometry", "The series' images have no position.")
     normal = np.cross(orientation[:3], orientation[3:])
     for s in slices:
         s.along = float(np.dot(s.position, normal))
@@ -415,6 +422,11 @@ def load_nifti(
         vol = np.asanyarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
         raise SeriesError("corrupt_image", "The NIfTI file could not be read.") from exc
+    if vol.dtype.kind not in "biuf":
+        raise SeriesError(
+            "unsupported_format",
+            "The NIfTI voxels are not plain numbers (RGB or complex); send a grey-scale volume.",
+        )
     if vol.ndim == 4:
         vol = vol[..., 0]
     if vol.ndim != 3:

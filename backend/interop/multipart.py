@@ -30,6 +30,11 @@ def part_type(content_type: str) -> str | None:
     return found.group(1).strip().lower() if found else None
 
 
+def count(body: bytes, boundary: str) -> int:
+    """How many parts a body can hold (its delimiters less the close one), without splitting it."""
+    return max(0, body.count(b"--" + boundary.encode("latin-1")) - 1)
+
+
 def split(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
     """The parts of a body: (lower-cased headers, payload) each, in order."""
     delimiter = b"--" + boundary.encode("latin-1")

@@ -129,8 +129,15 @@ async def stow_in(
     idempotent, as in a PACS: while this user's study of exactly those instances exists and has
     not failed or been cancelled, the answer names that study and nothing new is analysed.
     """
+    limit = runtime.settings.study_max_instances
     try:
         boundary = multipart.boundary_of(content_type)
+        if (n := multipart.count(body, boundary)) > limit:
+            raise AppError(
+                f"A study can hold at most {limit} instances; this request has {n} parts.",
+                code="too_many_instances",
+                status_code=413,
+            )
         parts = multipart.split(body, boundary)
     except multipart.MultipartError as exc:
         raise BadInput(str(exc), code="bad_multipart", status_code=400) from exc
@@ -142,7 +149,7 @@ async def stow_in(
             status_code=415,
         )
     names = [f"part-{i:04d}.dcm" for i in range(len(parts))]
-    uids = await asyncio.to_thread(lambda: [_uids(p) for _, p in parts])
+    uids = await runtime.guards.decoding.run(lambda: [_uids(p) for _, p in parts])
     key = content_key(uids)
     if key is not None:
         existing = await studies_repo.stored_as(session, principal.user_id, key)

@@ -7,6 +7,7 @@ the staging folder, then the rows.
 
 from __future__ import annotations
 
+import lzma
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -15,9 +16,13 @@ from typing import IO
 
 from backend.core.config import Settings
 from backend.core.errors import AppError, BadInput
+from backend.core.text import clean_name
 from backend.storage.job_inputs import JobInputStore, StagedInputs, TooLarge
 
 _ZIP_MAGIC = b"PK\x03\x04"
+# What a damaged archive raises on opening, and a damaged member on extraction.
+ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError)
+MEMBER_ERRORS = (*ARCHIVE_ERRORS, zlib.error, lzma.LZMAError, RuntimeError)
 
 
 @dataclass
@@ -54,10 +59,6 @@ def _is_zip(stream: IO[bytes]) -> bool:
     return head == _ZIP_MAGIC and zipfile.is_zipfile(stream)
 
 
-def _clean_name(name: str | None) -> str | None:
-    return str(name)[-255:] if name else None
-
-
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[zipfile.ZipInfo]:
     for info in archive.infolist():
         base = info.filename.rsplit("/", 1)[-1]
@@ -87,7 +88,7 @@ class _Intake:
         return ("too_large", f"The file is larger than the {self.limit // 1024**2} MiB limit.")
 
     def new_item(self, filename: str | None) -> StagedItem:
-        item = StagedItem(index=len(self.items), filename=_clean_name(filename))
+        item = StagedItem(index=len(self.items), filename=clean_name(filename))
         self.items.append(item)
         return item
 
@@ -114,7 +115,7 @@ class _Intake:
         try:
             archive = zipfile.ZipFile(stream)
             members = list(_zip_members(archive))
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise BadInput("The zip archive cannot be read.", code="bad_archive") from exc
         if len(members) > self.settings.job_max_items:
             raise self.too_many()
@@ -128,7 +129,7 @@ class _Intake:
                 try:
                     with archive.open(info) as member:
                         self.add(item, member)
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError):
+                except MEMBER_ERRORS:
                     item.error = ("corrupt_archive", "This archive member cannot be extracted.")
         if not self.items:
             raise BadInput("The zip archive holds no files.", code="no_files")

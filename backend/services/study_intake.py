@@ -13,21 +13,25 @@ With ``deidentify`` set, every DICOM file is rewritten with the basic profile as
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import stat
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from backend.core.config import Settings
 from backend.core.errors import AppError, BadInput
-from backend.services.job_intake import IncomingFile
+from backend.core.text import clean_name
+from backend.services.job_intake import ARCHIVE_ERRORS, MEMBER_ERRORS, IncomingFile
 from backend.storage.job_inputs import StagedInputs, TooLarge
 from ml.fsutil import write_atomic
 from ml.series import unsafe_name
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "study.json"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -47,10 +51,11 @@ class StagedStudy:
 
 
 def _short(name: str | None) -> str:
-    """A file's own name (no folders, which may name the patient), at most 64 characters."""
+    """A file's own name (no folders, which may name the patient; no control characters), at
+    most 64 characters."""
     if not name:
         return "unnamed"
-    return re.split(r"[\\/]", str(name))[-1][-64:] or "unnamed"
+    return clean_name(re.split(r"[\\/]", str(name))[-1], 64) or "unnamed"
 
 
 def _is_zip(stream: IO[bytes]) -> bool:
@@ -104,7 +109,7 @@ class _Intake:
         try:
             archive = zipfile.ZipFile(stream)
             infos = archive.infolist()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ARCHIVE_ERRORS as exc:
             raise BadInput("The zip archive cannot be read.", code="bad_archive") from exc
         for info in infos:
             if unsafe_name(info.filename) or stat.S_ISLNK(info.external_attr >> 16):
@@ -133,7 +138,7 @@ class _Intake:
             try:
                 with archive.open(info) as member:
                     self.add(name, member)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError):
+            except MEMBER_ERRORS:
                 self.skipped.append(
                     {"name": name, "code": "corrupt_archive", "reason": "cannot be extracted"}
                 )
@@ -163,20 +168,68 @@ def _series_error(exc: Exception) -> AppError:
     return AppError(message, code=code, status_code=413 if code == "too_large" else 422)
 
 
+def _unreadable(exc: Exception, what: str) -> AppError:
+    log.warning("study intake: unexpected error reading %s", what, exc_info=exc)
+    return AppError(
+        f"The {what} could not be read (a malformed file).", code="corrupt_image", status_code=422
+    )
+
+
+def _too_many_voxels(voxels: int, bytes_per_voxel: int, settings: Settings) -> None:
+    if voxels * bytes_per_voxel > settings.max_decoded_bytes:
+        raise AppError(
+            f"The series holds {voxels / 1e6:.0f} million voxels; at most "
+            f"{settings.max_decoded_bytes // bytes_per_voxel / 1e6:.0f} million can be analysed "
+            "at once.",
+            code="too_large",
+            status_code=413,
+        )
+
+
+def _nifti_voxels(data: bytes, settings: Settings) -> tuple[int, int]:
+    """The voxels a NIfTI file declares and the bytes each takes once loaded (4 as float32,
+    8 when scl_slope/scl_inter scale them), from its header alone."""
+    import nibabel as nib
+
+    from ml.io import ImageError, inflate
+
+    header = (
+        inflate(data, settings.max_decoded_bytes, head=540) if data[:2] == b"\x1f\x8b" else data
+    )
+    klass = nib.Nifti2Header if int.from_bytes(header[:4], "little") == 540 else nib.Nifti1Header
+    try:
+        hdr = klass.from_fileobj(io.BytesIO(header[:540]), check=False)
+        shape = hdr.get_data_shape()
+        slope, inter = hdr.get_slope_inter()
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
+        raise ImageError("corrupt_image", "The NIfTI header could not be read.") from exc
+    voxels = 1
+    for dim in shape:
+        voxels *= max(1, int(dim))
+    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+    return voxels, 8 if scaled else 4
+
+
 def _nifti(intake: _Intake, settings: Settings) -> StagedStudy:
     from ml.io import ImageError
     from ml.series import load_nifti
 
     name, staged_name = intake.files[0]
     path = intake.staged.dir / staged_name
+    data = path.read_bytes()
     try:
+        _too_many_voxels(*_nifti_voxels(data, settings), settings)
         series = load_nifti(
-            path.read_bytes(),
+            data,
             max_pixels=settings.max_pixels,
             max_decoded_bytes=settings.max_decoded_bytes,
         )
     except ImageError as exc:
         raise _series_error(exc) from exc
+    except AppError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else a hostile file makes the readers raise
+        raise _unreadable(exc, "NIfTI volume") from exc
     summary = {**series.summary(), "skipped": intake.skipped, "files": 1}
     return StagedStudy(
         format="nifti",
@@ -205,14 +258,9 @@ def _dicom(intake: _Intake, settings: Settings, deid_key: bytes | None) -> Stage
         )
     except ImageError as exc:
         raise _series_error(exc) from exc
-    voxels = series.rows * series.cols * len(series.slices)
-    if voxels * 4 > settings.max_decoded_bytes:
-        raise AppError(
-            f"The series holds {voxels / 1e6:.0f} million voxels; at most "
-            f"{settings.max_decoded_bytes // 4 / 1e6:.0f} million can be analysed at once.",
-            code="too_large",
-            status_code=413,
-        )
+    except Exception as exc:  # noqa: BLE001 - anything else a hostile file makes pydicom raise
+        raise _unreadable(exc, "series' DICOM headers") from exc
+    _too_many_voxels(series.rows * series.cols * len(series.slices), 4, settings)
     used = {s.source for s in series.slices}
     kept: list[tuple[str, str]] = []
     for index, (name, staged) in enumerate(intake.files):

@@ -11,11 +11,11 @@ from api_helpers import Env
 NUL_NAME = "scan\x00\x1b[2J.png"
 
 
-def _multipart(filename: str, body: bytes) -> tuple[bytes, str]:
+def _multipart(filename: str, body: bytes, field: str = "file") -> tuple[bytes, str]:
     """A multipart body by hand: httpx would refuse (or escape) the control characters."""
     boundary = uuid.uuid4().hex
     head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
         "Content-Type: image/png\r\n\r\n"
     ).encode()
     return head + body + f"\r\n--{boundary}--\r\n".encode(), boundary
@@ -51,6 +51,22 @@ async def test_a_file_name_with_control_characters_is_stored_without_them(
     assert stored == "scan[2J.png"
     r = await env.client.get(f"/history/{r.json()['id']}", headers=alice)
     assert r.status_code == 200 and r.json()["image"]["filename"] == "scan[2J.png"
+
+
+async def test_a_job_keeps_its_file_names_without_control_characters(
+    env: Env, alice: dict[str, str]
+) -> None:
+    from jobs_helpers import wait_job
+
+    body, boundary = _multipart(NUL_NAME, api_samples.phantom_png(4), field="files")
+    r = await env.client.post(
+        "/jobs",
+        content=body,
+        headers={**alice, "content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 202, r.text
+    job = await wait_job(env.client, r.json()["id"], alice)
+    assert [item["filename"] for item in job["items"]] == ["scan[2J.png"]
 
 
 async def test_dates_at_the_end_of_the_calendar(env: Env, alice: dict[str, str]) -> None:
