@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -115,11 +116,24 @@ def sniff_format(data: bytes) -> str:
     )
 
 
+def _amount(n: int) -> str:
+    """``n`` for a message: exact with separators, or a bound when a crafted header makes it
+    absurd (a 300-digit number says nothing to the reader)."""
+    return f"{n:,}" if n < 10**15 else "more than 10^15"
+
+
+def _single_frame(frame: int | None, what: str) -> None:
+    """Refuse a frame index other than 0 for an input that holds one frame only."""
+    if frame not in (None, 0):
+        raise ImageError("bad_frame", f"Frame {frame} does not exist: the {what} has one frame.")
+
+
 def _check_pixels(shape: tuple[int, ...], max_pixels: int | None) -> None:
-    n = int(np.prod(shape[:2])) if len(shape) >= 2 else int(np.prod(shape))
+    n = math.prod(int(d) for d in (shape[:2] if len(shape) >= 2 else shape))
     if max_pixels is not None and n > max_pixels:
         raise ImageError(
-            "too_large", f"The image has {n:,} pixels per slice; the limit is {max_pixels:,}."
+            "too_large",
+            f"The image has {_amount(n)} pixels per slice; the limit is {max_pixels:,}.",
         )
 
 
@@ -170,11 +184,13 @@ def _check_npy_header(data: bytes, max_decoded_bytes: int) -> None:
         shape, _, dtype = reader(stream)
     except (ValueError, OSError, EOFError, SyntaxError) as exc:
         raise ImageError("corrupt_image", "The .npy header could not be read.") from exc
-    declared = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    # Python ints: a product of crafted dimensions must not overflow to inf.
+    declared = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
     if declared > max_decoded_bytes:
         raise ImageError(
             "too_large",
-            f"The .npy array declares {declared:,} bytes; the limit is {max_decoded_bytes:,}.",
+            f"The .npy array declares {_amount(declared)} bytes; the limit is "
+            f"{max_decoded_bytes:,}.",
         )
     if declared > len(data) - stream.tell():
         raise ImageError("corrupt_image", "The .npy file is shorter than its header says.")
@@ -193,8 +209,8 @@ def _read_npy(
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise ImageError("unsupported_format", "The .npy array must be numeric (bool/int/float).")
     meta: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
-    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
-        pass  # a colour or single-channel 2D image
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4)):
+        _single_frame(frame, ".npy image")  # grey, colour or single-channel 2D
     elif arr.ndim == 3:
         # A volume (slices first, as the Kaggle SPIDER part): the middle slice unless named.
         idx = arr.shape[0] // 2 if frame is None else frame
@@ -204,18 +220,37 @@ def _read_npy(
             )
         arr = arr[idx]
         meta["slice_index"] = idx
-    elif arr.ndim != 2:
+    else:
         raise ImageError("unsupported_format", f"Expected a 2D or 3D array, got {arr.ndim}D.")
     _check_pixels(arr.shape, max_pixels)
     return LoadedImage(arr, "npy", meta)
 
 
+# No DICOM integer VR (US, UL, IS) holds more: a larger value is a malformed header, not an image.
+_MAX_TAG_INT = 2**32 - 1
+
+
 def _int_tag(ds: Any, name: str, default: int) -> int:
     try:
         value = ds.get(name, default)
-        return int(value if value not in (None, "") else default)
-    except (TypeError, ValueError) as exc:
-        raise ImageError("corrupt_image", f"The DICOM {name} is not a number.") from exc
+        number = int(value if value not in (None, "") else default)
+    except Exception as exc:  # noqa: BLE001 - a bad element raises many types (length, VR, inf)
+        raise ImageError("corrupt_image", f"The DICOM {name} is not a valid number.") from exc
+    if abs(number) > _MAX_TAG_INT:
+        raise ImageError("corrupt_image", f"The DICOM {name} is out of range.")
+    return number
+
+
+def _float_tag(ds: Any, name: str, default: float) -> float:
+    """A DICOM decimal such as RescaleSlope: one finite number, or ``corrupt_image``."""
+    try:
+        value = ds.get(name, default)
+        number = float(value if value not in (None, "") else default)
+    except Exception as exc:  # noqa: BLE001 - text, several values, a bad element
+        raise ImageError("corrupt_image", f"The DICOM {name} is not a single number.") from exc
+    if not math.isfinite(number):
+        raise ImageError("corrupt_image", f"The DICOM {name} is not a finite number.")
+    return number
 
 
 def check_dicom_size(
@@ -228,7 +263,7 @@ def check_dicom_size(
     n_frames = max(1, _int_tag(ds, "NumberOfFrames", 1))
     if max_frames is not None and n_frames > max_frames:
         raise ImageError(
-            "too_large", f"The DICOM has {n_frames} frames; the limit is {max_frames}."
+            "too_large", f"The DICOM has {n_frames:,} frames; the limit is {max_frames:,}."
         )
     samples = max(1, _int_tag(ds, "SamplesPerPixel", 1))
     bits = max(1, _int_tag(ds, "BitsAllocated", 16))
@@ -236,10 +271,19 @@ def check_dicom_size(
     if max_decoded_bytes is not None and decoded > max_decoded_bytes:
         raise ImageError(
             "too_large",
-            f"The DICOM pixel data would decode to {decoded:,} bytes; the limit is "
+            f"The DICOM pixel data would decode to {_amount(decoded)} bytes; the limit is "
             f"{max_decoded_bytes:,}.",
         )
     return rows, cols, n_frames
+
+
+def _check_codestream(ds: Any, index: int | None, n_frames: int, rows: int, cols: int) -> None:
+    """Refuse a compressed frame whose own header gives another size than the DICOM's."""
+    from ml.codestream import frame_mismatch
+
+    problem = frame_mismatch(ds, index, n_frames, rows, cols, _int_tag(ds, "SamplesPerPixel", 1))
+    if problem is not None:
+        raise ImageError("corrupt_image", problem)
 
 
 def _dicom_pixels(ds: Any, index: int | None) -> np.ndarray:
@@ -263,33 +307,44 @@ def _read_dicom(
     max_decoded_bytes: int | None,
 ) -> LoadedImage:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
+    # Every header value is read here, before any pixel is decoded: pydicom converts elements
+    # lazily and a malformed one raises almost anything (odd lengths, unknown VRs, infinities,
+    # sequences nested deep enough for a RecursionError).
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        if "PixelData" not in ds:
+            raise ImageError("empty_image", "The DICOM file holds no pixel data.")
+        rows, cols, n_frames = check_dicom_size(ds, max_pixels, max_frames, max_decoded_bytes)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        meta: dict[str, Any] = {
+            "frames": n_frames,
+            "photometric": photometric,
+            "modality": str(ds.get("Modality", "")),
+            "transfer_syntax": str(
+                getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")
+            ),
+        }
+        index = None
+        if n_frames > 1:
+            index = n_frames // 2 if frame is None else frame
+            if not 0 <= index < n_frames:
+                raise ImageError("bad_frame", f"Frame {index} does not exist (0..{n_frames - 1}).")
+            meta["frame"] = index
+        else:
+            _single_frame(frame, "DICOM")
+        slope, intercept = 1.0, 0.0
+        if photometric.startswith("MONOCHROME"):
+            slope = _float_tag(ds, "RescaleSlope", 1.0) or 1.0
+            intercept = _float_tag(ds, "RescaleIntercept", 0.0)
+        _check_codestream(ds, index, n_frames, rows, cols)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above
         raise ImageError("corrupt_image", "The DICOM file could not be parsed.") from exc
-    if "PixelData" not in ds:
-        raise ImageError("empty_image", "The DICOM file holds no pixel data.")
-    _, _, n_frames = check_dicom_size(ds, max_pixels, max_frames, max_decoded_bytes)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    meta: dict[str, Any] = {
-        "frames": n_frames,
-        "photometric": photometric,
-        "modality": str(ds.get("Modality", "")),
-        "transfer_syntax": str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")),
-    }
-    index = None
-    if n_frames > 1:
-        index = n_frames // 2 if frame is None else frame
-        if not 0 <= index < n_frames:
-            raise ImageError("bad_frame", f"Frame {index} does not exist (0..{n_frames - 1}).")
-        meta["frame"] = index
     arr = _dicom_pixels(ds, index)
     if photometric.startswith("MONOCHROME"):
-        arr = arr.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
-            ds.get("RescaleIntercept", 0) or 0
-        )
+        arr = arr.astype(np.float64) * slope + intercept
         if photometric == "MONOCHROME1":
             # MONOCHROME1 shows low values bright: invert so all inputs share one convention.
             arr = arr.max() - arr
@@ -322,7 +377,8 @@ def nifti_mid_sagittal(
 
 
 def nifti_declared_bytes(header: bytes) -> int:
-    """The voxel data a NIfTI-1/2 header declares (product of its dimensions x bytes per voxel)."""
+    """The voxel data a NIfTI-1/2 header declares (product of its dimensions x bytes per voxel,
+    8 bytes when scl_slope/scl_inter scale it: nibabel then returns float64)."""
     import nibabel as nib
 
     klass = nib.Nifti2Header if int.from_bytes(header[:4], "little") == 540 else nib.Nifti1Header
@@ -330,8 +386,11 @@ def nifti_declared_bytes(header: bytes) -> int:
         hdr = klass.from_fileobj(io.BytesIO(header), check=False)
         shape = hdr.get_data_shape()
         itemsize = np.dtype(hdr.get_data_dtype()).itemsize
+        slope, inter = hdr.get_slope_inter()
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
         raise ImageError("corrupt_image", "The NIfTI header could not be read.") from exc
+    if slope is not None and (slope, inter) != (1.0, 0.0):
+        itemsize = max(itemsize, 8)
     total = itemsize
     for dim in shape:
         total *= max(1, int(dim))
@@ -346,11 +405,33 @@ def nifti_bytes(data: bytes, max_decoded_bytes: int) -> bytes:
     if declared > max_decoded_bytes:
         raise ImageError(
             "too_large",
-            f"The NIfTI volume declares {declared:,} bytes of voxels; the limit is "
+            f"The NIfTI volume declares {_amount(declared)} bytes of voxels; the limit is "
             f"{max_decoded_bytes:,}.",
         )
     # The header and the extensions come before the voxels.
     return inflate(data, max_decoded_bytes + 64 * 1024) if gz else data
+
+
+def _nifti_sagittal(
+    img: Any, shape: tuple[int, ...], tail: tuple[int, ...], index: int | None
+) -> tuple[np.ndarray, int]:
+    """The sagittal slice ``index`` (the middle one when None) of a 3D volume and its index, as
+    :func:`nifti_mid_sagittal` gives it, reading (and scaling) only that slice's voxels."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(img.affine)
+    if np.isnan(ornt).any():
+        raise ImageError("corrupt_image", "The NIfTI affine gives no orientation for every axis.")
+    axis = int(np.flatnonzero(ornt[:, 0] == 0)[0])  # the stored axis that runs left-right
+    n = shape[axis]
+    idx = n // 2 if index is None else index
+    if not 0 <= idx < n:
+        raise ImageError("bad_frame", f"Sagittal slice {idx} is outside 0..{n - 1}.")
+    stored = n - 1 - idx if ornt[axis, 1] < 0 else idx
+    slicer: list[Any] = [slice(None)] * 3
+    slicer[axis] = slice(stored, stored + 1)
+    slab = np.asanyarray(img.dataobj[(*slicer, *tail)])
+    return nifti_mid_sagittal(slab, img.affine, 0), idx
 
 
 def _read_nifti(
@@ -363,25 +444,35 @@ def _read_nifti(
         fh = nib.FileHolder(fileobj=io.BytesIO(raw))
         klass = nib.Nifti2Image if int.from_bytes(raw[:4], "little") == 540 else nib.Nifti1Image
         img = klass.from_file_map({"header": fh, "image": fh})
-        vol = np.asanyarray(img.dataobj)
+        shape = tuple(int(d) for d in img.shape)
+        meta: dict[str, Any] = {"shape": list(shape)}
+        tail: tuple[int, ...] = ()
+        if len(shape) == 4:
+            shape, tail = shape[:3], (0,)  # the first volume of a series
+            meta["volume_index"] = 0
+        if len(shape) == 3 and 1 not in shape:
+            _check_pixels(shape[1:], max_pixels)
+            sl, meta["sagittal_index"] = _nifti_sagittal(img, shape, tail, frame)
+        elif len(shape) in (2, 3):
+            # One slice's voxels at most: a 2D image, or a volume one voxel thick.
+            vol = np.asanyarray(img.dataobj[(..., *tail)])
+            sl = np.squeeze(vol) if vol.ndim == 3 else vol
+            if sl.ndim != 2:
+                raise ImageError(
+                    "unsupported_format", f"Unsupported NIfTI dimensionality {sl.ndim}D."
+                )
+            _single_frame(frame, "NIfTI image")
+        else:
+            raise ImageError(
+                "unsupported_format", f"Unsupported NIfTI dimensionality {len(shape)}D."
+            )
+    except ImageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
         raise ImageError("corrupt_image", "The NIfTI file could not be read.") from exc
-    meta: dict[str, Any] = {"shape": list(vol.shape)}
-    if vol.ndim == 4:
-        vol = vol[..., 0]
-        meta["volume_index"] = 0
-    if vol.ndim == 3 and 1 in vol.shape:
-        vol = np.squeeze(vol)
-    if vol.ndim == 3:
-        _check_pixels(vol.shape[1:], max_pixels)
-        sl = nifti_mid_sagittal(vol, img.affine, frame)
-        meta["sagittal_index"] = vol.shape[0] // 2 if frame is None else frame
-    elif vol.ndim == 2:
-        sl = vol
-    else:
-        raise ImageError("unsupported_format", f"Unsupported NIfTI dimensionality {vol.ndim}D.")
     _check_pixels(sl.shape, max_pixels)
-    return LoadedImage(np.asarray(sl), "nifti", meta)
+    # A slice read from a big-endian file keeps its byte order; the rest of the code wants native.
+    return LoadedImage(np.asarray(sl, dtype=sl.dtype.newbyteorder("=")), "nifti", meta)
 
 
 def read_image(
@@ -397,7 +488,7 @@ def read_image(
     Args:
         source: the raw bytes, or a path to read them from.
         frame: for multi-frame DICOM / 3D arrays / NIfTI volumes, which frame or sagittal slice;
-            the middle one when None.
+            the middle one when None. A single-frame input has frame 0 only.
         max_pixels: reject slices with more pixels than this (``too_large``).
         max_frames: reject DICOM with more frames than this (``too_large``).
         max_decoded_bytes: reject files whose pixel data (all DICOM frames, the NIfTI voxels,
@@ -413,6 +504,7 @@ def read_image(
     data = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
     fmt = sniff_format(data)
     if fmt in ("png", "jpeg"):
+        _single_frame(frame, f"{fmt.upper()} image")
         loaded = _read_raster(data, fmt, max_pixels)
     elif fmt == "npy":
         loaded = _read_npy(data, frame, max_pixels, max_decoded_bytes)

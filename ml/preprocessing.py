@@ -62,6 +62,11 @@ def scale_to_unit(gray: np.ndarray) -> np.ndarray:
     if not finite.any():
         return np.zeros(arr.shape, dtype=np.float32)
     values = np.where(finite, values, 0.0)
+    if max(values.max(), -values.min()) > np.finfo(np.float64).max / 2:
+        # Near the float64 limit hi - lo (and the percentile's interpolation) would overflow to
+        # inf and make the image NaN; halving every value is exact and leaves the ratios below
+        # unchanged. Other images skip this, so their output stays bit-identical.
+        values = values * 0.5
     lo, hi = np.percentile(values[finite], [0.5, 99.5])
     if hi <= lo:
         lo, hi = float(values.min()), float(values.max())

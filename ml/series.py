@@ -389,13 +389,27 @@ def dicom_slice(files: Sequence[tuple[str, Source]], ref: SliceRef) -> np.ndarra
     import pydicom
     from pydicom.pixels import pixel_array
 
+    from ml.codestream import frame_mismatch
+
     ds = pydicom.dcmread(_open(files[ref.source][1]))
     try:
-        arr = np.asarray(pixel_array(ds, index=ref.frame), dtype=np.float64)
+        # A compressed frame larger than its header says would be decoded at its own size,
+        # which the series' limits never saw: refuse it before decoding.
+        problem = frame_mismatch(
+            ds,
+            ref.frame,
+            int(ds.get("NumberOfFrames", 1) or 1),
+            int(ds.Rows),
+            int(ds.Columns),
+            int(ds.get("SamplesPerPixel", 1) or 1),
+        )
+        arr = None if problem else np.asarray(pixel_array(ds, index=ref.frame), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad pixel data
         raise ImageError(
             "corrupt_image", f"The pixel data of {ref.name} cannot be decoded."
         ) from exc
+    if arr is None:
+        raise ImageError("corrupt_image", f"{ref.name}: {problem}")
     slope = float(ds.get("RescaleSlope", 1) or 1)
     arr = arr * slope + float(ds.get("RescaleIntercept", 0) or 0)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from ml.vocab import HEAD_OUTPUTS
 if TYPE_CHECKING:
     from ml.domain import DomainReference
     from ml.levels import LevelMap
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,15 +135,25 @@ def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
         require_content(loaded.pixels)
         _check_modality(loaded.meta.get("modality"))
         display = preprocess(loaded.pixels, IMAGE_SIZE)
+        if not np.isfinite(display).all():
+            # Never let a NaN reach a model: its outputs would be stored as a result.
+            raise ImageError("corrupt_image", "The image's values cannot be scaled for a model.")
     except ImageError as exc:
         raise BadInput(
             exc.message, code=exc.code, status_code=IMAGE_ERROR_STATUS.get(exc.code, 400)
         ) from exc
+    except AppError:
+        raise
     except (ValueError, TypeError, MemoryError) as exc:
         raise BadInput(
             f"The image could not be turned into a grayscale slice ({exc}).",
             code="unsupported_format",
             status_code=415,
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a decoder's failure on crafted input is still bad input
+        log.exception("Decoding an upload failed unexpectedly; answered corrupt_image")
+        raise BadInput(
+            "The image could not be decoded: the file is malformed.", code="corrupt_image"
         ) from exc
     sources = None
     if loaded.format == "dicom":

@@ -76,3 +76,42 @@ def test_batch_and_spec():
     assert batch.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 1) and batch.dtype == np.float32
     assert PREPROCESSING_SPEC["size"] == [IMAGE_SIZE, IMAGE_SIZE]
     assert PREPROCESSING_SPEC["range"] == [0.0, 1.0] and PREPROCESSING_SPEC["channels"] == 1
+
+
+def _scale_to_unit_v1(gray: np.ndarray) -> np.ndarray:
+    """scale_to_unit as first released, for images far from the float64 limits."""
+    values = np.asarray(gray).astype(np.float64)
+    finite = np.isfinite(values)
+    values = np.where(finite, values, 0.0)
+    lo, hi = np.percentile(values[finite], [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    return ((np.clip(values, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def test_values_near_the_float64_limit_do_not_overflow():
+    top = np.finfo(np.float64).max
+    np.testing.assert_array_equal(scale_to_unit(np.array([[-top, 0.0, top]])), [[0.0, 0.5, 1.0]])
+    img = np.zeros((16, 16))
+    img[0, 0], img[1, 1] = -1e308, 1e308  # the percentiles are 0: min and max are the window
+    img[4:8, 4:8] = RNG.random((4, 4))
+    out = preprocess(img)
+    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+    assert out.max() > 0.4  # the 1e308 pixel still shows, nothing became NaN -> 0
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        RNG.integers(0, 4096, (512, 384), dtype=np.uint16),
+        RNG.integers(0, 65536, (200, 300), dtype=np.uint16),
+        RNG.integers(-1024, 3000, (100, 80), dtype=np.int16),
+        RNG.normal(0, 1, (64, 64)).astype(np.float32),
+        RNG.normal(0, 1e300, (64, 64)),
+        np.array([[np.nan, 1.0], [np.inf, 2.0]]),
+    ],
+    ids=["u12", "u16", "i16", "f32", "f64-huge", "nan"],
+)
+def test_scaling_of_ordinary_images_is_unchanged(pixels):
+    """Training data went through the first version: its output must stay bit-identical."""
+    np.testing.assert_array_equal(scale_to_unit(pixels), _scale_to_unit_v1(pixels))

@@ -132,3 +132,32 @@ def test_nifti_voxels_that_are_not_numbers_are_refused(arr: np.ndarray) -> None:
 def test_a_grey_nifti_still_loads() -> None:
     series = load_nifti(_nifti(np.arange(N * 16 * 16, dtype=np.uint8).reshape(N, 16, 16)))
     assert series.volume is not None and series.volume.dtype == np.float32
+
+
+def test_a_compressed_frame_larger_than_its_header_is_not_decoded(
+    phantom: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cv2
+    import pydicom.pixels
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from ml.io import ImageError
+    from ml.series import dicom_slice
+
+    def to_big_jpeg(ds: Any) -> None:
+        # The header still says SIZE x SIZE; the codestream holds 8x as many rows and columns.
+        big = np.full((8 * SIZE, 8 * SIZE), 128, np.uint8)
+        ds.PixelData = encapsulate([cv2.imencode(".jpg", big)[1].tobytes()])
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+
+    files = dicom_series(phantom, seed=1)
+    files[-1] = (files[-1][0], _resave(files[-1][1], to_big_jpeg))
+    series = scan_dicom(files, min_slices=N)
+    ref = next(r for r in series.slices if r.source == len(files) - 1)
+    decoded: list[Any] = []
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", lambda *a, **k: decoded.append(a))
+    with pytest.raises(ImageError, match="compressed frame is 256x256") as caught:
+        dicom_slice(files, ref)
+    assert caught.value.code == "corrupt_image" and decoded == []
