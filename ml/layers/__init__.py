@@ -3,6 +3,7 @@
 from ml.layers.attention_gate import AttentionGate
 from ml.layers.harmonize import ScannerFingerprint, SiteRanks, SourceRecognizer
 from ml.layers.ordinal import OrdinalHeads
+from ml.layers.refine import LogitResidual
 from ml.layers.rule_features import IntensityQuantiles, RuleFeatures
 from ml.layers.statistics import ImageStatistics
 from ml.layers.tokens import ClassToken, PositionEmbedding, SelectToken
@@ -13,6 +14,7 @@ __all__ = [
     "ClassToken",
     "ImageStatistics",
     "IntensityQuantiles",
+    "LogitResidual",
     "OrdinalHeads",
     "RuleFeatures",
     "ScannerFingerprint",

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from ml.layers import AttentionGate
+from ml.layers import AttentionGate, LogitResidual
 from ml.models.common import merged
 from ml.models.spec import ModelSpec
 
@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "bn_momentum": 0.9,
     "dropout": 0.0,
     "internal_scale": 1,
+    # Full-resolution refinement behind internal_scale > 1 (0 = none): ``refine_layers`` 3x3
+    # convolutions of ``refine_filters`` over the input image and the upsampled probabilities
+    # predict a correction of the probabilities' logit (zero at the start, see LogitResidual).
+    "refine_filters": 0,
+    "refine_layers": 2,
 }
 
 
@@ -54,7 +59,9 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
         cfg: optional overrides of ``DEFAULTS`` (``input_size``, ``base_filters``, ``depth``,
             ``batchnorm``, ``dropout`` before the bottleneck convs, ``internal_scale``: run the
             network at ``input_size / internal_scale`` behind a 2x2 average pooling (an exact area
-            downsampling) and upsample the probabilities bilinearly back to the input size).
+            downsampling) and upsample the probabilities bilinearly back to the input size),
+            ``refine_filters`` / ``refine_layers``: a full-resolution refinement after that
+            upsampling (see ``DEFAULTS``).
         name: model name.
 
     Returns:
@@ -99,7 +106,27 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
     outputs = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
     if scale > 1:
         outputs = layers.UpSampling2D(scale, interpolation="bilinear", name="upscale")(outputs)
+        if int(c["refine_filters"]) > 0:
+            outputs = _refined(inputs, outputs, int(c["refine_filters"]), int(c["refine_layers"]))
+    elif int(c["refine_filters"]) > 0:
+        raise ValueError("refine_filters needs internal_scale > 1 (nothing to refine at full size)")
     return keras.Model(inputs, outputs, name=name)
+
+
+def _refined(image, prob, filters: int, n_layers: int):
+    """The upsampled probabilities corrected from full-resolution detail of the image."""
+    h = layers.Concatenate(name="refine_concat")([image, prob])
+    for i in range(n_layers):
+        h = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer="he_normal",
+            name=f"refine_conv{i + 1}",
+        )(h)
+    delta = layers.Conv2D(1, 1, kernel_initializer="zeros", name="refine_delta")(h)
+    return LogitResidual(name="refined")([prob, delta])
 
 
 SPEC = ModelSpec(

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "bn_momentum": 0.9,
     "dropout": 0.0,
     "internal_scale": 1,
+    "refine_filters": 0,
+    "refine_layers": 2,
 }
 
 

@@ -25,6 +25,8 @@ a default. Layout (defaults in :data:`DEFAULTS`)::
       schedule: null               # U-Nets: [{input_size: 128, epochs: 30}, {input_size: 256, ...}]
       final_weights: last          # last | best (the checkpoint's best epoch)
       run_eagerly: false           # true skips graph tracing: faster for tiny test models only
+      init_from: null              # a bundle (key under the models folder, or a folder) whose
+                                   # layers of the same name and shape start this model
     bundle:
       version: 1.0.0
       default: false
@@ -63,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "schedule": None,
         "final_weights": "last",
         "run_eagerly": False,
+        "init_from": None,
     },
     "bundle": {
         "version": "1.0.0",
@@ -136,6 +139,9 @@ def normalize_config(raw: dict[str, Any], source: str = "config") -> dict[str, A
                     f"{source}: schedule[{i}] needs epochs and may set input_size, "
                     f"learning_rate, batch_size (got {sorted(stage)})"
                 )
+    init_from = t["init_from"]
+    if init_from is not None and (not isinstance(init_from, str) or not init_from.strip()):
+        raise ConfigError(f"{source}: training.init_from must be a bundle key or folder")
     if cfg["bundle"]["storage"] not in ("auto", "float16", "float32"):
         raise ConfigError(f"{source}: bundle.storage must be auto, float16 or float32")
     if not 0.0 <= float(cfg["data"]["val_fraction"]) < 1.0:

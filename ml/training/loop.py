@@ -85,6 +85,7 @@ class _Run:
     verbose: int
     budget: Any = None
     init_weights: str | Path | None = None
+    init_from: Path | None = None  # a bundle folder (training.init_from)
     rows: list[dict[str, Any]] = field(default_factory=list)
     stage_log: list[dict[str, Any]] = field(default_factory=list)
     model: Any = None
@@ -123,6 +124,14 @@ def _stage_model(run: _Run, size: int):
     elif run.init_weights is not None:
         built.load_weights(str(run.init_weights))
         logger.info("starting from %s", run.init_weights)
+    elif run.init_from is not None:
+        from ml.training.warm_start import transfer_layers
+
+        shared, new = transfer_layers(run.init_from, built)
+        logger.info(
+            "starting from %s: %d layers carried over, %d new (%s)",
+            run.init_from, len(shared), len(new), ", ".join(new) or "none",
+        )  # fmt: skip
     return built
 
 
@@ -225,8 +234,31 @@ def _training_record(
         "validation": {"n_val": int(len(run.val_idx)), "split": "by subject, from train"},
         "epochs_override": epochs,
         "init_weights": file_record(run.init_weights) if run.init_weights is not None else None,
+        "init_from": _init_from_record(run.init_from),
         "time_limit_s": time_limit,
         "stopped_by_time_limit": bool(run.budget is not None and run.budget.stopped),
+    }
+
+
+def _bundle_folder(name: str, models_dir: Path) -> Path:
+    """training.init_from: a folder with a manifest, or a bundle key under ``models_dir``."""
+    for candidate in (Path(name), models_dir / name):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise ValueError(f"training.init_from: no bundle {name!r} (as a folder or in {models_dir})")
+
+
+def _init_from_record(folder: Path | None) -> dict[str, Any] | None:
+    """The warm-start bundle in the manifest: its key, version and weights (name, sha256)."""
+    if folder is None:
+        return None
+    from ml.bundle import read_manifest
+
+    source = read_manifest(folder)
+    return {
+        "bundle": source.key,
+        "version": source.version,
+        "weights": file_record(folder / source.weights.file),
     }
 
 
@@ -383,6 +415,8 @@ def train(
     )
     key = run.cfg["key"]
     out_dir = Path(out_dir) if out_dir else Path(models_dir) / key
+    if run.cfg["training"]["init_from"] is not None and init_weights is None:
+        run.init_from = _bundle_folder(run.cfg["training"]["init_from"], Path(models_dir))
     plan = stages(run.cfg, epochs)
     logger.info(
         "training %s (%s) on %s: %d fit / %d validation / %d test images, stages %s",

@@ -26,10 +26,12 @@ def shipped_configs() -> list[str]:
 
 
 def plan(keys: list[str]) -> list[tuple[str, dict]]:
-    """(key, config) to run, skipping keys produced as derived bundles of another run."""
+    """(key, config) to run, skipping keys produced as derived bundles of another run; a config
+    that starts from another's bundle (training.init_from) runs after it."""
     configs = {k: load_config(CONFIG_DIR / f"{k}.yaml") for k in keys}
     derived = {d["key"] for c in configs.values() for d in c["bundle"]["derived"] or []}
-    return [(k, c) for k, c in configs.items() if k not in derived]
+    todo = [(k, c) for k, c in configs.items() if k not in derived]
+    return sorted(todo, key=lambda kc: kc[1]["training"]["init_from"] in configs)
 
 
 def default_score(manifest: Manifest) -> float | None:

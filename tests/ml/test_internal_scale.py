@@ -37,3 +37,42 @@ def test_internal_scale_must_divide_the_input():
 
     with pytest.raises(ValueError, match="divisible"):
         build_model("attention_unet_lite", {"input_size": 40, "depth": 2, "internal_scale": 3})
+
+
+def _tiny(**extra):
+    from ml.models import build_model
+
+    cfg = {"input_size": 64, "base_filters": 4, "depth": 2, "internal_scale": 2, **extra}
+    return build_model("attention_unet_lite", cfg)
+
+
+def test_refinement_starts_as_the_network_it_refines(tmp_path):
+    import keras
+
+    base, refined = _tiny(), _tiny(refine_filters=4, refine_layers=2)
+    assert {"refine_conv1", "refine_conv2", "refine_delta", "refined"} <= {
+        layer.name for layer in refined.layers
+    }
+    for layer in base.layers:
+        refined.get_layer(layer.name).set_weights(layer.get_weights())
+    image = np.random.default_rng(1).random((2, 64, 64, 1)).astype(np.float32)
+    before = np.asarray(base(image, training=False))
+    after = np.asarray(refined(image, training=False))
+    # The correction's last convolution starts at zero: the same probabilities.
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+    # Once it has learnt something the output moves, and the model saves and loads whole.
+    delta = refined.get_layer("refine_delta")
+    kernel, bias = delta.get_weights()
+    delta.set_weights([kernel, bias + 2.0])
+    moved = np.asarray(refined(image, training=False))
+    assert (moved > before).all()
+    path = tmp_path / "refined.keras"
+    refined.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(image, training=False)), moved, atol=1e-6)
+
+
+def test_refinement_needs_an_internal_scale():
+    with pytest.raises(ValueError, match="internal_scale"):
+        _tiny(internal_scale=1, refine_filters=4)

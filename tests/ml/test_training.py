@@ -47,6 +47,13 @@ def test_shipped_configs_load_and_build_plans():
     assert "unet_best" not in [k for k, _ in train_all.plan(keys)]
 
 
+def test_a_warm_started_config_runs_after_the_bundle_it_starts_from():
+    order = [
+        key for key, _ in train_all.plan(["attention_unet_lite_refined", "attention_unet_lite"])
+    ]
+    assert order == ["attention_unet_lite", "attention_unet_lite_refined"]
+
+
 def test_design_hyperparameters():
     unet = load_config("attention_unet")
     assert unet["training"]["loss"] == "bce"
@@ -395,6 +402,45 @@ def test_training_continues_from_init_weights(synthetic_dataset, tmp_path):
     record = second.manifest.training.model_dump()["init_weights"]
     assert record["file"] == "start.weights.h5" and len(record["sha256"]) == 64
     assert "init_weights" not in first.manifest.training.model_dump(exclude_none=True)
+
+
+def test_training_starts_from_another_bundles_layers(synthetic_dataset, tmp_path):
+    from ml.bundle import make_random_bundle
+    from ml.training.loop import train
+    from ml.training.warm_start import transfer_layers
+
+    first = train(TINY_SEG, synthetic_dataset, models_dir=tmp_path / "a", run_dir=tmp_path / "r1",
+                  epochs=1, verbose=0)  # fmt: skip
+    cfg = load_config(TINY_SEG)
+    cfg.update(key="tiny_refined", model={**cfg["model"], "internal_scale": 2, "refine_filters": 4})
+    cfg["training"].update(schedule=None, init_from=str(first.bundle_dir))
+    cfg["bundle"]["derived"] = []
+
+    # Every layer of the lite U-Net carries over by name; the refinement is new.
+    from ml.models import build_model
+
+    fresh = build_model("attention_unet_lite", {**cfg["model"], "input_size": 64})
+    shared, new = transfer_layers(first.bundle_dir, fresh)
+    assert new == ["refine_conv1", "refine_conv2", "refine_delta"] and "mask" in shared
+    source = load_bundle(first.bundle_dir).model
+    for name in shared:
+        for mine, theirs in zip(
+            fresh.get_layer(name).get_weights(), source.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(mine, theirs)
+
+    second = train(cfg, synthetic_dataset, models_dir=tmp_path / "b", run_dir=tmp_path / "r2",
+                   epochs=1, verbose=0)  # fmt: skip
+    assert second.manifest.training is not None
+    record = second.manifest.training.model_dump()["init_from"]
+    assert record["bundle"] == "tiny_seg" and record["weights"]["sha256"] == (
+        first.manifest.weights.sha256
+    )
+
+    # A bundle with nothing in common is refused, not silently ignored.
+    other = make_random_bundle(tmp_path, "cls", "simple_cnn", cfg={"input_size": 64})
+    with pytest.raises(ValueError, match="no layer"):
+        transfer_layers(other, build_model("attention_unet_lite", cfg["model"]))
 
 
 def test_time_limit_stops_after_the_epoch_in_progress(synthetic_dataset, tmp_path, capsys):
