@@ -241,7 +241,7 @@ def _int_tag(ds: Any, name: str, default: int) -> int:
     return number
 
 
-def _float_tag(ds: Any, name: str, default: float) -> float:
+def dicom_float(ds: Any, name: str, default: float) -> float:
     """A DICOM decimal such as RescaleSlope: one finite number, or ``corrupt_image``."""
     try:
         value = ds.get(name, default)
@@ -335,8 +335,8 @@ def _read_dicom(
             _single_frame(frame, "DICOM")
         slope, intercept = 1.0, 0.0
         if photometric.startswith("MONOCHROME"):
-            slope = _float_tag(ds, "RescaleSlope", 1.0) or 1.0
-            intercept = _float_tag(ds, "RescaleIntercept", 0.0)
+            slope = dicom_float(ds, "RescaleSlope", 1.0) or 1.0
+            intercept = dicom_float(ds, "RescaleIntercept", 0.0)
         _check_codestream(ds, index, n_frames, rows, cols)
     except ImageError:
         raise

@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ml.io import DEFAULT_MAX_DECODED_BYTES, ImageError, check_dicom_size, nifti_bytes
+from ml.io import (
+    DEFAULT_MAX_DECODED_BYTES,
+    ImageError,
+    check_dicom_size,
+    dicom_float,
+    nifti_bytes,
+)
 
 # A sagittal plane's normal runs left-right: |normal . x| above this (about 30 degrees).
 SAGITTAL_COSINE = 0.85
@@ -410,8 +416,10 @@ def dicom_slice(files: Sequence[tuple[str, Source]], ref: SliceRef) -> np.ndarra
         ) from exc
     if arr is None:
         raise ImageError("corrupt_image", f"{ref.name}: {problem}")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    arr = arr * slope + float(ds.get("RescaleIntercept", 0) or 0)
+    # The same checked reading as a single image: a slope of "abc" or two values is this
+    # slice's corrupt_image, not a failed study.
+    slope = dicom_float(ds, "RescaleSlope", 1.0) or 1.0
+    arr = arr * slope + dicom_float(ds, "RescaleIntercept", 0.0)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         arr = arr.max() - arr
     return arr.astype(np.float32)

@@ -161,3 +161,22 @@ def test_a_compressed_frame_larger_than_its_header_is_not_decoded(
     with pytest.raises(ImageError, match="compressed frame is 256x256") as caught:
         dicom_slice(files, ref)
     assert caught.value.code == "corrupt_image" and decoded == []
+
+
+@pytest.mark.parametrize("slope", [["1", "2"], "nan"], ids=["two-values", "not-finite"])
+def test_a_slice_with_a_bad_rescale_slope_is_its_own_corrupt_image(
+    phantom: Any, slope: Any
+) -> None:
+    from ml.io import ImageError
+    from ml.series import dicom_slice
+
+    def bad_slope(ds: Any) -> None:
+        ds.RescaleSlope = slope
+
+    files = dicom_series(phantom, seed=1)
+    files[-1] = (files[-1][0], _resave(files[-1][1], bad_slope))
+    series = scan_dicom(files, min_slices=N)
+    ref = next(r for r in series.slices if r.source == len(files) - 1)
+    with pytest.raises(ImageError, match="RescaleSlope") as caught:
+        dicom_slice(files, ref)
+    assert caught.value.code == "corrupt_image"
