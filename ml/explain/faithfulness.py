@@ -13,6 +13,13 @@ better than random pixels, negative means worse than random. All perturbed image
 compiled forward function in ``ceil(n / max_batch)`` calls: the image and the baseline once (every
 curve starts or ends there) plus ``steps - 1`` inner steps per curve (deletion, insertion, each
 random order, each extra map): ``2 + (steps - 1) * (2 + n_random + n_extra)`` images.
+
+Coarse first (:func:`coarse_plan`): with an even number of steps every curve passes through
+half the pixels, so the baseline and each curve's half-way image (``2 + n_random + n_extra``
+images) are a complete 2-step run with the same pixel orders. A caller can run those first and
+stop when the explained probability barely moves across them (a flat model: the finer steps
+could not make the test say more), and otherwise run the rest: the full result is then exactly
+the one-shot result.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 from ml.explain.cam_graph import _cached, _signature, resolve_head
 
 BASELINES = ("blur", "mean", "zero")
+# The explained probability moving less than this across every image run: the test can't tell.
+FLAT_RANGE = 0.01
 # Images per forward call. On CPU small chunks run faster than one big batch (the activations
 # of a large batch fall out of cache): measured 4-8 best for EfficientNetB0 at 256x256.
 DEFAULT_MAX_BATCH = 8
@@ -272,7 +281,7 @@ def score_deletion_insertion(
     curves = _split_curves(probs[:, ci], steps, n_random, plan.extra_names)
     name = class_names[ci] if class_names and ci < len(class_names) else f"class {ci}"
     # A model that ignores the perturbations (e.g. untrained) gives flat curves: say so.
-    flat = float(np.ptp(probs[:, ci])) < 0.01
+    flat = float(np.ptp(probs[:, ci])) < FLAT_RANGE
     rand_auc = _mean_auc(curves.random)
     del_auc = auc(curves.deletion)
     score, sentence = _judge(del_auc, rand_auc, n_random, name, flat)
@@ -292,11 +301,40 @@ def score_deletion_insertion(
         "baseline": plan.baseline,
         "n_random": n_random,
         "n_forward": int(plan.images.shape[0]),
+        "flat": flat,
         "extra": {
             key: _extra_report(curve, rand_auc, n_random, name, flat)
             for key, curve in curves.extra.items()
         },
     }
+
+
+def coarse_plan(plan: Plan) -> tuple[Plan, np.ndarray] | None:
+    """The 2-step run inside ``plan`` and the rows of ``plan.images`` it is made of, or None.
+
+    Only for an even number of steps >= 4: then the inner step ``steps / 2`` of every curve is
+    the same pixel count as a 2-step run's single inner step (same orders, same images), so the
+    image, the baseline and those half-way images score exactly like ``steps=2``.
+    """
+    if plan.steps < 4 or plan.steps % 2:
+        return None
+    inner, half = plan.steps - 1, plan.steps // 2 - 1
+    curves = 2 + plan.n_random + len(plan.extra_names)
+    rows = np.array([0, 1, *(2 + c * inner + half for c in range(curves))], dtype=np.int64)
+    coarse = Plan(
+        plan.images[rows], 2, plan.n_random, plan.baseline, plan.extra_names, plan.n_pixels
+    )
+    return coarse, rows
+
+
+def flat_at_coarse_note(class_name: str) -> str:
+    """The sentence of a score that stopped at its coarse step because nothing moved."""
+    return (
+        f"The model's confidence in '{class_name}' moved by less than {FLAT_RANGE} with half of "
+        "the highlighted pixels, half of random pixels or all of the image's detail removed, so "
+        "this test cannot tell whether the map shows what the decision rests on (the finer "
+        "steps were not run)."
+    )
 
 
 class _Curves(NamedTuple):

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import api_samples as samples
+import numpy as np
 import pytest
 from api_helpers import Env, wait_until
 
@@ -234,17 +235,47 @@ async def test_concurrent_faithfulness_scores_share_model_calls(env: Env, alice:
 
     results = await asyncio.gather(*(one(d) for d in pngs))
     after = runner.stats()["batchers"][name]
-    assert after["requests"] - before["requests"] == 6
-    assert after["calls"] - before["calls"] < 6
     steps = env.runtime.settings.faithfulness_steps
-    for res in results:
-        faith = res["explanation"]["faithfulness"]
-        assert faith["steps"] == steps
+    faiths = [res["explanation"]["faithfulness"] for res in results]
+    # Coarse first: the baseline and the 3 half-way images, then (unless nothing moved) the rest.
+    stopped = [f for f in faiths if f["steps"] == 2]
+    for faith in stopped:
+        assert faith["images_run"] == 4 and "finer steps were not run" in faith["interpretation"]
+    for faith in faiths:
         assert faith["random_orders"] == 1
-        # The unperturbed image is not run again: its probabilities come from the CAM pass.
-        assert faith["images_run"] == 1 + (steps - 1) * 3
+        if faith["steps"] != 2:
+            assert faith["steps"] == steps
+            # The unperturbed image is not run again: its probabilities come from the CAM pass.
+            assert faith["images_run"] == 1 + (steps - 1) * 3
+    assert after["requests"] - before["requests"] == 2 * len(faiths) - len(stopped)
+    assert after["calls"] - before["calls"] < after["requests"] - before["requests"]
     # Batched scores equal the score of the same request run alone (no rows mixed up).
     alone = (await one(pngs[0]))["explanation"]["faithfulness"]
     together = results[0]["explanation"]["faithfulness"]
     for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "score"):
         assert together[key] == pytest.approx(alone[key], abs=1e-4), key
+
+
+async def test_a_score_that_cannot_move_stops_at_its_coarse_step(env: Env, alice: dict) -> None:
+    """An image the perturbations hardly change (flat grey, one pixel a shade off): the model's
+    probability cannot move, so the score stops after the baseline and the 3 half-way images
+    and says why, instead of running all 1 + (steps - 1) * 3."""
+    runner = env.runtime.runner
+    assert runner is not None
+    name = "cnn_tiny:probe:binary_output"
+    before = runner.stats()["batchers"].get(name, {"requests": 0})
+    grey = np.full((128, 128), 77, np.uint8)
+    grey[0, 0] = 78
+    r = await env.client.post(
+        "/explain",
+        files={"file": ("grey.png", samples.png(grey), "image/png")},
+        data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
+        headers=alice,
+    )
+    assert r.status_code == 200, r.text
+    faith = r.json()["explanation"]["faithfulness"]
+    assert env.runtime.settings.faithfulness_steps >= 4
+    assert faith["steps"] == 2 and faith["images_run"] == 4 and faith["random_orders"] == 1
+    assert "finer steps were not run" in faith["interpretation"]
+    assert abs(faith["score"]) < 1e-3
+    assert runner.stats()["batchers"][name]["requests"] - before["requests"] == 1

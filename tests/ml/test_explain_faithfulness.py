@@ -117,3 +117,30 @@ def test_plan_then_score_equals_the_one_call(corner_model):
         assert got[key] == pytest.approx(ref[key]), key
     with pytest.raises(ValueError, match="predictions for"):
         fa.score_deletion_insertion(plan, probs[:-1])
+
+
+def test_coarse_plan_is_the_two_step_run_inside_an_even_plan(corner_model):
+    """The half-way rows of an 8-step plan are exactly the images of a 2-step plan (same seed),
+    so scoring them gives the 2-step result; odd or short plans have no coarse part."""
+    hm = np.random.default_rng(2).random((S, S)).astype(np.float32)
+    kw = {"n_random": 2, "seed": 5, "baseline": "mean"}
+    coarse, rows = fa.coarse_plan(fa.plan_deletion_insertion(_image(), hm, steps=8, **kw))
+    two = fa.plan_deletion_insertion(_image(), hm, steps=2, **kw)
+    assert rows.tolist() == [0, 1, 2 + 3, 2 + 7 + 3, 2 + 14 + 3, 2 + 21 + 3]
+    assert np.array_equal(coarse.images, two.images) and coarse.steps == 2
+    probs = fa.predict_probabilities(corner_model, two.images, "binary_output")
+    a = fa.score_deletion_insertion(coarse, probs)
+    b = fa.score_deletion_insertion(two, probs)
+    assert a["score"] == b["score"] and a["deletion_curve"] == b["deletion_curve"]
+    assert not a["flat"]  # the corner moves the corner model
+    for steps in (2, 3, 7):
+        plan = fa.plan_deletion_insertion(_image(), hm, steps=steps, n_random=1)
+        assert fa.coarse_plan(plan) is None
+    flat = np.full((S, S), 0.1, np.float32)
+    still = fa.plan_deletion_insertion(flat, hm, steps=8, n_random=1)
+    small, _ = fa.coarse_plan(still)
+    res = fa.score_deletion_insertion(
+        small, fa.predict_probabilities(corner_model, small.images, "binary_output"), 0
+    )
+    assert res["flat"] and res["n_forward"] == 5
+    assert "finer steps were not run" in fa.flat_at_coarse_note("Normal")
