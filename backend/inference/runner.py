@@ -46,6 +46,37 @@ class CamOutput:
     class_index: int
     prob: float
     probabilities: np.ndarray
+    # Every head's raw probabilities (model output order) when the pass computed them all.
+    heads: tuple[np.ndarray, ...] | None = None
+
+
+def _calibrated(entry: ModelEntry, p_status: Any, p_stage: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Reported probabilities are temperature-scaled (1 = as the model gives them)."""
+    return (
+        apply_temperature(p_status, entry.manifest.temperature("binary")),
+        apply_temperature(p_stage, entry.manifest.temperature("stage")),
+    )
+
+
+def classification_of(entry: ModelEntry, cam: CamOutput) -> Classification | None:
+    """The classification that a CAM's own pass computed, calibrated as :meth:`classify` does.
+
+    A Grad-CAM-family pass runs the whole model, so it has both heads' probabilities: an
+    analysis that explains a classifier need not run it a second time to classify. None when
+    the pass did not keep them (attention rollout, input-side methods) or the heads are not the
+    status and stage softmaxes the forward pass reports.
+    """
+    heads = cam.heads
+    outputs = entry.model.outputs
+    if heads is None or len(heads) != 2 or len(outputs) != 2:
+        return None
+    widths = (len(entry.status_names), len(entry.stage_names))
+    if tuple(int(o.shape[-1]) for o in outputs) != widths:
+        return None
+    if tuple(h.shape for h in heads) != ((widths[0],), (widths[1],)):
+        return None
+    p_status, p_stage = _calibrated(entry, heads[0], heads[1])
+    return Classification(p_status, p_stage)
 
 
 @dataclass(frozen=True)
@@ -207,10 +238,7 @@ class InferenceRunner:
 
         def run(images: Sequence[np.ndarray]) -> list[Classification]:
             outs = forward(np.stack(images)[..., None].astype(np.float32, copy=False))
-            p_status, p_stage = outs[0], outs[1]
-            # Reported probabilities are temperature-scaled (1 = as the model gives them).
-            p_status = apply_temperature(p_status, entry.manifest.temperature("binary"))
-            p_stage = apply_temperature(p_stage, entry.manifest.temperature("stage"))
+            p_status, p_stage = _calibrated(entry, outs[0], outs[1])
             return [Classification(p_status[i], p_stage[i]) for i in range(len(images))]
 
         return await self._submit(self._batcher((entry.key, "classify"), entry, run), image)
@@ -257,6 +285,9 @@ class InferenceRunner:
                     int(res.class_index[i]),
                     float(res.prob[i]),
                     res.probabilities[i],
+                    None
+                    if res.head_probabilities is None
+                    else tuple(h[i] for h in res.head_probabilities),
                 )
                 for i in range(len(requests))
             ]

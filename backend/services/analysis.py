@@ -43,6 +43,7 @@ from backend.schemas.studies import StudyOptions
 from backend.services.auth import Principal
 from backend.services.pipeline import (
     Decoded,
+    Explanation,
     Segmentation,
     Timer,
     Upload,
@@ -404,29 +405,46 @@ async def explain_image(
 
 
 async def _explain_all(
+    ctx: AnalysisContext, entries: list[ModelEntry], decoded: Decoded, opts: AnalysisOptions
+) -> list[Explanation]:
+    """One explanation of the AS-status head per classifier (heatmap and, when asked, score).
+
+    Needs nothing from the segmentation, so it runs beside it; the ROI focus is applied when
+    the files are drawn (:func:`_explanation_outputs`).
+    """
+    _, runner = ctx.models()
+    return list(
+        await asyncio.gather(
+            *(
+                explain(
+                    runner,
+                    ctx.settings,
+                    entry,
+                    decoded,
+                    head="binary",
+                    method=method_for(entry, opts.method),
+                    class_index=None,
+                    faithfulness=opts.faithfulness,
+                )
+                for entry in entries
+            )
+        )
+    )
+
+
+async def _explanation_outputs(
     ctx: AnalysisContext,
-    entries: list[ModelEntry],
+    explained: list[Explanation],
     decoded: Decoded,
     aid: uuid.UUID,
     seg: Segmentation | None,
-    opts: AnalysisOptions,
     files: dict[str, bytes],
 ) -> list[ExplanationOutput]:
-    """One ROI-focused explanation of the AS-status head per classifier, side by side."""
+    """Each explanation focused on the segmentation's lumbosacral ROI, drawn, side by side."""
     _, runner = ctx.models()
 
-    async def one(entry: ModelEntry) -> ExplanationOutput:
-        ex = await explain(
-            runner,
-            ctx.settings,
-            entry,
-            decoded,
-            head="binary",
-            method=method_for(entry, opts.method),
-            class_index=None,
-            faithfulness=opts.faithfulness,
-        )
-        found = await explain_rule_features(runner, entry, decoded)
+    async def one(ex: Explanation) -> ExplanationOutput:
+        found = await explain_rule_features(runner, ex.entry, decoded)
         out, drawn = await asyncio.to_thread(
             explanation_files,
             ex,
@@ -440,7 +458,7 @@ async def _explain_all(
         files.update(drawn)
         return out
 
-    return list(await asyncio.gather(*(one(e) for e in entries)))
+    return list(await asyncio.gather(*(one(ex) for ex in explained)))
 
 
 async def run_analysis(
@@ -477,16 +495,24 @@ async def run_analysis(
                 return None, None, {}
             return await _segmented(runner, seg_entry, decoded, aid)
 
-        async def classified() -> list[ClassificationOutput]:
-            return [] if decoded.withheld else await classify_all(runner, classifiers, decoded)
+        async def classified() -> tuple[list[ClassificationOutput], list[Explanation]]:
+            if decoded.withheld:
+                return [], []
+            if not opts.explain:
+                return await classify_all(runner, classifiers, decoded), []
+            # A Grad-CAM pass runs the whole classifier: it classifies too (no second run).
+            explained = await _explain_all(ctx, classifiers, decoded, opts)
+            cams = [ex.cam for ex in explained]
+            return await classify_all(runner, classifiers, decoded, cams), explained
 
-        # Segmentation and classification do not depend on each other: run them together.
-        (seg, seg_out, files), found = await asyncio.gather(segmented(), classified())
-        timer.mark("segment_classify")
+        # The segmentation and the classifiers (with their heatmaps and scores) do not depend
+        # on each other: run them together; the heatmaps are focused on the ROI afterwards.
+        (seg, seg_out, files), (found, explained) = await asyncio.gather(segmented(), classified())
+        timer.mark("segment_classify_explain")
         explanations: list[ExplanationOutput] = []
-        if opts.explain and not decoded.withheld:
-            explanations = await _explain_all(ctx, classifiers, decoded, aid, seg, opts, files)
-            timer.mark("explain")
+        if explained:
+            explanations = await _explanation_outputs(ctx, explained, decoded, aid, seg, files)
+            timer.mark("draw")
         fields = {"segmentation": seg_out, "classifications": found, "explanations": explanations}
         used = ([seg_entry] if seg_entry is not None else []) + classifiers
         rows = model_rows(seg_out, found, [])

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,12 @@ from backend.core.errors import IMAGE_ERROR_STATUS, AppError, BadInput
 from backend.core.pools import BoundedPool
 from backend.inference import mappers
 from backend.inference.registry import ModelEntry
-from backend.inference.runner import CamOutput, InferenceRunner
+from backend.inference.runner import (
+    CamOutput,
+    Classification,
+    InferenceRunner,
+    classification_of,
+)
 from backend.schemas.results import ClassificationOutput, ImageInfo
 from ml.vocab import HEAD_OUTPUTS
 
@@ -214,11 +220,23 @@ async def segment(runner: InferenceRunner, entry: ModelEntry, decoded: Decoded) 
 
 
 async def classify_all(
-    runner: InferenceRunner, entries: list[ModelEntry], decoded: Decoded
+    runner: InferenceRunner,
+    entries: list[ModelEntry],
+    decoded: Decoded,
+    cams: Sequence[CamOutput | None] | None = None,
 ) -> list[ClassificationOutput]:
-    """Every classifier on the same image, side by side (batched with other requests)."""
+    """Every classifier on the same image, side by side (batched with other requests).
+
+    ``cams``: a CAM of the same image per entry, when there is one: a Grad-CAM-family pass
+    computed both heads already, so that classifier is not run again (same probabilities).
+    """
+
+    async def one(entry: ModelEntry, cam: CamOutput | None) -> Classification:
+        found = classification_of(entry, cam) if cam is not None else None
+        return found or await runner.classify(entry, decoded.input_for(entry.input_size))
+
     outs = await asyncio.gather(
-        *(runner.classify(e, decoded.input_for(e.input_size)) for e in entries)
+        *(one(e, c) for e, c in zip(entries, cams or [None] * len(entries), strict=True))
     )
     return [
         mappers.classification(e, o.p_status, o.p_stage) for e, o in zip(entries, outs, strict=True)

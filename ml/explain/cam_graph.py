@@ -272,11 +272,12 @@ class HeadCamFn:
     """The compiled CAM function of one (model, layer), bound to one head.
 
     Calling it with ``(images (N,S,S,C) float32, class_index (N,) int32)`` returns a dict:
-    ``probabilities`` (N, K), ``class_index`` (N,), ``prob`` (N,), ``activations`` (the target
-    layer output), ``gradients`` (same shape; zeros where unconnected or when built without
-    gradients) and, for segmentation heads, ``output`` (the (N, S, S, 1) probability map). A
-    negative class index means "the predicted class". ``score_kind`` says what was
-    differentiated.
+    ``probabilities`` (N, K), ``class_index`` (N,), ``prob`` (N,), ``head_probabilities``
+    (every head's (N, K_i), in the model's output order: the pass computes them all),
+    ``activations`` (the target layer output), ``gradients`` (same shape; zeros where
+    unconnected or when built without gradients) and, for segmentation heads, ``output`` (the
+    (N, S, S, 1) probability map). A negative class index means "the predicted class".
+    ``score_kind`` says what was differentiated.
     """
 
     def __init__(self, shared: Any, index: int, head: str, task: str, n_classes: int, kind: str):
@@ -296,6 +297,7 @@ class HeadCamFn:
             )
         out = self.shared(images, ci, np.int32(self.index))
         res = dict(out["heads"][self.index])
+        res["head_probabilities"] = [h["probabilities"] for h in out["heads"]]
         res["activations"] = out["activations"]
         res["gradients"] = out["gradients"]
         return res

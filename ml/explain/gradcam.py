@@ -73,6 +73,8 @@ class CamResult:
         score_kind: "log_odds", "probability" or "mean_foreground_probability".
         task: "classification" or "segmentation".
         output: the head's raw output ((N, S, S, 1) probability map for segmenters).
+        head_probabilities: every head's (N, K_i) probabilities in the model's output order
+            (the Grad-CAM family's pass computes them all; None for the input-side methods).
     """
 
     heatmaps: np.ndarray
@@ -85,6 +87,7 @@ class CamResult:
     score_kind: str
     task: str
     output: np.ndarray | None = None
+    head_probabilities: list[np.ndarray] | None = None
 
 
 # --------------------------------------------------------------------------- CAM arithmetic
@@ -280,6 +283,7 @@ def compute_cam(
         score_kind=fn.score_kind,
         task=task,
         output=out["output"].numpy() if task == "segmentation" else None,
+        head_probabilities=[h.numpy().astype(np.float64) for h in out["head_probabilities"]],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import api_samples as samples
+import pytest
 from api_helpers import Env
 
 from backend.models import Analysis, AuditEvent, ModelResult
@@ -155,6 +156,51 @@ async def test_full_analysis(env: Env, alice: dict) -> None:
     assert item["id"] == body["id"] and item["filename"] == "patient.png"
     assert item["as_status"] == first["as_status"] and item["stage"] == first["stage"]
     assert item["models"] == ["seg_tiny", "cnn_tiny", "cnn_clinical"]
+
+
+async def test_an_explained_analysis_classifies_from_its_heatmap_pass(
+    env: Env, alice: dict
+) -> None:
+    """The Grad-CAM pass runs the whole classifier, so an analysis with heatmaps does not run
+    it a second time to classify: no classify call, and the same answer /classify gives."""
+    runner = env.runtime.runner
+    assert runner is not None
+    png = samples.phantom_png(23)
+
+    def classify_requests() -> int:
+        return int(runner.stats()["batchers"].get("cnn_tiny:classify", {"requests": 0})["requests"])
+
+    before = classify_requests()
+    r = await env.client.post(
+        "/analyses",
+        files=_upload(png, "a.png"),
+        data={"models": "cnn_tiny", "method": "gradcam", "faithfulness": "false"},
+        headers=alice,
+    )
+    assert r.status_code == 200, r.text
+    analysed = r.json()
+    assert analysed["explanations"][0]["method"] == "gradcam"
+    assert classify_requests() == before
+    assert "segment_classify_explain" in analysed["timings_ms"]
+    r = await env.client.post(
+        "/classify", files=_upload(png, "a.png"), data={"models": "cnn_tiny"}, headers=alice
+    )
+    assert r.status_code == 200, r.text
+    assert classify_requests() == before + 1
+    alone = r.json()["classifications"][0]
+    together = analysed["classifications"][0]
+    for key in ("as_probabilities", "stage_probabilities"):
+        for name, p in alone[key].items():
+            assert together[key][name] == pytest.approx(p, abs=1e-5), (key, name)
+    assert together["as_status"] == alone["as_status"] and together["stage"] == alone["stage"]
+    # Without heatmaps the classifier runs on its own, as before.
+    r = await env.client.post(
+        "/analyses", files=_upload(png, "a.png"), data={"models": "cnn_tiny", "explain": "false"},
+        headers=alice,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert classify_requests() == before + 2
+    assert r.json()["classifications"][0]["as_probabilities"] == alone["as_probabilities"]
 
 
 async def test_models_endpoints(env: Env, alice: dict) -> None:
