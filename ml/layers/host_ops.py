@@ -8,7 +8,9 @@ labelling rule does, and two of those measurements dominate their forward pass o
   256 x 256 on a 2-core machine, where NumPy's vectorised sort took about 4 ms. Here NumPy sorts
   inside the graph and the quantiles are read with exactly ``ops.quantile``'s linear
   interpolation (same values); gradients flow to the pixel each sorted value came from, as
-  through TensorFlow's own sort.
+  through TensorFlow's own sort. A few quantiles known when the graph is built (the scanner
+  fingerprint's 99th and 99.9th percentiles: 4 ranks) are picked with ``np.partition``
+  instead, about 3x faster than the sort, with the same values and gradients.
 - **Canny hysteresis** (:func:`connected_to_seeds`): growing the strong edges through the weak
   ones by repeated 3x3 dilation takes one graph pass per pixel of the longest chain (up to about
   140 on lumbar slices: about 130 ms for 22 slices). The same pixels are the 8-connected
@@ -52,6 +54,9 @@ def row_quantiles(x: Any, q: Any) -> Any:
     import tensorflow as tf
 
     x = tf.cast(x, tf.float32)
+    few = _few_ranks(x, q)
+    if few is not None:
+        return _quantiles_from_ranks(x, *few)
     sorted_x = _sorted_rows(x)
     n = tf.shape(x)[-1]
     # ops.quantile's "linear" method, index arithmetic in float64 as there.
@@ -66,6 +71,84 @@ def row_quantiles(x: Any, q: Any) -> Any:
     )
     has_nan = tf.reduce_any(tf.math.is_nan(x), axis=1, keepdims=True)
     return tf.where(has_nan, tf.constant(np.nan, tf.float32), out)
+
+
+# Up to this many order statistics per row are picked with np.partition (about 3x faster than
+# a full sort for 4 of 65,536 values); more are read from a full sort.
+PARTITION_MAX_RANKS = 8
+
+
+def _few_ranks(x: Any, q: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(ranks, lower, higher, fraction) of ``ops.quantile``'s linear interpolation, when the row
+    length and ``q`` are known when the graph is built and need few distinct ranks; else None.
+
+    ``ranks`` are the distinct sorted positions needed; ``lower`` / ``higher`` index into them.
+    """
+    import tensorflow as tf
+
+    n = x.shape[-1]
+    q_value = tf.get_static_value(tf.convert_to_tensor(q))
+    if n is None or q_value is None:
+        return None
+    # The same float64 index arithmetic as the full-sort path (and ops.quantile).
+    exact = (float(n) - 1.0) * np.asarray(q_value, np.float64).reshape(-1)
+    higher = np.clip(np.ceil(exact).astype(np.int64), 0, n - 1)
+    lower = np.maximum(higher - 1, 0)
+    higher = np.minimum(lower + 1, n - 1)
+    ranks = np.unique(np.concatenate([lower, higher]))
+    if len(ranks) > PARTITION_MAX_RANKS:
+        return None
+    fraction = (higher.astype(np.float64) - exact).astype(np.float32)
+    return ranks, np.searchsorted(ranks, lower), np.searchsorted(ranks, higher), fraction
+
+
+def _quantiles_from_ranks(
+    x: Any, ranks: np.ndarray, lower: np.ndarray, higher: np.ndarray, fraction: np.ndarray
+) -> Any:
+    import tensorflow as tf
+
+    picked = _ranked_values(x, ranks)
+    out = (
+        tf.gather(picked, higher, axis=-1) * (1.0 - fraction)
+        + tf.gather(picked, lower, axis=-1) * fraction
+    )
+    has_nan = tf.reduce_any(tf.math.is_nan(x), axis=1, keepdims=True)
+    return tf.where(has_nan, tf.constant(np.nan, tf.float32), out)
+
+
+def _ranked_values(x: Any, ranks: np.ndarray) -> Any:
+    """``(N, M)`` rows -> ``(N, len(ranks))``: each row's values at those sorted positions.
+
+    The same values and gradients as a full sort read at ``ranks`` (a stable order decides
+    which of several equal values gets the gradient, as there)."""
+    import tensorflow as tf
+
+    kth = np.asarray(ranks, np.int64)
+
+    @tf.custom_gradient
+    def pick(v: Any) -> Any:
+        out = tf.numpy_function(
+            lambda a: np.partition(a, kth, axis=1)[:, kth], [v], tf.float32, stateful=False
+        )
+        out.set_shape([v.shape[0], len(kth)])
+
+        def grad(upstream: Any) -> Any:
+            pixels = tf.numpy_function(
+                lambda a: np.argsort(a, axis=1, kind="stable")[:, kth].astype(np.int64),
+                [v],
+                tf.int64,
+                stateful=False,
+            )
+            pixels.set_shape([v.shape[0], len(kth)])
+            rows = tf.broadcast_to(
+                tf.range(tf.shape(v, out_type=tf.int64)[0])[:, None], tf.shape(pixels)
+            )
+            where = tf.stack([rows, pixels], axis=-1)
+            return tf.tensor_scatter_nd_add(tf.zeros_like(v), where, upstream)
+
+        return out, grad
+
+    return pick(x)
 
 
 def connected_to_seeds(weak: Any, strong: Any) -> Any:

@@ -103,3 +103,40 @@ def test_rule_feature_layers_give_the_same_numbers_on_either_path(monkeypatch):
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_array_equal(a, b)
     assert fast[0][:, 3].min() > 0  # the phantoms have Canny edges
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_few_quantiles_are_partitioned_with_the_same_values_and_gradients(ties):
+    """Two quantiles (4 ranks) take the np.partition path: the same numbers and gradients as
+    ops.quantile, and as the full-sort path."""
+    import ml.layers.host_ops as host_ops
+
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 4096)).astype(np.float32)
+    if ties:
+        x = (np.rint(x * 255) / 255).astype(np.float32)
+    x = tf.constant(x)
+    q = ops.convert_to_tensor([0.99, 0.999])
+    assert host_ops._few_ranks(x, q) is not None  # this is the partition path
+    weights = tf.constant(rng.random((4, 2)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = row_quantiles(x, q)
+        theirs = ops.transpose(ops.quantile(x, q, axis=1))
+        loss_ours = tf.reduce_sum(ours * weights)
+        loss_theirs = tf.reduce_sum(theirs * weights)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    g_ours, g_theirs = tape.gradient(loss_ours, x).numpy(), tape.gradient(loss_theirs, x).numpy()
+    assert np.count_nonzero(g_ours) > 0
+    np.testing.assert_array_equal(g_ours, g_theirs)
+    nan = x.numpy().copy()
+    nan[2, 5] = np.nan
+    got = row_quantiles(tf.constant(nan), q).numpy()
+    assert np.isnan(got[2]).all() and np.isfinite(np.delete(got, 2, axis=0)).all()
+
+
+def test_many_quantiles_still_take_one_sort():
+    import ml.layers.host_ops as host_ops
+
+    x = tf.zeros((2, 4096))
+    assert host_ops._few_ranks(x, ops.linspace(0.05, 0.95, 10)) is None
