@@ -12,19 +12,23 @@ from ml.explain.cam_graph import _cached, _signature, resolve_head
 
 
 def make_gradient_fn(model: Any, head: str | None) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``fn(images (N,S,S,1), class_index) -> d p(class) / d image`` (N,S,S,1), compiled once
-    per (model, head) and cached on the model."""
+    """``fn(images (N,S,S,1), class_index) -> d p(class) / d image`` (N,S,S,1).
+
+    One ``tf.function`` per model, traced once and cached on it, serves every head: the head is
+    a tensor argument selecting which output's class probability is differentiated (the model
+    computes all its outputs anyway), so a dual-head classifier costs one trace, not two.
+    """
     idx, _, _ = resolve_head(model, head)
-    compiled = _cached(model, ("input-gradient", idx), lambda: _build(model, idx))
+    compiled = _cached(model, ("input-gradient",), lambda: _build(model))
 
     def fn(images: np.ndarray, class_index: int) -> np.ndarray:
         batch = np.asarray(images, dtype=np.float32)
-        return np.asarray(compiled(batch, np.int32(class_index)))
+        return np.asarray(compiled(batch, np.int32(class_index), np.int32(idx)))
 
     return fn
 
 
-def _build(model: Any, idx: int) -> Any:
+def _build(model: Any) -> Any:
     import weakref
 
     import keras
@@ -33,16 +37,29 @@ def _build(model: Any, idx: int) -> Any:
     model_ref = weakref.ref(model)
 
     @tf.function(
-        input_signature=[_signature(model), tf.TensorSpec([], tf.int32)], reduce_retracing=True
+        input_signature=[
+            _signature(model),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ],
+        reduce_retracing=True,
     )
-    def fn(images: Any, class_index: Any) -> Any:
+    def fn(images: Any, class_index: Any, head_index: Any) -> Any:
         model = model_ref()
         if model is None:
             raise RuntimeError("the explained model no longer exists")
         with tf.GradientTape() as tape:
             tape.watch(images)
-            out = keras.tree.flatten(model(images, training=False))[idx]
-            score = tf.gather(tf.cast(out, tf.float32), class_index, axis=1)
+            outs = [
+                tf.cast(o, tf.float32) for o in keras.tree.flatten(model(images, training=False))
+            ]
+            # Each head's summed class probability (the gradient of a vector is that of its
+            # sum); a head with fewer classes reads its last one (it is not the one selected).
+            scores = [
+                tf.reduce_sum(tf.gather(o, tf.minimum(class_index, tf.shape(o)[1] - 1), axis=1))
+                for o in outs
+            ]
+            score = tf.gather(tf.stack(scores), head_index)
         return tape.gradient(score, images)
 
     return fn

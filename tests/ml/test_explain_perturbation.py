@@ -82,3 +82,31 @@ def test_compute_cam_runs_the_input_side_methods(method: str) -> None:
     assert res.heatmaps.shape == images.shape[:3] and res.layer == "input"
     assert np.allclose(res.probabilities.sum(axis=1), 1.0, atol=1e-4)
     assert list(res.class_index) == list(res.probabilities.argmax(axis=1))
+
+
+def test_input_gradients_of_both_heads_share_one_trace() -> None:
+    """One compiled gradient function per model serves both heads, each head's gradient the
+    one a tape gives for that head's class probability."""
+    import keras
+    import tensorflow as tf
+
+    from ml.explain.cam_graph import _CACHE
+    from ml.explain.input_gradients import make_gradient_fn
+    from ml.models import build_model, spec
+
+    keras.utils.set_random_seed(0)
+    model = build_model("simple_cnn", dict(spec("simple_cnn").tiny))
+    images = np.random.default_rng(2).random((2, *model.inputs[0].shape[1:])).astype(np.float32)
+    for index, head in enumerate(["binary_output", "stage_output"]):
+        for class_index in (0, 1):
+            got = make_gradient_fn(model, head)(images, class_index)
+            x = tf.constant(images)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = keras.tree.flatten(model(x, training=False))[index]
+                score = tf.gather(out, class_index, axis=1)
+            want = tape.gradient(score, x).numpy()
+            assert np.abs(want).max() > 0
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    compiled = _CACHE[model][("input-gradient",)]
+    assert compiled.experimental_get_tracing_count() == 1
