@@ -37,11 +37,21 @@ def artifact_url(analysis_id: uuid.UUID, name: str) -> str:
 
 
 def raw_heatmap(heat: np.ndarray) -> bytes:
-    """A heatmap's values (float16, display size) as .npz."""
+    """A heatmap's values (float16, display size) as .npz (``np.load(...)["heat"]``).
+
+    Deflate level 1, not ``np.savez_compressed``'s 6: about 4x faster on a 512 x 512 map (3 ms
+    against 12) for files about 1.7x larger (99 KB against 56 KB), and it runs on every
+    explanation of every request.
+    """
     import io
+    import zipfile
 
     buf = io.BytesIO()
-    np.savez_compressed(buf, heat=np.asarray(heat, dtype=np.float16))
+    with (
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open("heat.npy", "w") as fh,
+    ):
+        np.lib.format.write_array(fh, np.asarray(heat, dtype=np.float16), allow_pickle=False)
     return buf.getvalue()
 
 

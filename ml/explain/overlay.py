@@ -35,7 +35,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 def jet(heatmap: np.ndarray) -> np.ndarray:
     """A [0, 1] heatmap coloured with OpenCV's JET colormap, as uint8 RGB."""
-    hm = _to_uint8(np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, 1.0))
+    hm = _to_uint8(np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0))
     return cv2.cvtColor(cv2.applyColorMap(hm, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
