@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 1
     # deletion/insertion steps of the faithfulness score: 1 + (steps - 1) * 3 perturbed images
     faithfulness_steps: int = 8
+    # Models costing at least this many GFLOPs a pass run a score's 4 coarse images first (and
+    # stop there when nothing moves); cheaper ones run every image in one round, in bigger
+    # chunks (a second round costs them more than it could save).
+    faithfulness_coarse_first_gflops: float = Field(default=0.5, ge=0)
     # Serve each model with its BatchNormalizations folded into the convolutions before them
     # (same outputs within 1e-4, checked at load; ml/fold.py). False: serve the models as built.
     fold_batchnorm: bool = True

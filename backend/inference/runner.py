@@ -302,13 +302,14 @@ class InferenceRunner:
         explanations) share model calls: one batcher call runs every waiting stack, in chunks
         of the faithfulness chunk size, and each caller gets its own rows back.
         """
-        from ml.explain.faithfulness import predict_probabilities
+        from ml.explain.faithfulness import predict_probabilities, probe_batch_size
 
         await self.ensure_ready(entry)
+        chunk = probe_batch_size(entry.manifest.flops)
 
         def run(stacks: Sequence[np.ndarray]) -> list[np.ndarray]:
             sizes = [len(s) for s in stacks]
-            probs = predict_probabilities(entry.model, np.concatenate(stacks), head)
+            probs = predict_probabilities(entry.model, np.concatenate(stacks), head, chunk)
             return np.split(probs, np.cumsum(sizes)[:-1])
 
         key = (entry.key, "probe", head)

@@ -330,10 +330,11 @@ async def _faithfulness(
 
     The unperturbed image's probabilities come from the CAM pass (they do not change), so only
     the perturbed images run: ``1 + (steps - 1) * 3`` of them with one random order. Coarse
-    first: the baseline and the three half-way images (4 images) run before the rest, and when
-    the explained probability moves by less than 0.01 across them the score stops there
-    (``steps`` 2, ``images_run`` 4, a sentence that says so). Otherwise the rest run and the
-    result is the one-shot result.
+    first, for a model of at least ``faithfulness_coarse_first_gflops`` a pass: the baseline
+    and the three half-way images (4 images) run before the rest, and when the explained
+    probability moves by less than 0.01 across them the score stops there (``steps`` 2,
+    ``images_run`` 4, a sentence that says so). Otherwise the rest run and the result is the
+    one-shot result, which a cheaper model gets in one round.
     """
     from ml.explain.faithfulness import (
         coarse_plan,
@@ -351,7 +352,8 @@ async def _faithfulness(
     probs = np.zeros((len(plan.images), unperturbed.shape[1]), np.float64)
     probs[0] = unperturbed[0]
     todo = np.arange(1, len(plan.images))
-    coarse = coarse_plan(plan)
+    flops = float(entry.manifest.flops or 0)
+    coarse = coarse_plan(plan) if flops >= settings.faithfulness_coarse_first_gflops * 1e9 else None
     if coarse is not None:
         small, rows = coarse
         probs[rows[1:]] = await runner.probe(entry, small.images[1:], head=output)

@@ -38,6 +38,18 @@ FLAT_RANGE = 0.01
 # Images per forward call. On CPU small chunks run faster than one big batch (the activations
 # of a large batch fall out of cache): measured 4-8 best for EfficientNetB0 at 256x256.
 DEFAULT_MAX_BATCH = 8
+# Models cheaper than this per pass (FLOPs) run in bigger chunks: their activations stay small,
+# and fewer calls cost less (harmonized_ordinal, 85 MFLOPs: 22 images in one call 60 ms, in
+# chunks of 8 76 ms here).
+SMALL_MODEL_FLOPS = 0.5e9
+SMALL_MODEL_MAX_BATCH = 32
+
+
+def probe_batch_size(flops: float | None) -> int:
+    """Images per forward call for a model of ``flops`` per pass (unknown: the default)."""
+    if flops is not None and 0 < flops < SMALL_MODEL_FLOPS:
+        return SMALL_MODEL_MAX_BATCH
+    return DEFAULT_MAX_BATCH
 
 
 def make_forward_fn(model: Any, head: str | None):

@@ -83,6 +83,8 @@ def make_settings(tmp: Path, database_url: str, models_dir: Path, **overrides: A
         "max_pixels": 2_000_000,
         "max_upload_bytes": 3 * 1024 * 1024,
         "faithfulness_steps": 4,
+        # The tiny test models are cheap: score them coarse first anyway, to test that path.
+        "faithfulness_coarse_first_gflops": 0.0,
         "batch_wait_ms": 15,
         "spa_dir": tmp / "no-spa",
         # The suite signs up and logs in many accounts from one address: abuse limits have

@@ -279,3 +279,29 @@ async def test_a_score_that_cannot_move_stops_at_its_coarse_step(env: Env, alice
     assert "finer steps were not run" in faith["interpretation"]
     assert abs(faith["score"]) < 1e-3
     assert runner.stats()["batchers"][name]["requests"] - before["requests"] == 1
+
+
+async def test_a_cheap_model_is_scored_in_one_round(
+    env: Env, alice: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``faithfulness_coarse_first_gflops`` a model's images all run in one round (a
+    second round would cost more than it could save), even where the coarse step would stop."""
+    runner = env.runtime.runner
+    assert runner is not None
+    monkeypatch.setattr(env.runtime.settings, "faithfulness_coarse_first_gflops", 1e6)
+    name = "cnn_tiny:probe:binary_output"
+    before = runner.stats()["batchers"].get(name, {"requests": 0})
+    grey = np.full((128, 128), 77, np.uint8)
+    grey[0, 0] = 78
+    r = await env.client.post(
+        "/explain",
+        files={"file": ("grey.png", samples.png(grey), "image/png")},
+        data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
+        headers=alice,
+    )
+    assert r.status_code == 200, r.text
+    faith = r.json()["explanation"]["faithfulness"]
+    steps = env.runtime.settings.faithfulness_steps
+    assert faith["steps"] == steps and faith["images_run"] == 1 + (steps - 1) * 3
+    assert "barely changes" in faith["interpretation"]
+    assert runner.stats()["batchers"][name]["requests"] - before["requests"] == 1

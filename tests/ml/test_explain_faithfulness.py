@@ -144,3 +144,9 @@ def test_coarse_plan_is_the_two_step_run_inside_an_even_plan(corner_model):
     )
     assert res["flat"] and res["n_forward"] == 5
     assert "finer steps were not run" in fa.flat_at_coarse_note("Normal")
+
+
+def test_cheap_models_probe_in_bigger_chunks():
+    assert fa.probe_batch_size(85e6) == fa.SMALL_MODEL_MAX_BATCH > fa.DEFAULT_MAX_BATCH
+    assert fa.probe_batch_size(1.06e9) == fa.DEFAULT_MAX_BATCH
+    assert fa.probe_batch_size(None) == fa.probe_batch_size(0) == fa.DEFAULT_MAX_BATCH
