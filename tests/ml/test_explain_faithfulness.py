@@ -150,3 +150,20 @@ def test_cheap_models_probe_in_bigger_chunks():
     assert fa.probe_batch_size(85e6) == fa.SMALL_MODEL_MAX_BATCH > fa.DEFAULT_MAX_BATCH
     assert fa.probe_batch_size(1.06e9) == fa.DEFAULT_MAX_BATCH
     assert fa.probe_batch_size(None) == fa.probe_batch_size(0) == fa.DEFAULT_MAX_BATCH
+
+
+def test_saliency_order_is_descending_with_random_ties():
+    rng = np.random.default_rng(5)
+    hm = rng.random((64, 64)).astype(np.float32)
+    hm[hm < 0.5] = 0.0
+    hm[0, :4] = [-0.0, -0.25, 2.0, np.float32(1e-30)]
+    order = fa.saliency_order(hm, np.random.default_rng(1))
+    assert sorted(order.tolist()) == list(range(hm.size))
+    values = hm.ravel()[order]
+    assert np.all(np.diff(values) <= 0) and values[0] == 2.0 and values[-1] == -0.25
+    again = fa.saliency_order(hm, np.random.default_rng(1))
+    other = fa.saliency_order(hm, np.random.default_rng(2))
+    assert np.array_equal(order, again) and not np.array_equal(order, other)
+    zeros = np.flatnonzero(hm.ravel() == 0)  # -0.0 and 0.0 are one tie, shuffled
+    first = order[np.isin(order, zeros)]
+    assert not np.array_equal(first, np.sort(first))
