@@ -305,3 +305,35 @@ async def test_a_cheap_model_is_scored_in_one_round(
     assert faith["steps"] == steps and faith["images_run"] == 1 + (steps - 1) * 3
     assert "barely changes" in faith["interpretation"]
     assert runner.stats()["batchers"][name]["requests"] - before["requests"] == 1
+
+
+async def test_coarse_first_and_one_round_give_the_same_score(
+    env: Env, alice: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the coarse step finds the probability moving, the rest of the images run and the
+    score is exactly the one a single round gives (the coarse rows are reused, not re-run)."""
+
+    async def score(data: bytes) -> dict:
+        r = await env.client.post(
+            "/explain",
+            files={"file": ("x.png", data, "image/png")},
+            data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
+            headers=alice,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["explanation"]["faithfulness"]
+
+    steps = env.runtime.settings.faithfulness_steps
+    moving = None
+    for seed in range(300, 320):
+        data = samples.phantom_png(seed)
+        coarse_first = await score(data)
+        if coarse_first["steps"] == steps:
+            moving = data
+            break
+    assert moving is not None, "no phantom moved the tiny model's probability"
+    monkeypatch.setattr(env.runtime.settings, "faithfulness_coarse_first_gflops", 1e6)
+    one_round = await score(moving)
+    assert one_round["images_run"] == coarse_first["images_run"] == 1 + (steps - 1) * 3
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "score"):
+        assert coarse_first[key] == pytest.approx(one_round[key], abs=1e-6), key
