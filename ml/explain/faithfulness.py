@@ -410,7 +410,7 @@ def _perturbed_batch(
     batch += [np.where(salient < c, flat_img, flat_base) for c in inner]
     for extra_hm in extra_maps:
         batch += deleted(_ranks(saliency_order(extra_hm, rng)))
-    return np.stack(batch).reshape(-1, *img.shape, 1).astype(np.float32)
+    return np.stack(batch).reshape(-1, *img.shape, 1).astype(np.float32, copy=False)
 
 
 def _split_curves(p: np.ndarray, steps: int, n_random: int, extra_names: list[str]) -> _Curves:
