@@ -214,6 +214,18 @@ async def test_faithfulness_work_is_bounded_too(env: Env, alice: dict) -> None:
     assert env.runtime.store.leftovers() == []
 
 
+async def _scored_faithfulness(env: Env, alice: dict, data: bytes) -> dict:
+    """The faithfulness block of a scored Grad-CAM explanation of ``data`` by cnn_tiny."""
+    r = await env.client.post(
+        "/explain",
+        files={"file": ("x.png", data, "image/png")},
+        data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
+        headers=alice,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["explanation"]["faithfulness"]
+
+
 async def test_concurrent_faithfulness_scores_share_model_calls(env: Env, alice: dict) -> None:
     """The deletion/insertion images of concurrent explanations run in shared probe calls, and
     a score computed in company equals the one computed alone."""
@@ -223,20 +235,9 @@ async def test_concurrent_faithfulness_scores_share_model_calls(env: Env, alice:
     before = runner.stats()["batchers"].get(name, {"requests": 0, "calls": 0})
     pngs = [samples.phantom_png(300 + i) for i in range(6)]
 
-    async def one(data: bytes) -> dict:
-        r = await env.client.post(
-            "/explain",
-            files={"file": ("x.png", data, "image/png")},
-            data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
-            headers=alice,
-        )
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    results = await asyncio.gather(*(one(d) for d in pngs))
+    faiths = await asyncio.gather(*(_scored_faithfulness(env, alice, d) for d in pngs))
     after = runner.stats()["batchers"][name]
     steps = env.runtime.settings.faithfulness_steps
-    faiths = [res["explanation"]["faithfulness"] for res in results]
     # Coarse first: the baseline and the 3 half-way images, then (unless nothing moved) the rest.
     stopped = [f for f in faiths if f["steps"] == 2]
     for faith in stopped:
@@ -250,20 +251,21 @@ async def test_concurrent_faithfulness_scores_share_model_calls(env: Env, alice:
     assert after["requests"] - before["requests"] == 2 * len(faiths) - len(stopped)
     assert after["calls"] - before["calls"] < after["requests"] - before["requests"]
     # Batched scores equal the score of the same request run alone (no rows mixed up).
-    alone = (await one(pngs[0]))["explanation"]["faithfulness"]
-    together = results[0]["explanation"]["faithfulness"]
+    alone = await _scored_faithfulness(env, alice, pngs[0])
+    together = faiths[0]
     for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "score"):
         assert together[key] == pytest.approx(alone[key], abs=1e-4), key
 
 
-async def test_a_score_that_cannot_move_stops_at_its_coarse_step(env: Env, alice: dict) -> None:
-    """An image the perturbations hardly change (flat grey, one pixel a shade off): the model's
-    probability cannot move, so the score stops after the baseline and the 3 half-way images
-    and says why, instead of running all 1 + (steps - 1) * 3."""
+PROBE = "cnn_tiny:probe:binary_output"
+
+
+async def _score_of_grey(env: Env, alice: dict) -> tuple[dict, int]:
+    """The faithfulness of a flat grey slice (one pixel a shade off) and the probe rounds it
+    took: no perturbation of it can move a model's probability."""
     runner = env.runtime.runner
     assert runner is not None
-    name = "cnn_tiny:probe:binary_output"
-    before = runner.stats()["batchers"].get(name, {"requests": 0})
+    before = runner.stats()["batchers"].get(PROBE, {"requests": 0})["requests"]
     grey = np.full((128, 128), 77, np.uint8)
     grey[0, 0] = 78
     r = await env.client.post(
@@ -273,12 +275,19 @@ async def test_a_score_that_cannot_move_stops_at_its_coarse_step(env: Env, alice
         headers=alice,
     )
     assert r.status_code == 200, r.text
-    faith = r.json()["explanation"]["faithfulness"]
+    rounds = runner.stats()["batchers"][PROBE]["requests"] - before
+    return r.json()["explanation"]["faithfulness"], rounds
+
+
+async def test_a_score_that_cannot_move_stops_at_its_coarse_step(env: Env, alice: dict) -> None:
+    """The probability cannot move, so the score stops after the baseline and the 3 half-way
+    images and says why, instead of running all 1 + (steps - 1) * 3."""
+    faith, rounds = await _score_of_grey(env, alice)
     assert env.runtime.settings.faithfulness_steps >= 4
     assert faith["steps"] == 2 and faith["images_run"] == 4 and faith["random_orders"] == 1
     assert "finer steps were not run" in faith["interpretation"]
     assert abs(faith["score"]) < 1e-3
-    assert runner.stats()["batchers"][name]["requests"] - before["requests"] == 1
+    assert rounds == 1
 
 
 async def test_a_cheap_model_is_scored_in_one_round(
@@ -286,25 +295,12 @@ async def test_a_cheap_model_is_scored_in_one_round(
 ) -> None:
     """Below ``faithfulness_coarse_first_gflops`` a model's images all run in one round (a
     second round would cost more than it could save), even where the coarse step would stop."""
-    runner = env.runtime.runner
-    assert runner is not None
     monkeypatch.setattr(env.runtime.settings, "faithfulness_coarse_first_gflops", 1e6)
-    name = "cnn_tiny:probe:binary_output"
-    before = runner.stats()["batchers"].get(name, {"requests": 0})
-    grey = np.full((128, 128), 77, np.uint8)
-    grey[0, 0] = 78
-    r = await env.client.post(
-        "/explain",
-        files={"file": ("grey.png", samples.png(grey), "image/png")},
-        data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
-        headers=alice,
-    )
-    assert r.status_code == 200, r.text
-    faith = r.json()["explanation"]["faithfulness"]
+    faith, rounds = await _score_of_grey(env, alice)
     steps = env.runtime.settings.faithfulness_steps
     assert faith["steps"] == steps and faith["images_run"] == 1 + (steps - 1) * 3
     assert "barely changes" in faith["interpretation"]
-    assert runner.stats()["batchers"][name]["requests"] - before["requests"] == 1
+    assert rounds == 1
 
 
 async def test_coarse_first_and_one_round_give_the_same_score(
@@ -312,28 +308,17 @@ async def test_coarse_first_and_one_round_give_the_same_score(
 ) -> None:
     """Where the coarse step finds the probability moving, the rest of the images run and the
     score is exactly the one a single round gives (the coarse rows are reused, not re-run)."""
-
-    async def score(data: bytes) -> dict:
-        r = await env.client.post(
-            "/explain",
-            files={"file": ("x.png", data, "image/png")},
-            data={"model": "cnn_tiny", "faithfulness": "true", "method": "gradcam"},
-            headers=alice,
-        )
-        assert r.status_code == 200, r.text
-        return r.json()["explanation"]["faithfulness"]
-
     steps = env.runtime.settings.faithfulness_steps
     moving = None
     for seed in range(300, 320):
         data = samples.phantom_png(seed)
-        coarse_first = await score(data)
+        coarse_first = await _scored_faithfulness(env, alice, data)
         if coarse_first["steps"] == steps:
             moving = data
             break
     assert moving is not None, "no phantom moved the tiny model's probability"
     monkeypatch.setattr(env.runtime.settings, "faithfulness_coarse_first_gflops", 1e6)
-    one_round = await score(moving)
+    one_round = await _scored_faithfulness(env, alice, moving)
     assert one_round["images_run"] == coarse_first["images_run"] == 1 + (steps - 1) * 3
     for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "score"):
         assert coarse_first[key] == pytest.approx(one_round[key], abs=1e-6), key
