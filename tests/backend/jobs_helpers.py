@@ -135,6 +135,7 @@ def settings_env(settings: Any) -> dict[str, str]:
         "MAX_PIXELS": str(settings.max_pixels),
         "MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
         "FAITHFULNESS_STEPS": str(settings.faithfulness_steps),
+        "FAITHFULNESS_COARSE_FIRST_GFLOPS": str(settings.faithfulness_coarse_first_gflops),
         "BATCH_WAIT_MS": str(settings.batch_wait_ms),
         "JOB_VISIBILITY_TIMEOUT": str(settings.job_visibility_timeout),
         "JOB_RESTORE_INTERVAL": str(settings.job_restore_interval),
