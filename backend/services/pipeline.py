@@ -338,8 +338,9 @@ async def _faithfulness(
     """
     from ml.explain.faithfulness import (
         Plan,
-        coarse_plan,
+        coarse_rows,
         flat_at_coarse_note,
+        has_coarse_step,
         plan_deletion_insertion,
         score_deletion_insertion,
     )
@@ -352,32 +353,27 @@ async def _faithfulness(
     names = entry.stage_names if head == "stage" else entry.status_names
     unperturbed = np.asarray(cam.probabilities, np.float64)[None]
     flops = float(entry.manifest.flops or 0)
-    coarse_first = flops >= settings.faithfulness_coarse_first_gflops * 1e9
     coarse_probs: np.ndarray | None = None
-    if coarse_first and steps >= 4 and steps % 2 == 0:
-        # The 2-step plan (same seed) is exactly the full plan's half-way rows (coarse_plan):
-        # build and run only those 4 images first.
+    if flops >= settings.faithfulness_coarse_first_gflops * 1e9 and has_coarse_step(steps):
+        # The 2-step plan (same seed) is exactly the full plan's coarse rows: build and run
+        # only those 4 images first.
         two = await asyncio.to_thread(planned, 2)
-        two_probs = np.concatenate(
+        coarse_probs = np.concatenate(
             [unperturbed, await runner.probe(entry, two.images[1:], head=output)]
         )
-        result = score_deletion_insertion(two, two_probs, cam.class_index, names)
+        result = score_deletion_insertion(two, coarse_probs, cam.class_index, names)
         if result["flat"]:
-            ci = result["class_index"]
-            result["interpretation"] = flat_at_coarse_note(
-                names[ci] if ci < len(names) else f"class {ci}"
-            )
+            result["interpretation"] = flat_at_coarse_note(names, result["class_index"])
             result["n_forward"] = len(two.images) - 1
             return result
-        coarse_probs = two_probs
     plan = await asyncio.to_thread(planned, steps)
     probs = np.zeros((len(plan.images), unperturbed.shape[1]), np.float64)
     probs[0] = unperturbed[0]
     todo = np.arange(1, len(plan.images))
-    coarse = coarse_plan(plan) if coarse_probs is not None else None
-    if coarse is not None and coarse_probs is not None:
-        probs[coarse[1]] = coarse_probs  # the half-way rows, run already
-        todo = np.setdiff1d(todo, coarse[1])
+    rows = coarse_rows(plan) if coarse_probs is not None else None
+    if rows is not None:
+        probs[rows] = coarse_probs  # run already
+        todo = np.setdiff1d(todo, rows)
     probs[todo] = await runner.probe(entry, plan.images[todo], head=output)
     result = score_deletion_insertion(plan, probs, cam.class_index, names)
     result["n_forward"] = len(plan.images) - 1

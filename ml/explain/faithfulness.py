@@ -14,7 +14,7 @@ compiled forward function in ``ceil(n / max_batch)`` calls: the image and the ba
 curve starts or ends there) plus ``steps - 1`` inner steps per curve (deletion, insertion, each
 random order, each extra map): ``2 + (steps - 1) * (2 + n_random + n_extra)`` images.
 
-Coarse first (:func:`coarse_plan`): with an even number of steps every curve passes through
+Coarse first (:func:`coarse_rows`): with an even number of steps every curve passes through
 half the pixels, so the baseline and each curve's half-way image (``2 + n_random + n_extra``
 images) are a complete 2-step run with the same pixel orders. A caller can run those first and
 stop when the explained probability barely moves across them (a flat model: the finer steps
@@ -39,8 +39,8 @@ FLAT_RANGE = 0.01
 # of a large batch fall out of cache): measured 4-8 best for EfficientNetB0 at 256x256.
 DEFAULT_MAX_BATCH = 8
 # Models cheaper than this per pass (FLOPs) run in bigger chunks: their activations stay small,
-# and fewer calls cost less (harmonized_ordinal, 85 MFLOPs: 22 images in one call 60 ms, in
-# chunks of 8 76 ms here).
+# and fewer calls cost less (harmonized_ordinal, 85 MFLOPs: 22 images in one call 60-65 ms,
+# in chunks of 8 72 ms here).
 SMALL_MODEL_FLOPS = 0.5e9
 SMALL_MODEL_MAX_BATCH = 32
 
@@ -301,7 +301,7 @@ def score_deletion_insertion(
     steps, n_random = plan.steps, plan.n_random
     ci = int(np.argmax(probs[0])) if class_index is None else int(class_index)
     curves = _split_curves(probs[:, ci], steps, n_random, plan.extra_names)
-    name = class_names[ci] if class_names and ci < len(class_names) else f"class {ci}"
+    name = _class_name(class_names, ci)
     # A model that ignores the perturbations (e.g. untrained) gives flat curves: say so.
     flat = float(np.ptp(probs[:, ci])) < FLAT_RANGE
     rand_auc = _mean_auc(curves.random)
@@ -331,32 +331,39 @@ def score_deletion_insertion(
     }
 
 
-def coarse_plan(plan: Plan) -> tuple[Plan, np.ndarray] | None:
-    """The 2-step run inside ``plan`` and the rows of ``plan.images`` it is made of, or None.
+def has_coarse_step(steps: int) -> bool:
+    """Whether a plan of ``steps`` holds a 2-step run (:func:`coarse_rows`): even, at least 4."""
+    return steps >= 4 and steps % 2 == 0
 
-    Only for an even number of steps >= 4: then the inner step ``steps / 2`` of every curve is
-    the same pixel count as a 2-step run's single inner step (same orders, same images), so the
-    image, the baseline and those half-way images score exactly like ``steps=2``.
+
+def coarse_rows(plan: Plan) -> np.ndarray | None:
+    """The rows of ``plan.images`` that make the 2-step run inside it, or None.
+
+    With an even number of steps >= 4 the inner step ``steps / 2`` of every curve is the same
+    pixel count as a 2-step run's single inner step (same orders, same images), so the image,
+    the baseline and those half-way images score exactly like ``steps=2`` with the same seed.
     """
-    if plan.steps < 4 or plan.steps % 2:
+    if not has_coarse_step(plan.steps):
         return None
     inner, half = plan.steps - 1, plan.steps // 2 - 1
     curves = 2 + plan.n_random + len(plan.extra_names)
-    rows = np.array([0, 1, *(2 + c * inner + half for c in range(curves))], dtype=np.int64)
-    coarse = Plan(
-        plan.images[rows], 2, plan.n_random, plan.baseline, plan.extra_names, plan.n_pixels
-    )
-    return coarse, rows
+    return np.array([0, 1, *(2 + c * inner + half for c in range(curves))], dtype=np.int64)
 
 
-def flat_at_coarse_note(class_name: str) -> str:
+def flat_at_coarse_note(class_names: list[str] | None, class_index: int) -> str:
     """The sentence of a score that stopped at its coarse step because nothing moved."""
+    class_name = _class_name(class_names, class_index)
     return (
         f"The model's confidence in '{class_name}' moved by less than {FLAT_RANGE} with half of "
         "the highlighted pixels, half of random pixels or all of the image's detail removed, so "
         "this test cannot tell whether the map shows what the decision rests on (the finer "
         "steps were not run)."
     )
+
+
+def _class_name(class_names: list[str] | None, index: int) -> str:
+    """The explained class as the user knows it ("class <i>" without names)."""
+    return class_names[index] if class_names and index < len(class_names) else f"class {index}"
 
 
 class _Curves(NamedTuple):

@@ -56,7 +56,8 @@ def row_quantiles(x: Any, q: Any) -> Any:
     x = tf.cast(x, tf.float32)
     few = _few_ranks(x, q)
     if few is not None:
-        return _quantiles_from_ranks(x, *few)
+        ranks, lower, higher, fraction = few
+        return _interpolated(x, _ranked_values(x, ranks), lower, higher, fraction)
     sorted_x = _sorted_rows(x)
     n = tf.shape(x)[-1]
     # ops.quantile's "linear" method, index arithmetic in float64 as there.
@@ -65,9 +66,17 @@ def row_quantiles(x: Any, q: Any) -> Any:
     lower = tf.maximum(higher - 1, 0)
     higher = tf.minimum(lower + 1, n - 1)
     fraction = tf.cast(tf.cast(higher, tf.float64) - exact, tf.float32)
+    return _interpolated(x, sorted_x, lower, higher, fraction)
+
+
+def _interpolated(x: Any, values: Any, lower: Any, higher: Any, fraction: Any) -> Any:
+    """``ops.quantile``'s linear interpolation between the columns ``lower`` and ``higher`` of
+    ``values`` (sorted rows, or the picked ranks); NaN for a row of ``x`` holding a NaN."""
+    import tensorflow as tf
+
     out = (
-        tf.gather(sorted_x, higher, axis=-1) * (1.0 - fraction)
-        + tf.gather(sorted_x, lower, axis=-1) * fraction
+        tf.gather(values, higher, axis=-1) * (1.0 - fraction)
+        + tf.gather(values, lower, axis=-1) * fraction
     )
     has_nan = tf.reduce_any(tf.math.is_nan(x), axis=1, keepdims=True)
     return tf.where(has_nan, tf.constant(np.nan, tf.float32), out)
@@ -100,20 +109,6 @@ def _few_ranks(x: Any, q: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         return None
     fraction = (higher.astype(np.float64) - exact).astype(np.float32)
     return ranks, np.searchsorted(ranks, lower), np.searchsorted(ranks, higher), fraction
-
-
-def _quantiles_from_ranks(
-    x: Any, ranks: np.ndarray, lower: np.ndarray, higher: np.ndarray, fraction: np.ndarray
-) -> Any:
-    import tensorflow as tf
-
-    picked = _ranked_values(x, ranks)
-    out = (
-        tf.gather(picked, higher, axis=-1) * (1.0 - fraction)
-        + tf.gather(picked, lower, axis=-1) * fraction
-    )
-    has_nan = tf.reduce_any(tf.math.is_nan(x), axis=1, keepdims=True)
-    return tf.where(has_nan, tf.constant(np.nan, tf.float32), out)
 
 
 def _ranked_values(x: Any, ranks: np.ndarray) -> Any:

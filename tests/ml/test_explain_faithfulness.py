@@ -119,31 +119,34 @@ def test_plan_then_score_equals_the_one_call(corner_model):
         fa.score_deletion_insertion(plan, probs[:-1])
 
 
-def test_coarse_plan_is_the_two_step_run_inside_an_even_plan(corner_model):
+def test_coarse_rows_are_the_two_step_run_inside_an_even_plan(corner_model):
     """The half-way rows of an 8-step plan are exactly the images of a 2-step plan (same seed),
-    so scoring them gives the 2-step result; odd or short plans have no coarse part."""
+    so the probabilities run on them score like the 2-step plan; odd or short plans have none."""
     hm = np.random.default_rng(2).random((S, S)).astype(np.float32)
     kw = {"n_random": 2, "seed": 5, "baseline": "mean"}
-    coarse, rows = fa.coarse_plan(fa.plan_deletion_insertion(_image(), hm, steps=8, **kw))
+    full = fa.plan_deletion_insertion(_image(), hm, steps=8, **kw)
+    rows = fa.coarse_rows(full)
     two = fa.plan_deletion_insertion(_image(), hm, steps=2, **kw)
+    assert rows is not None
     assert rows.tolist() == [0, 1, 2 + 3, 2 + 7 + 3, 2 + 14 + 3, 2 + 21 + 3]
-    assert np.array_equal(coarse.images, two.images) and coarse.steps == 2
-    probs = fa.predict_probabilities(corner_model, two.images, "binary_output")
-    a = fa.score_deletion_insertion(coarse, probs)
-    b = fa.score_deletion_insertion(two, probs)
-    assert a["score"] == b["score"] and a["deletion_curve"] == b["deletion_curve"]
-    assert not a["flat"]  # the corner moves the corner model
+    assert np.array_equal(full.images[rows], two.images)
+    probs = fa.predict_probabilities(corner_model, full.images, "binary_output")
+    coarse = fa.score_deletion_insertion(two, probs[rows])
+    assert coarse["steps"] == 2 and not coarse["flat"]  # the corner moves the corner model
+    whole = fa.score_deletion_insertion(full, probs)
+    assert whole["deletion_curve"][4] == coarse["deletion_curve"][1]  # the same half-way image
     for steps in (2, 3, 7):
         plan = fa.plan_deletion_insertion(_image(), hm, steps=steps, n_random=1)
-        assert fa.coarse_plan(plan) is None
+        assert fa.coarse_rows(plan) is None and not fa.has_coarse_step(steps)
     flat = np.full((S, S), 0.1, np.float32)
-    still = fa.plan_deletion_insertion(flat, hm, steps=8, n_random=1)
-    small, _ = fa.coarse_plan(still)
+    still = fa.plan_deletion_insertion(flat, hm, steps=2, n_random=1)
     res = fa.score_deletion_insertion(
-        small, fa.predict_probabilities(corner_model, small.images, "binary_output"), 0
+        still, fa.predict_probabilities(corner_model, still.images, "binary_output"), 0
     )
     assert res["flat"] and res["n_forward"] == 5
-    assert "finer steps were not run" in fa.flat_at_coarse_note("Normal")
+    note = fa.flat_at_coarse_note(["Normal", "AS"], 0)
+    assert "'Normal'" in note and "finer steps were not run" in note
+    assert "'class 3'" in fa.flat_at_coarse_note(None, 3)
 
 
 def test_cheap_models_probe_in_bigger_chunks():
