@@ -151,7 +151,7 @@ class InferenceRunner:
         self._executors: dict[str, ThreadPoolExecutor] = {}
         self._forward: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {}
         self._batchers: dict[tuple[Any, ...], MicroBatcher[Any, Any]] = {}
-        self.warm_seconds = 0.0
+        self.warm_seconds = 0.0  # summed over warm() calls (concurrent ones overlap)
         self._direct_calls = 0
         self._direct_pending: dict[str, int] = {}
         self._direct_rejected = 0
