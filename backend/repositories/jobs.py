@@ -8,7 +8,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal_column, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.models import Job, JobItem
@@ -113,22 +123,56 @@ async def database_now(session: AsyncSession) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _lapsed(now: datetime) -> ColumnElement[bool]:
+    """Running under a lease that lapsed: its worker died."""
+    return and_(
+        JobItem.status == ITEM_RUNNING,
+        or_(JobItem.lease_until.is_(None), JobItem.lease_until < now),
+    )
+
+
+async def fail_lost_item(
+    session: AsyncSession,
+    item_id: int,
+    worker: str,
+    now: datetime,
+    max_lost: int,
+    message: str,
+) -> bool:
+    """Fail an item whose lease lapsed for the ``max_lost``-th time, in one step: it is never
+    shown as running again, so no further worker is handed it."""
+    result = await session.execute(
+        update(JobItem)
+        .where(JobItem.id == item_id, _lapsed(now), JobItem.lost + 1 >= max_lost)
+        .values(
+            status=ITEM_FAILED,
+            worker=worker,
+            lease_until=None,
+            finished_at=now,
+            lost=JobItem.lost + 1,
+            error_code="worker_lost",
+            error_message=message.format(lost=max_lost)[:500],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def claim_item(
-    session: AsyncSession, item_id: int, worker: str, now: datetime, lease_until: datetime
+    session: AsyncSession,
+    item_id: int,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+    max_lost: int,
 ) -> bool:
     """Take an item: queued, or running under a lease that lapsed (its worker died, which
-    counts in ``lost``)."""
+    counts in ``lost``) fewer than ``max_lost`` times in all (see fail_lost_item)."""
     result = await session.execute(
         update(JobItem)
         .where(
             JobItem.id == item_id,
-            or_(
-                JobItem.status == ITEM_QUEUED,
-                and_(
-                    JobItem.status == ITEM_RUNNING,
-                    or_(JobItem.lease_until.is_(None), JobItem.lease_until < now),
-                ),
-            ),
+            or_(JobItem.status == ITEM_QUEUED, and_(_lapsed(now), JobItem.lost + 1 < max_lost)),
         )
         .values(
             status=ITEM_RUNNING,
@@ -204,13 +248,7 @@ async def cancel_open(session: AsyncSession, job_id: uuid.UUID, now: datetime) -
         update(JobItem)
         .where(
             JobItem.job_id == job_id,
-            or_(
-                JobItem.status == ITEM_QUEUED,
-                and_(
-                    JobItem.status == ITEM_RUNNING,
-                    or_(JobItem.lease_until.is_(None), JobItem.lease_until < now),
-                ),
-            ),
+            or_(JobItem.status == ITEM_QUEUED, _lapsed(now)),
         )
         .values(status=ITEM_CANCELLED, finished_at=now, lease_until=None)
         .execution_options(synchronize_session=False)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.errors import AppError, NotReady, ServiceBusy
-from backend.models import JobItem
+from backend.models import Job
 from backend.models.job import ITEM_CANCELLED, ITEM_DONE, ITEM_FAILED, ITEM_RUNNING, ITEM_TERMINAL
 from backend.models.study import STUDY_CANCELLED, STUDY_FAILED
 from backend.repositories import analyses as analyses_repo
@@ -128,8 +128,12 @@ async def _claim(
             await session.commit()
             await finalize_job(session, job_inputs(runtime.settings), job_id)
             return ItemOutcome("skipped", detail="job cancelled")
+        max_lost = runtime.settings.job_max_attempts
+        if await jobs_repo.fail_lost_item(session, item.id, worker, now, max_lost, _LOST):
+            await session.commit()
+            return await _poisoned(runtime, session, job, index, max_lost)
         if not await jobs_repo.claim_item(
-            session, item.id, worker, now, now + timedelta(seconds=lease)
+            session, item.id, worker, now, now + timedelta(seconds=lease), max_lost
         ):
             await session.rollback()
             await session.refresh(item)
@@ -146,8 +150,6 @@ async def _claim(
         await jobs_repo.mark_started(session, job_id, now)
         await session.commit()
         await session.refresh(item)
-        if item.lost >= runtime.settings.job_max_attempts:
-            return await _poisoned(runtime, session, item, job_id, worker)
         user = await users_repo.get_user(session, job.user_id)
         if user is None:
             return ItemOutcome("skipped", detail="owner gone")
@@ -164,28 +166,25 @@ async def _claim(
         )
 
 
+_LOST = (
+    "This item stopped its worker {lost} times (out of memory or killed) and is not tried again."
+)
+
+
 async def _poisoned(
-    runtime: Runtime, session: AsyncSession, item: JobItem, job_id: uuid.UUID, worker: str
+    runtime: Runtime, session: AsyncSession, job: Job, index: int, lost: int
 ) -> ItemOutcome:
-    """An item whose worker died ``lost`` times is not tried again: it fails with the reason."""
-    message = (
-        f"This item stopped its worker {item.lost} times (out of memory or killed) and is not "
-        "tried again."
-    )
-    log.error("job item %s/%s: %s", job_id, item.index, message)
-    now = await jobs_repo.database_now(session)
-    await jobs_repo.finish_item(
-        session,
-        item.id,
-        worker,
-        status=ITEM_FAILED,
-        now=now,
-        error_code="worker_lost",
-        error_message=message,
-    )
-    await session.commit()
-    await finalize_job(session, job_inputs(runtime.settings), job_id)
-    return ItemOutcome(ITEM_FAILED, detail="worker_lost")
+    """An item whose worker died ``lost`` times was failed without being run again (see
+    jobs_repo.fail_lost_item): its study (if it is one) says so, and its job is closed if
+    that was the last open item."""
+    message = _LOST.format(lost=lost)
+    log.error("job item %s/%s: %s", job.id, index, message)
+    if job.kind == "study":
+        await mark_study(
+            runtime, item_analysis_id(job.id, index), STUDY_FAILED, "worker_lost", message
+        )
+    await finalize_job(session, job_inputs(runtime.settings), job.id)
+    return ItemOutcome(ITEM_FAILED, detail="worker_lost", message=message)
 
 
 async def _heartbeat(runtime: Runtime, item_id: int, worker: str) -> None:

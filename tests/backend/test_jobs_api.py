@@ -388,6 +388,8 @@ async def test_poison_item_fails_after_its_workers_die(jenv: JobEnv) -> None:
     item = job["items"][0]
     assert item["status"] == "failed" and item["error"]["code"] == "worker_lost"
     assert f"{jenv.settings.job_max_attempts} times" in item["error"]["message"]
+    # It was handed out once per run (the first and each takeover), not once more to fail it.
+    assert item["attempts"] == jenv.settings.job_max_attempts
     assert job["status"] == "completed" and job["finished_at"]
     # Delivered once more (a broker redelivery): still nothing runs.
     out = await job_processing.process_item(runtime, job_id, 0, "late-worker")

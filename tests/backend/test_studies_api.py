@@ -313,6 +313,53 @@ async def test_progress_is_visible_while_it_runs(senv: StudyEnv, series: Any) ->
     assert seen & {"decode", "domain", "segment", "classify", "explain", "store"}, seen
 
 
+async def test_a_study_that_keeps_killing_its_worker_fails_with_the_reason(
+    senv: StudyEnv, series: Any
+) -> None:
+    """Its worker died job_max_attempts times: the next claim fails the item without running
+    it, and the study says failed with worker_lost (not running for ever)."""
+    from sqlalchemy import update
+
+    from backend.db.base import utcnow
+    from backend.models import JobItem
+    from backend.services import job_processing
+
+    created = await _done(senv, dicom_series(series, seed=17))
+    study_id = uuid.UUID(created["id"])
+    runtime = senv.runtime
+    async with runtime.sessionmaker() as session:
+        job_id = await session.scalar(select(Study.job_id).where(Study.id == study_id))
+        assert job_id is not None
+        # What the last killed worker left: the study open, its item running under a lapsed
+        # lease, with one death short of the limit already counted.
+        await session.execute(
+            update(Study).where(Study.id == study_id).values(status="running", finished_at=None)
+        )
+        await session.execute(update(Job).where(Job.id == job_id).values(finished_at=None))
+        await session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job_id)
+            .values(
+                status="running",
+                worker="dead",
+                lease_until=utcnow().replace(year=2000),
+                lost=senv.settings.job_max_attempts - 1,
+            )
+        )
+        await session.commit()
+    out = await job_processing.process_item(runtime, job_id, 0, "next-worker")
+    assert out.status == "failed" and out.detail == "worker_lost"
+    body = (await senv.client.get(f"/studies/{study_id}", headers=senv.alice)).json()
+    assert body["status"] == "failed", body
+    assert body["error"]["code"] == "worker_lost"
+    assert f"{senv.settings.job_max_attempts} times" in body["error"]["message"]
+    async with runtime.sessionmaker() as session:
+        item = await session.scalar(select(JobItem).where(JobItem.job_id == job_id))
+        assert item is not None and item.worker == "next-worker" and item.status == "failed"
+        job = await session.get(Job, job_id)
+        assert job is not None and job.finished_at is not None
+
+
 async def test_cancel_a_queued_study(
     databases: DatabaseUrls, tmp_path_factory: pytest.TempPathFactory, series: Any
 ) -> None:
