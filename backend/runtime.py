@@ -29,7 +29,7 @@ from backend.inference.registry import (
     discover_registry,
     load_entry,
 )
-from backend.inference.runner import InferenceRunner
+from backend.inference.runner import InferenceRunner, configure_threads
 from backend.storage.artifacts import ArtifactStore
 from backend.storage.rate_limits import RateLimits
 
@@ -191,6 +191,7 @@ async def _load_models(runtime: Runtime) -> None:
     """
     s = runtime.settings
     t0 = time.perf_counter()
+    threads = await asyncio.to_thread(configure_threads, s.inference_intra_op_threads)
     registry = await asyncio.to_thread(discover_registry, s.models_dir)
     runner = InferenceRunner(
         registry,
@@ -200,6 +201,7 @@ async def _load_models(runtime: Runtime) -> None:
         retry_after=s.retry_after_seconds,
         faithfulness_steps=s.faithfulness_steps,
     )
+    runner.intra_op_threads = threads
     runtime.registry, runtime.runner = registry, runner
     runtime.domain = _load_domain(s.models_dir)
     defaults = [registry.models[k] for k in registry.default_keys()]

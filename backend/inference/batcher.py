@@ -1,9 +1,12 @@
 """A micro-batcher: gathers concurrent requests into one model call, run off the event loop.
 
-Requests wait in a bounded queue. A collector task takes the first waiting request, keeps
-gathering until the batch is full or ``max_wait_ms`` has passed, and hands the batch to a
-worker thread; each caller gets its own row of the result. A full queue is refused at once
-(:class:`QueueFull`) rather than letting memory grow without bound.
+Requests wait in a bounded queue. A collector task takes the first waiting request and
+everything already waiting behind it. When the model's thread is idle (a
+:class:`ModelExecutor` says so) that batch runs at once: waiting could only add latency, and
+requests that arrive while it runs are batched together next. When the thread is busy it keeps
+gathering until the batch is full or ``max_wait_ms`` has passed (the batch would queue behind
+the running one anyway). Each caller gets its own row of the result. A full queue is refused
+at once (:class:`QueueFull`) rather than letting memory grow without bound.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +39,36 @@ class BatcherStats:
     largest_batch: int = 0
     busy_seconds: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+
+
+class ModelExecutor(ThreadPoolExecutor):
+    """One model's worker thread that knows whether it has work queued or running."""
+
+    def __init__(self, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=1, thread_name_prefix=thread_name_prefix)
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            self._pending += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._pending -= 1
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing submitted is waiting or running."""
+        return self._pending == 0
 
 
 class MicroBatcher(Generic[In, Out]):
@@ -92,7 +126,9 @@ class MicroBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self.max_wait
+            # An idle model thread runs what is here now; a busy one lets the batch grow.
+            idle = bool(getattr(self.executor, "idle", False))
+            deadline = loop.time() + (0.0 if idle else self.max_wait)
             while len(batch) < self.max_batch:
                 # Take whatever is already waiting without sleeping, then wait out the window.
                 try:

@@ -14,14 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from backend.core.errors import ModelUnavailable, ServiceBusy
-from backend.inference.batcher import MicroBatcher, QueueFull
+from backend.inference.batcher import MicroBatcher, ModelExecutor, QueueFull
 from backend.inference.registry import ModelEntry, ModelRegistry
 from ml.calibration import apply_temperature
 from ml.vocab import HEAD_OUTPUTS
@@ -91,6 +90,28 @@ def _tf_backend() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
+def configure_threads(intra_op: int) -> int:
+    """Ask TensorFlow for ``intra_op`` threads per operation (0: leave its default); returns
+    the count in effect. Only possible before TensorFlow starts its runtime: a process that
+    already ran it keeps its count (logged)."""
+    if not _tf_backend():
+        return 0
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if intra_op > 0 and threading.get_intra_op_parallelism_threads() != intra_op:
+        try:
+            threading.set_intra_op_parallelism_threads(intra_op)
+        except RuntimeError:
+            log.warning(
+                "TensorFlow already runs with %s threads per operation; %d takes effect in a "
+                "fresh process",
+                threading.get_intra_op_parallelism_threads() or "its default",
+                intra_op,
+            )
+    return int(threading.get_intra_op_parallelism_threads())
+
+
 def compile_forward(model: Any, size: int) -> Callable[[np.ndarray], list[np.ndarray]]:
     """A forward pass compiled once for (None, size, size, 1) float32 inputs.
 
@@ -148,20 +169,21 @@ class InferenceRunner:
         self.queue_size = queue_size
         self.retry_after = retry_after
         self.faithfulness_steps = faithfulness_steps
-        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._executors: dict[str, ModelExecutor] = {}
         self._forward: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {}
         self._batchers: dict[tuple[Any, ...], MicroBatcher[Any, Any]] = {}
         self.warm_seconds = 0.0  # summed over warm() calls (concurrent ones overlap)
         self._direct_calls = 0
         self._direct_pending: dict[str, int] = {}
         self._direct_rejected = 0
+        self.intra_op_threads = 0  # TensorFlow's threads per operation (0: its default)
 
     # ------------------------------------------------------------------ plumbing
 
-    def executor(self, entry: ModelEntry) -> ThreadPoolExecutor:
+    def executor(self, entry: ModelEntry) -> ModelExecutor:
         ex = self._executors.get(entry.key)
         if ex is None:
-            ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{entry.key}")
+            ex = ModelExecutor(f"model-{entry.key}")
             self._executors[entry.key] = ex
         return ex
 
@@ -407,6 +429,7 @@ class InferenceRunner:
             "direct_calls": self._direct_calls,
             "direct_pending": sum(self._direct_pending.values()),
             "direct_rejected": self._direct_rejected,
+            "intra_op_threads": self.intra_op_threads,
             "batchers": per,
         }
 

@@ -18,6 +18,9 @@ class InferenceStats(BaseModel):
     model_calls: int
     queued: int
     rejected: int
+    intra_op_threads: int = Field(
+        default=0, description="TensorFlow threads per operation (0: TensorFlow's default)"
+    )
 
 
 class Readiness(BaseModel):

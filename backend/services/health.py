@@ -26,6 +26,7 @@ async def readiness(runtime: Runtime | None) -> Readiness:
             model_calls=stats.get("model_calls", 0),
             queued=stats.get("queued", 0),
             rejected=stats.get("rejected", 0),
+            intra_op_threads=stats.get("intra_op_threads", 0),
         ),
     )
 

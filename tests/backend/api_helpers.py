@@ -86,6 +86,9 @@ def make_settings(tmp: Path, database_url: str, models_dir: Path, **overrides: A
         # The tiny test models are cheap: score them coarse first anyway, to test that path.
         "faithfulness_coarse_first_gflops": 0.0,
         "batch_wait_ms": 15,
+        # The suite's own process runs TensorFlow for many tests: keep TensorFlow's thread count
+        # there (live servers and workers, each its own process, get the default setting).
+        "inference_intra_op_threads": 0,
         "spa_dir": tmp / "no-spa",
         # The suite signs up and logs in many accounts from one address: abuse limits have
         # their own tests with tight settings.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from api_helpers import Env, wait_until
 
-from backend.inference.batcher import MicroBatcher, QueueFull
+from backend.inference.batcher import MicroBatcher, ModelExecutor, QueueFull
 from backend.models import Analysis
 
 
@@ -116,6 +116,58 @@ async def test_batcher_groups_and_isolates_errors() -> None:
             await b.submit(-1)
         assert await b.submit(4) == 8  # the collector survives a failed batch
         await b.close()
+
+
+async def test_an_idle_model_thread_runs_a_batch_at_once_a_busy_one_lets_it_grow() -> None:
+    """With a ModelExecutor: nothing waits out the window while the model's thread is idle;
+    while it is busy (here with another batcher's call on the same model), requests that
+    arrive within the window join one batch."""
+    gate = threading.Event()
+    calls: list[list[int]] = []
+
+    def hold(items: list[int]) -> list[int]:
+        gate.wait(5)
+        return items
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return items
+
+    ex = ModelExecutor("test-model")
+    try:
+        assert ex.idle
+        other: MicroBatcher[int, int] = MicroBatcher("other", hold, ex, max_wait_ms=0)
+        b: MicroBatcher[int, int] = MicroBatcher("idle", fn, ex, max_batch=8, max_wait_ms=300)
+        t0 = time.perf_counter()
+        assert await b.submit(7) == 7
+        assert time.perf_counter() - t0 < 0.2, "an idle thread's batch waited out the window"
+        assert ex.idle
+        holding = asyncio.create_task(other.submit(0))
+        await wait_until(lambda: not ex.idle, "the other call to take the model's thread")
+        rest = []
+        for i in (1, 2, 3):  # over 60 ms, inside the 300 ms window
+            rest.append(asyncio.create_task(b.submit(i)))
+            await asyncio.sleep(0.03)
+        await asyncio.sleep(0.4)  # the window is over: the batch is queued behind the hold
+        gate.set()
+        assert await holding == 0 and [await r for r in rest] == [1, 2, 3]
+        # Dispatched at once, 1 would have run alone and 2, 3 after it.
+        assert calls == [[7], [1, 2, 3]]
+        await other.close()
+        await b.close()
+    finally:
+        gate.set()
+        ex.shutdown(wait=True)
+
+    # A plain executor says nothing about its thread: the window is always waited out.
+    with ThreadPoolExecutor(max_workers=1) as plain:
+        p: MicroBatcher[int, int] = MicroBatcher(
+            "plain", lambda items: items, plain, max_batch=8, max_wait_ms=150
+        )
+        t0 = time.perf_counter()
+        assert await p.submit(1) == 1
+        assert time.perf_counter() - t0 >= 0.14
+        await p.close()
 
 
 async def test_batcher_bounded_queue() -> None:

@@ -79,6 +79,13 @@ def _complete(reply: bytes) -> bool:
     return True
 
 
+def test_the_server_runs_tensorflow_with_its_configured_threads(api: LiveApi) -> None:
+    """A fresh server process applies inference_intra_op_threads (default 1) before its first
+    model loads; TensorFlow reports the count it runs with."""
+    ready = httpx.get(f"{api.base}/health/ready").json()
+    assert ready["inference"]["intra_op_threads"] == 1, ready
+
+
 def test_huge_unauthenticated_body_is_refused_at_once(api: LiveApi) -> None:
     """400 MB declared on /auth/signup, no credentials: 413 within a second, memory flat."""
     before = api.rss_mib()

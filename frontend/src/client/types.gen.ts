@@ -1214,6 +1214,12 @@ export type ImageInfo = {
  */
 export type InferenceStats = {
     /**
+     * Intra Op Threads
+     *
+     * TensorFlow threads per operation (0: TensorFlow's default)
+     */
+    intra_op_threads?: number;
+    /**
      * Model Calls
      */
     model_calls: number;
