@@ -30,10 +30,11 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Sync a folder's entries (a rename or a new file in it) to disk."""
     # Best effort: not every platform or file system lets a directory be opened and synced.
     with contextlib.suppress(OSError):
         dir_fd = os.open(folder, os.O_RDONLY)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.config import Settings
 from backend.core.errors import NotReady, TooManyRequests
+from backend.inference import mappers
 from backend.inference.registry import ModelEntry, ModelRegistry
 from backend.inference.runner import InferenceRunner
 from backend.models import ModelResult
@@ -51,7 +52,7 @@ from backend.services.pipeline import (
     classify_all,
     decode_upload,
     explain,
-    judge_domain,
+    score_explanation,
     segment,
 )
 from backend.services.rendering import artifact_url, explanation_files, segmentation_files
@@ -222,11 +223,11 @@ async def _run_once(
     allow_out_of_domain: bool,
 ) -> R:
     timer = Timer()
-    decoded = await decode_upload(ctx.settings, ctx.guards.decoding, upload, frame)
+    decoded = await decode_upload(ctx.settings, ctx.guards.decoding, upload, frame, ctx.domain)
     timer.mark("decode")
     # Classifier outputs on images unlike the training slices are not shown as results unless
     # the caller asks for them anyway.
-    decoded.domain = judge_domain(ctx.domain, decoded)
+    assert decoded.domain is not None
     decoded.withheld = not decoded.domain["in_domain"] and not allow_out_of_domain
     aid, created = analysis_id or uuid.uuid4(), datetime.now(UTC)
     work = await step(decoded, aid, timer)
@@ -404,47 +405,40 @@ async def explain_image(
     )
 
 
-async def _explain_all(
-    ctx: AnalysisContext, entries: list[ModelEntry], decoded: Decoded, opts: AnalysisOptions
-) -> list[Explanation]:
-    """One explanation of the AS-status head per classifier (heatmap and, when asked, score).
-
-    Needs nothing from the segmentation, so it runs beside it; the ROI focus is applied when
-    the files are drawn (:func:`_explanation_outputs`).
-    """
-    _, runner = ctx.models()
-    return list(
-        await asyncio.gather(
-            *(
-                explain(
-                    runner,
-                    ctx.settings,
-                    entry,
-                    decoded,
-                    head="binary",
-                    method=method_for(entry, opts.method),
-                    class_index=None,
-                    faithfulness=opts.faithfulness,
-                )
-                for entry in entries
-            )
-        )
-    )
-
-
-async def _explanation_outputs(
+async def _explained_and_drawn(
     ctx: AnalysisContext,
-    explained: list[Explanation],
+    entry: ModelEntry,
     decoded: Decoded,
     aid: uuid.UUID,
-    seg: Segmentation | None,
-    files: dict[str, bytes],
-) -> list[ExplanationOutput]:
-    """Each explanation focused on the segmentation's lumbosacral ROI, drawn, side by side."""
-    _, runner = ctx.models()
+    opts: AnalysisOptions,
+    segmented: Awaitable[tuple[Segmentation | None, Any, Any]],
+) -> tuple[Explanation, ExplanationOutput, dict[str, bytes]]:
+    """One classifier's explanation of its AS-status head, focused on the segmentation's
+    lumbosacral ROI and drawn, with its faithfulness score when asked for.
 
-    async def one(ex: Explanation) -> ExplanationOutput:
-        found = await explain_rule_features(runner, ex.entry, decoded)
+    The heatmap needs nothing from the segmentation, so it is made beside it. Its files are
+    drawn (once the segmentation is there) while its perturbed images run on the model's
+    thread: the score changes only the response part, not the pictures.
+    """
+    _, runner = ctx.models()
+    ex = await explain(
+        runner,
+        ctx.settings,
+        entry,
+        decoded,
+        head="binary",
+        method=method_for(entry, opts.method),
+        class_index=None,
+        faithfulness=False,
+    )
+    scoring = (
+        asyncio.ensure_future(score_explanation(runner, ctx.settings, ex, decoded))
+        if opts.faithfulness
+        else None
+    )
+    try:
+        seg, _, _ = await segmented
+        found = await explain_rule_features(runner, entry, decoded)
         out, drawn = await asyncio.to_thread(
             explanation_files,
             ex,
@@ -455,10 +449,13 @@ async def _explanation_outputs(
             per_model=True,
             features=found,
         )
-        files.update(drawn)
-        return out
-
-    return list(await asyncio.gather(*(one(ex) for ex in explained)))
+        if scoring is not None:
+            ex.faithfulness = await scoring
+            out = out.model_copy(update={"faithfulness": mappers.faithfulness(ex.faithfulness)})
+    finally:
+        if scoring is not None and not scoring.done():
+            scoring.cancel()
+    return ex, out, drawn
 
 
 async def run_analysis(
@@ -495,24 +492,37 @@ async def run_analysis(
                 return None, None, {}
             return await _segmented(runner, seg_entry, decoded, aid)
 
-        async def classified() -> tuple[list[ClassificationOutput], list[Explanation]]:
+        seg_task = asyncio.ensure_future(segmented())
+
+        async def classified() -> tuple[list[ClassificationOutput], list[ExplanationOutput]]:
             if decoded.withheld:
                 return [], []
             if not opts.explain:
                 return await classify_all(runner, classifiers, decoded), []
+            done = await asyncio.gather(
+                *(
+                    _explained_and_drawn(ctx, entry, decoded, aid, opts, seg_task)
+                    for entry in classifiers
+                )
+            )
+            for _, _, drawn in done:
+                drawn_files.update(drawn)
             # A Grad-CAM pass runs the whole classifier: it classifies too (no second run).
-            explained = await _explain_all(ctx, classifiers, decoded, opts)
-            cams = [ex.cam for ex in explained]
-            return await classify_all(runner, classifiers, decoded, cams), explained
+            cams = [ex.cam for ex, _, _ in done]
+            found = await classify_all(runner, classifiers, decoded, cams)
+            return found, [out for _, out, _ in done]
 
-        # The segmentation and the classifiers (with their heatmaps and scores) do not depend
-        # on each other: run them together; the heatmaps are focused on the ROI afterwards.
-        (seg, seg_out, files), (found, explained) = await asyncio.gather(segmented(), classified())
+        # The segmentation and the classifiers (with their heatmaps, drawings and scores) run
+        # together; each heatmap waits for the segmentation only to be focused and drawn.
+        drawn_files: dict[str, bytes] = {}
+        try:
+            (seg, seg_out, files), (found, explanations) = await asyncio.gather(
+                seg_task, classified()
+            )
+        finally:
+            seg_task.cancel()  # a no-op once it is done; else the request failed elsewhere
+        files = {**files, **drawn_files}
         timer.mark("segment_classify_explain")
-        explanations: list[ExplanationOutput] = []
-        if explained:
-            explanations = await _explanation_outputs(ctx, explained, decoded, aid, seg, files)
-            timer.mark("draw")
         fields = {"segmentation": seg_out, "classifications": found, "explanations": explanations}
         used = ([seg_entry] if seg_entry is not None else []) + classifiers
         rows = model_rows(seg_out, found, [])

@@ -63,6 +63,8 @@ class Decoded:
     withheld: bool = False
     # A DICOM input's reduced header (interop.sources), kept for the DICOM and FHIR exports.
     sources: bytes | None = None
+    # ``display`` as the stored input.png, encoded beside the decode (off the event loop).
+    display_png: bytes | None = None
 
     def input_for(self, size: int) -> np.ndarray:
         if size == self.display.shape[0]:
@@ -178,16 +180,31 @@ def _decode_sync(data: bytes, frame: int | None, settings: Settings) -> Decoded:
     )
 
 
-async def decode_upload(
-    settings: Settings, pool: BoundedPool, upload: Upload, frame: int | None
+def _decode_and_judge(
+    data: bytes, frame: int | None, settings: Settings, reference: DomainReference | None
 ) -> Decoded:
-    """Decode on the decode pool (a few at a time, 503 when its queue is full); bad input
+    decoded = _decode_sync(data, frame, settings)
+    decoded.domain = judge_domain(reference, decoded)
+    decoded.display_png = mappers.png(decoded.display)
+    return decoded
+
+
+async def decode_upload(
+    settings: Settings,
+    pool: BoundedPool,
+    upload: Upload,
+    frame: int | None,
+    reference: DomainReference | None = None,
+) -> Decoded:
+    """Decode on the decode pool (a few at a time, 503 when its queue is full); the slice is
+    judged against the applicability domain (``decoded.domain``) and its input.png encoded
+    there too, a few ms of NumPy and zlib that would otherwise hold the event loop. Bad input
     becomes a BadInput with the reader's code."""
     if len(upload.data) > settings.max_upload_bytes:
         raise AppError("The upload is larger than the limit.", code="too_large", status_code=413)
     if frame is not None and frame < 0:
         raise BadInput("The frame index must be 0 or more.", code="bad_frame")
-    return await pool.run(_decode_sync, upload.data, frame, settings)
+    return await pool.run(_decode_and_judge, upload.data, frame, settings, reference)
 
 
 @dataclass
@@ -312,10 +329,18 @@ async def explain(
             "No method found a region this decision depends on: the model's output does not "
             "change when any part of the image does, so there is nothing to show."
         )
-    faith = None
+    ex = Explanation(entry, head, used, cam, None, note)
     if faithfulness:
-        faith = await _faithfulness(runner, settings, entry, image, cam, head)
-    return Explanation(entry, head, used, cam, faith, note)
+        ex.faithfulness = await score_explanation(runner, settings, ex, decoded)
+    return ex
+
+
+async def score_explanation(
+    runner: InferenceRunner, settings: Settings, ex: Explanation, decoded: Decoded
+) -> dict[str, Any]:
+    """The deletion/insertion scores of an explanation's map (see :func:`_faithfulness`)."""
+    image = decoded.input_for(ex.entry.input_size)
+    return await _faithfulness(runner, settings, ex.entry, image, ex.cam, ex.head)
 
 
 async def _faithfulness(

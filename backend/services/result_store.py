@@ -151,7 +151,7 @@ async def store_result(
 ) -> None:
     """Files first (atomic folder rename), then rows and audit event in one transaction."""
     analysis_id = result.id
-    files = {"input.png": mappers.png(decoded.display), **files}
+    files = {"input.png": decoded.display_png or mappers.png(decoded.display), **files}
     if decoded.sources is not None:
         files[SOURCES_FILE] = decoded.sources
     stored_bytes = sum(len(data) for data in files.values())
@@ -161,8 +161,7 @@ async def store_result(
     async with files_then_rows(session, staged):
 
         def write() -> None:
-            for name, data in files.items():
-                staged.add(name, data)
+            staged.add_all(files)
             staged.commit()
 
         await asyncio.to_thread(write)

@@ -183,8 +183,7 @@ async def store_study(
         async with files_then_rows(session, staged):
 
             def write() -> None:
-                for name, data in files.items():
-                    staged.add(name, data)
+                staged.add_all(files)
                 staged.commit()
 
             await asyncio.to_thread(write)

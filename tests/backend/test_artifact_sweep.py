@@ -1,4 +1,5 @@
-"""Start-up sweeps only abandoned staging/trash entries: other replicas share the store."""
+"""The artifact store: start-up sweeps only abandoned staging/trash entries (other replicas
+share the store), and a result's files are staged all at once or refused whole."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from backend.core.config import Settings
 from backend.runtime import start_runtime
@@ -72,3 +75,20 @@ def test_a_retried_job_item_discards_its_dead_attempts_staging_only(tmp_path: Pa
     assert store.names(item) == ["input.png"]
     assert store.leftovers() == [other.dir]
     assert store.discard_staged(item) == 0
+
+
+def test_add_all_stages_every_file_or_refuses_before_writing(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    aid = uuid.uuid4()
+    staged = store.stage(aid)
+    with pytest.raises(ValueError, match="invalid artifact name"):
+        staged.add_all({"input.png": b"a", "../escape.png": b"b"})
+    assert not any(staged.dir.iterdir()), "a refused set left files behind"
+    files = {"input.png": b"png" * 1000, "mask.png": b"m", "raw-x-binary.npz": b"z" * 10}
+    staged.add_all(files)
+    with pytest.raises(FileExistsError):  # never overwrites what is staged already
+        staged.add_all({"mask.png": b"again"})
+    final = staged.commit()
+    assert final == store.dir_for(aid) and not staged.dir.exists()
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == files
+    assert sorted(store.names(aid)) == sorted(files)
