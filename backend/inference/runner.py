@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -177,6 +179,8 @@ class InferenceRunner:
         self._direct_pending: dict[str, int] = {}
         self._direct_rejected = 0
         self.intra_op_threads = 0  # TensorFlow's threads per operation (0: its default)
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self._assist_pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -300,7 +304,7 @@ class InferenceRunner:
             )
             if method == "attention":
                 return _rollout(entry, images, head, wanted)
-            res = compute_cam(entry.model, images, layer, head, wanted, method)
+            res = compute_cam(entry.model, images, layer, head, wanted, method, self.spread)
             return [
                 CamOutput(
                     res.heatmaps[i],
@@ -331,7 +335,10 @@ class InferenceRunner:
 
         def run(stacks: Sequence[np.ndarray]) -> list[np.ndarray]:
             sizes = [len(s) for s in stacks]
-            probs = predict_probabilities(entry.model, np.concatenate(stacks), head, chunk)
+            probs = self.spread(
+                lambda part: predict_probabilities(entry.model, part, head, chunk),
+                np.concatenate(stacks),
+            )
             return np.split(probs, np.cumsum(sizes)[:-1])
 
         key = (entry.key, "probe", head)
@@ -341,6 +348,29 @@ class InferenceRunner:
             batcher = self._batcher(key, entry, run)
             batcher.max_batch = min(batcher.max_batch, PROBE_REQUESTS_PER_CALL)
         return await self._submit(batcher, np.asarray(images, dtype=np.float32))
+
+    def spread(self, fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+        """``fn(images)``, its rows computed in shares at once, one per core, when TensorFlow
+        runs one thread per operation (else its operations use the cores already; and at
+        least 2 images a share). The calling thread (the model's) takes the first share.
+        Used for the many forward passes of perturbed images (scores, occlusion, RISE)."""
+        parts = 1
+        if self.intra_op_threads == 1 and self.cores > 1:
+            parts = max(1, min(self.cores, len(images) // 2))
+        if parts == 1:
+            return fn(images)
+        pieces = np.array_split(images, parts)
+        helpers = [self._assist().submit(fn, p) for p in pieces[1:]]
+        first = fn(pieces[0])
+        return np.concatenate([first, *(h.result() for h in helpers)])
+
+    def _assist(self) -> ThreadPoolExecutor:
+        """Threads that run a probe call's other shares beside the model's own thread."""
+        if self._assist_pool is None:
+            self._assist_pool = ThreadPoolExecutor(
+                max_workers=max(1, self.cores - 1), thread_name_prefix="probe-share"
+            )
+        return self._assist_pool
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -440,6 +470,9 @@ class InferenceRunner:
         for ex in self._executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
         self._executors.clear()
+        if self._assist_pool is not None:
+            self._assist_pool.shutdown(wait=False, cancel_futures=True)
+            self._assist_pool = None
 
 
 def _rollout(

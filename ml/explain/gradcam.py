@@ -14,6 +14,7 @@ or background (class 0) probability for segmentation heads.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,10 @@ class CamResult:
 
 
 # --------------------------------------------------------------------------- CAM arithmetic
+
+
+# ``spread(fn, images) -> rows``: fn over shares of images at once, rows in order.
+Spread = Callable[[Callable[[np.ndarray], np.ndarray], np.ndarray], np.ndarray]
 
 
 def _as_grid(arr: np.ndarray) -> np.ndarray:
@@ -194,9 +199,17 @@ def _as_batch(images: np.ndarray) -> np.ndarray:
 
 
 def _input_side(
-    model: Any, batch: np.ndarray, head: str | None, class_index: Any, method: str
+    model: Any,
+    batch: np.ndarray,
+    head: str | None,
+    class_index: Any,
+    method: str,
+    spread: Spread | None = None,
 ) -> CamResult:
-    """Occlusion, RISE or integrated gradients, image by image (see ml.explain.perturbation)."""
+    """Occlusion, RISE or integrated gradients, image by image (see ml.explain.perturbation).
+
+    ``spread(fn, images)``, when given, runs ``fn`` over shares of ``images`` at once (e.g. one
+    per core) and returns the rows in order; the perturbed images' forward passes use it."""
     from ml.explain import perturbation
     from ml.explain.faithfulness import make_forward_fn
     from ml.explain.input_gradients import make_gradient_fn
@@ -204,8 +217,11 @@ def _input_side(
     _, head_name, task = resolve_head(model, head)
     forward = make_forward_fn(model, head_name)
 
-    def predict(images: np.ndarray) -> np.ndarray:
+    def one_call(images: np.ndarray) -> np.ndarray:
         return np.asarray(forward(np.asarray(images, np.float32)), dtype=np.float64)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return one_call(images) if spread is None else spread(one_call, images)
 
     probabilities = predict(batch)
     n = batch.shape[0]
@@ -242,6 +258,7 @@ def compute_cam(
     head: str | None = "binary_output",
     class_index: int | np.ndarray | None = None,
     method: str = "gradcam",
+    spread: Spread | None = None,
 ) -> CamResult:
     """Batched CAMs with everything that came out of the pass (see :class:`CamResult`).
 
@@ -253,12 +270,14 @@ def compute_cam(
         class_index: class to explain: one int for all, one per image, or ``None`` = predicted.
         method: ``gradcam``, ``gradcam++``, ``eigencam`` (gradient-free, class-agnostic), or
             an input-side method: ``occlusion``, ``rise``, ``integrated_gradients``.
+        spread: for occlusion and RISE, runs their forward passes over shares of each batch
+            at once (see :func:`_input_side`); None: one call per batch.
     """
     if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; choose one of {METHODS}")
     batch = _as_batch(images)
     if method in PERTURBATION_METHODS:
-        return _input_side(model, batch, head, class_index, method)
+        return _input_side(model, batch, head, class_index, method, spread)
     layer = layer or find_last_conv_layer(model)
     _, head_name, task = resolve_head(model, head)
     fn = make_cam_fn(model, layer, head_name, gradients=method != "eigencam")

@@ -170,6 +170,37 @@ async def test_an_idle_model_thread_runs_a_batch_at_once_a_busy_one_lets_it_grow
         await p.close()
 
 
+def test_spread_runs_shares_on_the_cores_in_order() -> None:
+    """With one TensorFlow thread per operation, perturbed images are computed in shares at
+    once (one per core, the caller's thread taking the first), rows in order; otherwise, or
+    with too few images, in one call."""
+    from backend.inference.runner import InferenceRunner
+
+    runner = InferenceRunner(None)  # type: ignore[arg-type]  # spread needs no models
+    threads: list[int] = []
+
+    def double(x: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        time.sleep(0.05)
+        return x * 2
+
+    images = np.arange(10.0)[:, None]
+    runner.intra_op_threads, runner.cores = 1, 2
+    try:
+        assert np.array_equal(runner.spread(double, images), images * 2)
+        assert len(threads) == 2 and len(set(threads)) == 2
+        assert threading.get_ident() in threads  # the caller took a share
+        threads.clear()
+        assert np.array_equal(runner.spread(double, images[:3]), images[:3] * 2)
+        assert len(threads) == 1  # fewer than 2 images a share: one call
+        threads.clear()
+        runner.intra_op_threads = 0  # TensorFlow's own threads use the cores already
+        assert np.array_equal(runner.spread(double, images), images * 2)
+        assert len(threads) == 1
+    finally:
+        asyncio.run(runner.close())
+
+
 async def test_batcher_bounded_queue() -> None:
     gate = threading.Event()
 

@@ -3,6 +3,8 @@ service through compute_cam like the Grad-CAM family."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -82,6 +84,20 @@ def test_compute_cam_runs_the_input_side_methods(method: str) -> None:
     assert res.heatmaps.shape == images.shape[:3] and res.layer == "input"
     assert np.allclose(res.probabilities.sum(axis=1), 1.0, atol=1e-4)
     assert list(res.class_index) == list(res.probabilities.argmax(axis=1))
+    if method == "integrated_gradients":
+        return
+    # Forward passes spread over shares (as the service does, one per core) give the same map.
+    calls: list[int] = []
+
+    def halves(fn: Any, batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        cut = len(batch) // 2
+        return np.concatenate([fn(batch[:cut]), fn(batch[cut:])]) if cut else fn(batch)
+
+    spread = compute_cam(model, images, None, "binary_output", None, method, halves)
+    assert len(calls) > 2, "the perturbed images' passes did not go through spread"
+    assert np.allclose(spread.heatmaps, res.heatmaps, atol=1e-5)
+    assert list(spread.class_index) == list(res.class_index)
 
 
 def test_input_gradients_of_both_heads_share_one_trace() -> None:
