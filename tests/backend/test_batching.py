@@ -201,6 +201,63 @@ def test_spread_runs_shares_on_the_cores_in_order() -> None:
         asyncio.run(runner.close())
 
 
+def test_spread_outputs_keeps_each_output_in_row_order() -> None:
+    from backend.inference.runner import InferenceRunner
+
+    runner = InferenceRunner(None)  # type: ignore[arg-type]  # spread needs no models
+    runner.intra_op_threads, runner.cores = 1, 2
+    try:
+        images = np.arange(9.0)[:, None]
+        a, b = runner.spread_outputs(lambda x: [x + 1, x * 3], images)
+        assert np.array_equal(a, images + 1) and np.array_equal(b, images * 3)
+    finally:
+        asyncio.run(runner.close())
+
+
+async def test_a_batch_of_slices_runs_in_shares_on_the_cores(env: Env) -> None:
+    """A batch of segmentations or classifications (a study's slices, concurrent requests) is
+    cut into shares run at once when TensorFlow runs one thread per operation; same outputs as
+    one call."""
+    from backend.inference.runner import InferenceRunner
+
+    assert env.runtime.runner is not None
+    registry = env.runtime.runner.registry
+    seg, cnn = registry.get("seg_tiny"), registry.get("cnn_tiny")
+    rng = np.random.default_rng(3)
+    images = [rng.random((seg.input_size, seg.input_size)).astype(np.float32) for _ in range(8)]
+
+    async def run_all(runner: InferenceRunner) -> tuple[list, list, set[int]]:
+        threads: set[int] = set()
+        for entry in (seg, cnn):
+            forward = runner.forward(entry)
+
+            def watched(x: np.ndarray, forward=forward) -> list[np.ndarray]:
+                threads.add(threading.get_ident())
+                return forward(x)
+
+            runner._forward[entry.key] = watched
+        masks = await asyncio.gather(*(runner.segment(seg, im) for im in images))
+        classes = await asyncio.gather(*(runner.classify(cnn, im) for im in images))
+        return masks, classes, threads
+
+    shared = InferenceRunner(registry, max_wait_ms=200)
+    shared.intra_op_threads, shared.cores = 1, 2
+    whole = InferenceRunner(registry, max_wait_ms=200)
+    whole.intra_op_threads = 0
+    try:
+        m1, c1, t1 = await run_all(shared)
+        m0, c0, t0 = await run_all(whole)
+    finally:
+        await shared.close()
+        await whole.close()
+    assert len(t1) > len(t0) == 2  # shares ran on a helper thread beside each model's own
+    for a, b in zip(m1, m0, strict=True):
+        assert np.allclose(a, b, atol=1e-5)
+    for a, b in zip(c1, c0, strict=True):
+        assert np.allclose(a.p_status, b.p_status, atol=1e-5)
+        assert np.allclose(a.p_stage, b.p_stage, atol=1e-5)
+
+
 async def test_batcher_bounded_queue() -> None:
     gate = threading.Event()
 
