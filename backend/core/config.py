@@ -92,11 +92,12 @@ class Settings(BaseSettings):
 
     batch_size: int = 16
     batch_wait_ms: float = 4.0
-    # TensorFlow threads per operation. 1: each model call runs on one core, and the models of
-    # a request (segmenter, classifiers, perturbed images) run side by side on the cores; on
-    # 2 cores this made a scored analysis about 8 % faster and 8 clients' throughput about
-    # 20 % higher than TensorFlow's default (every core per operation), while a lone
-    # segmentation took about 10 % longer. 0: TensorFlow's default. Set before the first model
+    # TensorFlow threads per operation. 1: each model call runs on one core, the models of a
+    # request (segmenter, classifiers) run side by side on the cores, and a call of many images
+    # is cut into one share per core (InferenceRunner.spread_outputs). On 2 cores this alone
+    # made a scored analysis about 8 % faster and 8 clients' throughput about 20 % higher than
+    # TensorFlow's default (every core per operation); a lone segmentation took about 13 %
+    # longer (see the README's Benchmark). 0: TensorFlow's default. Set before the first model
     # loads (a process that already ran TensorFlow keeps its count, with a warning).
     inference_intra_op_threads: int = Field(default=1, ge=0)
     queue_size: int = 64

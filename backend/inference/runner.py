@@ -356,7 +356,7 @@ class InferenceRunner:
         """``fn(images)``, its rows computed in shares at once, one per core, when TensorFlow
         runs one thread per operation (else its operations use the cores already; and at
         least 2 images a share). The calling thread (the model's) takes the first share.
-        Used for the many forward passes of perturbed images (scores, occlusion, RISE)."""
+        Used for perturbed images (scores, occlusion, RISE); see :meth:`spread_outputs`."""
         return self.spread_outputs(lambda part: [fn(part)], images)[0]
 
     def spread_outputs(
@@ -381,10 +381,11 @@ class InferenceRunner:
         return 1
 
     def _assist(self) -> ThreadPoolExecutor:
-        """Threads that run a probe call's other shares beside the model's own thread."""
+        """The ``cores - 1`` threads, shared by every model, that run a call's other shares
+        beside the model's own thread."""
         if self._assist_pool is None:
             self._assist_pool = ThreadPoolExecutor(
-                max_workers=max(1, self.cores - 1), thread_name_prefix="probe-share"
+                max_workers=max(1, self.cores - 1), thread_name_prefix="model-share"
             )
         return self._assist_pool
 

@@ -151,7 +151,7 @@ async def fail_lost_item(
             finished_at=now,
             lost=JobItem.lost + 1,
             error_code="worker_lost",
-            error_message=message.format(lost=max_lost)[:500],
+            error_message=message[:500],
         )
         .execution_options(synchronize_session=False)
     )

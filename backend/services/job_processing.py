@@ -129,9 +129,10 @@ async def _claim(
             await finalize_job(session, job_inputs(runtime.settings), job_id)
             return ItemOutcome("skipped", detail="job cancelled")
         max_lost = runtime.settings.job_max_attempts
-        if await jobs_repo.fail_lost_item(session, item.id, worker, now, max_lost, _LOST):
+        lost = _LOST.format(lost=max_lost)
+        if await jobs_repo.fail_lost_item(session, item.id, worker, now, max_lost, lost):
             await session.commit()
-            return await _poisoned(runtime, session, job, index, max_lost)
+            return await _poisoned(runtime, session, job, index, lost)
         if not await jobs_repo.claim_item(
             session, item.id, worker, now, now + timedelta(seconds=lease), max_lost
         ):
@@ -172,12 +173,11 @@ _LOST = (
 
 
 async def _poisoned(
-    runtime: Runtime, session: AsyncSession, job: Job, index: int, lost: int
+    runtime: Runtime, session: AsyncSession, job: Job, index: int, message: str
 ) -> ItemOutcome:
-    """An item whose worker died ``lost`` times was failed without being run again (see
-    jobs_repo.fail_lost_item): its study (if it is one) says so, and its job is closed if
-    that was the last open item."""
-    message = _LOST.format(lost=lost)
+    """An item whose worker died too often was failed without being run again (see
+    jobs_repo.fail_lost_item, with ``message``): its study (if it is one) says so, and its
+    job is closed if that was the last open item."""
     log.error("job item %s/%s: %s", job.id, index, message)
     if job.kind == "study":
         await mark_study(

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from backend.storage.owners import abandoned_here, owner_tag
-from ml.fsutil import fsync_dir, write_atomic  # write_atomic: the store and job inputs use it
+from ml.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,6 @@ class StagedArtifacts:
         )
         self.names: list[str] = []
         self.committed = False
-
-    def add(self, name: str, data: bytes) -> str:
-        """Stage one file; returns its name."""
-        if not valid_name(name):
-            raise ValueError(f"invalid artifact name {name!r}")
-        write_atomic(self.dir / name, data)
-        self.names.append(name)
-        return name
 
     def add_all(self, files: dict[str, bytes]) -> None:
         """Stage several files: each is written, then all are flushed to disk together.

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_ready(**_kw: object) -> None:
         if ready_file is not None:
-            from backend.storage.artifacts import write_atomic
+            from ml.fsutil import write_atomic
 
             write_atomic(ready_file, f"{hostname}\n".encode())
         log.info("worker %s is taking job items from queue %r", hostname, settings.job_queue)

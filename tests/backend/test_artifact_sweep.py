@@ -24,7 +24,7 @@ async def test_start_up_keeps_in_flight_entries_and_removes_abandoned_ones(tmp_p
     store = ArtifactStore(tmp_path / "artifacts")
     # Another replica's upload in progress, and its deletion waiting for the database commit.
     in_flight = store.stage(uuid.uuid4())
-    in_flight.add("input.png", b"png")
+    in_flight.add_all({"input.png": b"png"})
     kept = uuid.uuid4()
     store.stage(kept).commit()
     _age(store.dir_for(kept), 2 * SWEEP_AGE_S)  # an old analysis, deleted just now
@@ -64,13 +64,13 @@ def test_a_retried_job_item_discards_its_dead_attempts_staging_only(tmp_path: Pa
     store = ArtifactStore(tmp_path / "artifacts")
     item = uuid.uuid4()
     dead = store.stage(item)  # a worker killed mid-write: never committed, never discarded
-    dead.add("input.png", b"half")
+    dead.add_all({"input.png": b"half"})
     other = store.stage(uuid.uuid4())  # someone else's upload in flight
-    other.add("input.png", b"png")
+    other.add_all({"input.png": b"png"})
     assert store.discard_staged(item) == 1
     assert not dead.dir.exists() and other.dir.is_dir()
     retry = store.stage(item)  # the next attempt stages and commits as usual
-    retry.add("input.png", b"png")
+    retry.add_all({"input.png": b"png"})
     retry.commit()
     assert store.names(item) == ["input.png"]
     assert store.leftovers() == [other.dir]
