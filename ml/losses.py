@@ -1,6 +1,7 @@
 """Losses (keras.ops only, so they run on any Keras backend).
 
-Segmentation: BCE, soft Dice, Dice + BCE (optionally with a boundary-aware term).
+Segmentation: BCE, soft Dice, Dice + BCE (optionally with a boundary-aware term and a Lovász
+term, a convex surrogate of each image's IoU).
 Classification: sparse categorical cross-entropy with optional class weights and focal
 modulation (``gamma > 0``), which targets the rare Early stage.
 """
@@ -51,6 +52,28 @@ def boundary_band(y_true, width: int):
     return dilated - eroded
 
 
+def lovasz_per_image(y_true, y_pred):
+    """Lovász extension of 1 - IoU per image, on the errors ``|y_true - y_pred|``.
+
+    The binary Lovász-Softmax surrogate (Berman et al., CVPR 2018): each image's pixel errors
+    sorted in decreasing order, weighted by the gradient of the Jaccard loss along that order.
+    Equals 1 - IoU for a hard 0/1 prediction. Sorting uses ``keras.ops`` only; the weights are
+    constants (no gradient flows through the order). ``y_true``, ``y_pred``: (B, H, W, 1).
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    truth = ops.reshape(y_true, (ops.shape(y_true)[0], -1))
+    errors = ops.abs(truth - ops.reshape(y_pred, (ops.shape(y_pred)[0], -1)))
+    order = ops.argsort(-errors, axis=1)
+    errors_sorted = ops.take_along_axis(errors, order, axis=1)
+    truth_sorted = ops.stop_gradient(ops.take_along_axis(truth, order, axis=1))
+    positives = ops.sum(truth_sorted, axis=1, keepdims=True)
+    intersection = positives - ops.cumsum(truth_sorted, axis=1)
+    union = positives + ops.cumsum(1.0 - truth_sorted, axis=1)
+    jaccard = 1.0 - intersection / union
+    weights = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=1)
+    return ops.sum(errors_sorted * ops.stop_gradient(weights), axis=1)
+
+
 @keras.saving.register_keras_serializable(package="spondyscan")
 class DiceBCELoss(keras.losses.Loss):
     """``bce_weight`` x mean pixel BCE + ``dice_weight`` x (1 - soft Dice), per image.
@@ -58,7 +81,8 @@ class DiceBCELoss(keras.losses.Loss):
     With ``boundary_weight > 0`` a boundary-aware term is added: the mean BCE over the band of
     ``boundary_width`` pixels around the target's edges (:func:`boundary_band`), so errors at
     the vertebral outlines, which decide the IoU, weigh more than the easy interior and
-    background.
+    background. With ``lovasz_weight > 0``, ``lovasz_weight`` x :func:`lovasz_per_image` is
+    added: a surrogate of the per-image IoU that the evaluation reports.
     """
 
     def __init__(
@@ -68,6 +92,7 @@ class DiceBCELoss(keras.losses.Loss):
         smooth: float = 1.0,
         boundary_weight: float = 0.0,
         boundary_width: int = 5,
+        lovasz_weight: float = 0.0,
         name: str = "dice_bce_loss",
         **kwargs,
     ):
@@ -77,6 +102,7 @@ class DiceBCELoss(keras.losses.Loss):
         self.smooth = float(smooth)
         self.boundary_weight = float(boundary_weight)
         self.boundary_width = int(boundary_width)
+        self.lovasz_weight = float(lovasz_weight)
         if self.boundary_width < 3 or self.boundary_width % 2 == 0:
             raise ValueError("boundary_width must be an odd number >= 3")
 
@@ -92,6 +118,8 @@ class DiceBCELoss(keras.losses.Loss):
             band = boundary_band(y_true, self.boundary_width)
             edge = ops.sum(band * pixel_bce, axis=axes) / (ops.sum(band, axis=axes) + 1.0)
             loss = loss + self.boundary_weight * edge
+        if self.lovasz_weight:
+            loss = loss + self.lovasz_weight * lovasz_per_image(y_true, y_pred)
         return loss
 
     def get_config(self):
@@ -102,6 +130,7 @@ class DiceBCELoss(keras.losses.Loss):
             "smooth": self.smooth,
             "boundary_weight": self.boundary_weight,
             "boundary_width": self.boundary_width,
+            "lovasz_weight": self.lovasz_weight,
         }
 
 
@@ -163,7 +192,8 @@ def get_loss(spec: Any, labels: np.ndarray | None = None, n_classes: int | None 
     Args:
         spec: a name (``bce``, ``dice``, ``dice_bce``, ``sparse_ce``, ``focal``) or a dict with
             ``name`` and options (``gamma``, ``class_weights`` = list or ``balanced``,
-            ``bce_weight``, ``dice_weight``, ``boundary_weight``, ``boundary_width``).
+            ``bce_weight``, ``dice_weight``, ``boundary_weight``, ``boundary_width``,
+            ``lovasz_weight``).
         labels: training labels, needed for ``class_weights: balanced``.
         n_classes: number of classes of the head, for ``balanced``.
     """

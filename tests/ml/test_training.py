@@ -177,6 +177,39 @@ def test_boundary_term_weighs_errors_at_the_outline():
         DiceBCELoss(boundary_weight=1.0, boundary_width=4)
 
 
+def test_lovasz_term_is_one_minus_iou_on_hard_masks_and_descends_towards_the_target():
+    from ml.losses import DiceBCELoss, lovasz_per_image
+
+    rng = np.random.default_rng(3)
+    truth = (rng.random((4, 12, 12, 1)) > 0.6).astype(np.float32)
+    guess = (rng.random((4, 12, 12, 1)) > 0.5).astype(np.float32)
+    guess[0] = truth[0]  # one exact prediction: IoU 1, loss 0
+    inter = (truth * guess).sum(axis=(1, 2, 3))
+    union = np.maximum(truth, guess).sum(axis=(1, 2, 3))
+    got = keras.ops.convert_to_numpy(lovasz_per_image(truth, guess))
+    np.testing.assert_allclose(got, 1.0 - inter / union, atol=1e-6)
+    assert got[0] == 0.0
+
+    # On soft predictions it is a surrogate that a gradient step moves towards the target.
+    tf = pytest.importorskip("tensorflow")
+    soft = tf.constant(rng.random((4, 12, 12, 1)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(soft)
+        total = tf.reduce_sum(lovasz_per_image(truth, soft))
+    before, grad = float(total), tape.gradient(total, soft).numpy()
+    assert np.abs(grad).sum() > 0
+    stepped = np.clip(soft.numpy() - 0.05 * np.sign(grad), 0, 1)
+    assert float(keras.ops.sum(lovasz_per_image(truth, stepped))) < before
+
+    plain = get_loss("dice_bce")
+    with_lovasz = get_loss({"name": "dice_bce", "lovasz_weight": 0.5})
+    mask, pred = truth[1:2], guess[1:2] * 0.98 + 0.01
+    extra = float(with_lovasz(mask, pred)) - float(plain(mask, pred))
+    expected = 0.5 * float(lovasz_per_image(mask, pred)[0])
+    assert expected > 0.1 and np.isclose(extra, expected, rtol=1e-4)
+    assert DiceBCELoss.from_config(with_lovasz.get_config()).lovasz_weight == 0.5
+
+
 def test_gain_augmentation_scales_intensity_only():
     image = np.full((32, 32, 1), 0.4, np.float32)
     mask = np.zeros((32, 32, 1), np.float32)
