@@ -65,7 +65,7 @@ def lovasz_per_image(y_true, y_pred):
     errors = ops.abs(truth - ops.reshape(y_pred, (ops.shape(y_pred)[0], -1)))
     order = ops.argsort(-errors, axis=1)
     errors_sorted = ops.take_along_axis(errors, order, axis=1)
-    truth_sorted = ops.stop_gradient(ops.take_along_axis(truth, order, axis=1))
+    truth_sorted = ops.take_along_axis(truth, order, axis=1)
     positives = ops.sum(truth_sorted, axis=1, keepdims=True)
     intersection = positives - ops.cumsum(truth_sorted, axis=1)
     union = positives + ops.cumsum(1.0 - truth_sorted, axis=1)
