@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     # predict a correction of the probabilities' logit (zero at the start, see LogitResidual).
     "refine_filters": 0,
     "refine_layers": 2,
+    # Also give the refinement the decoder's last feature maps, upsampled to the input size.
+    "refine_features": False,
 }
 
 
@@ -107,15 +109,25 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
     if scale > 1:
         outputs = layers.UpSampling2D(scale, interpolation="bilinear", name="upscale")(outputs)
         if int(c["refine_filters"]) > 0:
-            outputs = _refined(inputs, outputs, int(c["refine_filters"]), int(c["refine_layers"]))
+            features = None
+            if c["refine_features"]:
+                features = layers.UpSampling2D(
+                    scale, interpolation="bilinear", name="refine_features_up"
+                )(x)
+            outputs = _refined(
+                inputs, outputs, int(c["refine_filters"]), int(c["refine_layers"]), features
+            )
     elif int(c["refine_filters"]) > 0:
         raise ValueError("refine_filters needs internal_scale > 1 (nothing to refine at full size)")
     return keras.Model(inputs, outputs, name=name)
 
 
-def _refined(image, prob, filters: int, n_layers: int):
-    """The upsampled probabilities corrected from full-resolution detail of the image."""
-    h = layers.Concatenate(name="refine_concat")([image, prob])
+def _refined(image, prob, filters: int, n_layers: int, features=None):
+    """The upsampled probabilities corrected from full-resolution detail of the image (and,
+    given, the decoder's upsampled feature maps)."""
+    h = layers.Concatenate(name="refine_concat")(
+        [image, prob] if features is None else [image, prob, features]
+    )
     for i in range(n_layers):
         h = layers.Conv2D(
             filters,

@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "internal_scale": 1,
     "refine_filters": 0,
     "refine_layers": 2,
+    "refine_features": False,
 }
 
 

@@ -46,13 +46,19 @@ def _tiny(**extra):
     return build_model("attention_unet_lite", cfg)
 
 
-def test_refinement_starts_as_the_network_it_refines(tmp_path):
+@pytest.mark.parametrize("features", [False, True])
+def test_refinement_starts_as_the_network_it_refines(tmp_path, features):
     import keras
 
-    base, refined = _tiny(), _tiny(refine_filters=4, refine_layers=2)
+    base = _tiny()
+    refined = _tiny(refine_filters=4, refine_layers=2, refine_features=features)
     assert {"refine_conv1", "refine_conv2", "refine_delta", "refined"} <= {
         layer.name for layer in refined.layers
     }
+    # The refinement sees the image and the probabilities, and with refine_features the
+    # decoder's last 4 feature maps, upsampled to the input size.
+    kernel = refined.get_layer("refine_conv1").get_weights()[0]
+    assert kernel.shape == (3, 3, 2 + 4 * features, 4)
     for layer in base.layers:
         refined.get_layer(layer.name).set_weights(layer.get_weights())
     image = np.random.default_rng(1).random((2, 64, 64, 1)).astype(np.float32)
