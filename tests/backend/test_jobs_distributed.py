@@ -100,7 +100,7 @@ async def cluster(
         job_backend="celery",
         broker_url=broker,
         job_queue=f"spondyscan-test-{uuid.uuid4().hex[:6]}",
-        # Room for the poison item below: large enough that a worker takes seconds over it.
+        # Room for the poison item below, large so that a worker holds it a while.
         max_pixels=POISON_SIDE**2,
         max_upload_bytes=2 * POISON_SIDE**2 + 1024**2,
         **FAST_RECOVERY,
@@ -298,9 +298,9 @@ async def test_item_that_kills_its_workers_is_failed_after_its_attempts(
     import numpy as np
 
     rng = np.random.default_rng(1)
-    # As large as the module's limits allow, so that a worker runs it for seconds, not the
-    # fraction of one that a 1200 px image takes: the loop below must see it running to kill
-    # its holder, also on a loaded machine.
+    # As large as the module's limits allow (11 times the pixels of a 1200 px image, which a
+    # worker finished in under half a second): the loop below must see it running to kill its
+    # holder, also on a loaded machine.
     poison = samples.dicom((rng.random((POISON_SIDE, POISON_SIDE)) * 4000).astype(np.uint16))
     job_id = await _submit(cluster, [("poison.dcm", poison), *images(3, 400)], explain="false")
     kills, attempts = 0, cluster.settings.job_max_attempts
