@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data
 DATASET ?= var/dataset
+# pytest-xdist processes for the part of the suite that may run in parallel (one per core here)
+TEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 export PYTHONUNBUFFERED := 1
@@ -32,7 +34,8 @@ run: setup spa ## install what is missing, build the SPA, serve the API with SQL
 	$(BIN)/spondyscan serve
 
 test: setup lint dicom-tools ## lint, type-check, check the layers, run the test suite (what CI runs)
-	$(BIN)/pytest -m "not slow and not orthanc" --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -m "not slow and not orthanc and not serial" -n $(TEST_WORKERS) --dist loadscope --cov --cov-report= --durations=15
+	$(BIN)/pytest -m "serial and not slow and not orthanc" --cov --cov-append --cov-report=term:skip-covered --durations=15
 	$(MAKE) test-pacs
 	@if [ -f frontend/package.json ]; then $(MAKE) frontend-test; fi
 

@@ -15,6 +15,9 @@ from api_helpers import Env, wait_until
 from backend.inference.batcher import MicroBatcher, ModelExecutor, QueueFull
 from backend.models import Analysis
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 
 async def test_twenty_concurrent_classify_share_model_calls(env: Env, alice: dict) -> None:
     runner = env.runtime.runner

@@ -24,6 +24,9 @@ from jobs_helpers import DEAD_BROKER
 from backend.cli import main as spondyscan
 from backend.client import ClientError, FileResult, SpondyscanClient, analyze_folder
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 
 @dataclass
 class Server:

@@ -26,6 +26,9 @@ from backend.client.listener import (
 from backend.client.session import SpondyscanClient
 from ml.data.synthetic_series import dicom_series, phantom_series
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture(scope="module")
 def series() -> Any:

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from live_api import LiveApi, tiny_models
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 # A slice that takes a second or two to decode and explain with the tiny models, so a kill
 # lands while it is being processed.
 SLOW = {"faithfulness_steps": 200, "max_upload_bytes": 64 * 1024 * 1024, "max_pixels": 10**7}

@@ -19,6 +19,9 @@ from live_api import LiveApi, tiny_models
 
 from tests.hostile import corpus
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 CLIENTS = 16
 FLOOD_SECONDS = 20.0
 MAX_UPLOAD = 8 * 1024**2

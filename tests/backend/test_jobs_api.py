@@ -25,6 +25,9 @@ from backend.services.housekeeping import reap_cancelled_jobs
 from backend.services.job_intake import job_inputs
 from backend.services.jobs import item_analysis_id
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 
 @dataclass
 class JobEnv:

@@ -36,6 +36,7 @@ from backend.models import Analysis, AuditEvent, JobItem, ModelResult
 from backend.services.jobs import item_analysis_id
 
 pytestmark = [
+    pytest.mark.serial,
     pytest.mark.redis,
     pytest.mark.postgres,
     pytest.mark.skipif(not redis_reachable(), reason="Redis is not reachable on 127.0.0.1:6379"),

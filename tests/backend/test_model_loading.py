@@ -17,6 +17,9 @@ from api_helpers import DatabaseUrls, make_settings, signup_and_login
 
 import backend.runtime as runtime_module
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 
 class GatedLoads:
     """Counts load_entry calls per key and holds the loads of chosen keys until released."""

@@ -25,6 +25,9 @@ from backend.core.errors import ServiceBusy
 from backend.core.pools import BoundedPool, PerKeyLimit
 from tests.hostile import corpus
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 Factory = Callable[..., Any]
 
 

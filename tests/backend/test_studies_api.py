@@ -33,6 +33,9 @@ from ml.data.synthetic_series import (
     phantom_series,
 )
 
+# Timing-sensitive (windows, waits, processes started or killed): `make test` runs it alone.
+pytestmark = pytest.mark.serial
+
 N_SLICES = 20
 
 
