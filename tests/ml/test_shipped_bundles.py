@@ -113,12 +113,13 @@ def test_heavy_bundle_reproduces_one_slice_per_subject(path, real_dataset):
 
     m = read_manifest(path)
     assert m.task == "segmentation", "only segmenters are this heavy; extend the test otherwise"
+    metrics = m.metrics.model_dump()
     stored = _per_image_rows(path)
     data = load_split(real_dataset, "test")
-    assert data.dataset_hash == m.metrics.model_dump()["dataset_hash"]
+    assert data.dataset_hash == metrics["dataset_hash"]
     assert sorted(stored) == sorted(r["image_id"] for r in data.rows)
     assert np.mean([float(r["iou"]) for r in stored.values()]) == pytest.approx(
-        m.metrics.model_dump()["iou"], abs=1e-4
+        metrics["iou"], abs=1e-4
     )
 
     first: dict[str, int] = {}
