@@ -10,11 +10,15 @@ SHARED ?= ../shared/data
 DATASET ?= var/dataset
 # pytest-xdist processes for the part of the suite that may run in parallel (one per core here)
 TEST_WORKERS ?= 2
+# The Python suite's two parts (README, Testing). `make test` measures coverage on the parallel
+# part only: the tracer doubles the serial part's run time and would change what it times.
+PARALLEL_PART := -m "not slow and not orthanc and not serial" -n $(TEST_WORKERS) --dist loadscope
+SERIAL_PART   := -m "serial and not slow and not orthanc"
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup run test test-slow test-pacs dicom-tools lint format prepare train results bench client spa chromium frontend-test clean
+.PHONY: help setup run test coverage test-slow test-pacs dicom-tools lint format prepare train results bench client spa chromium frontend-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -34,10 +38,14 @@ run: setup spa ## install what is missing, build the SPA, serve the API with SQL
 	$(BIN)/spondyscan serve
 
 test: setup lint dicom-tools ## lint, type-check, check the layers, run the test suite (what CI runs)
-	$(BIN)/pytest -m "not slow and not orthanc and not serial" -n $(TEST_WORKERS) --dist loadscope --cov --cov-report= --durations=15
-	$(BIN)/pytest -m "serial and not slow and not orthanc" --cov --cov-append --cov-report=term:skip-covered --durations=15
+	$(BIN)/pytest $(PARALLEL_PART) --cov --cov-report=term:skip-covered --durations=15
+	$(BIN)/pytest $(SERIAL_PART) --durations=15
 	$(MAKE) test-pacs
 	@if [ -f frontend/package.json ]; then $(MAKE) frontend-test; fi
+
+coverage: setup dicom-tools ## the suite of make test (Python part) with coverage on both parts; HTML report in htmlcov/
+	$(BIN)/pytest $(PARALLEL_PART) --cov --cov-report=
+	$(BIN)/pytest $(SERIAL_PART) --cov --cov-append --cov-report=term:skip-covered --cov-report=html
 
 test-pacs: setup dicom-tools ## the round trip with a real PACS (Orthanc), in a loopback-only network namespace
 	unshare -n sh -c 'ip link set lo up && exec $(BIN)/pytest -m orthanc -p no:cacheprovider'
