@@ -43,7 +43,7 @@ test: setup lint dicom-tools ## lint, type-check, check the layers, run the test
 	$(MAKE) test-pacs
 	@if [ -f frontend/package.json ]; then $(MAKE) frontend-test; fi
 
-coverage: setup dicom-tools ## the suite of make test (Python part) with coverage on both parts; HTML report in htmlcov/
+coverage: setup dicom-tools ## the Python suite of make test with both parts under coverage; HTML report in htmlcov/
 	$(BIN)/pytest $(PARALLEL_PART) --cov --cov-report=
 	$(BIN)/pytest $(SERIAL_PART) --cov --cov-append --cov-report=term:skip-covered --cov-report=html
 
