@@ -11,7 +11,7 @@ DATASET ?= var/dataset
 # pytest-xdist processes for the part of the suite that may run in parallel (one per core here)
 TEST_WORKERS ?= 2
 # The Python suite's two parts (README, Testing). `make test` measures coverage on the parallel
-# part only: the tracer doubles the serial part's run time and would change what it times.
+# part only: the tracer slows the serial part (13 % measured) and would change what it times.
 PARALLEL_PART := -m "not slow and not orthanc and not serial" -n $(TEST_WORKERS) --dist loadscope
 SERIAL_PART   := -m "serial and not slow and not orthanc"
 export TF_CPP_MIN_LOG_LEVEL ?= 2
