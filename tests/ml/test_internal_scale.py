@@ -10,8 +10,11 @@ pytest.importorskip("keras")
 
 
 def test_internal_scale_reuses_low_resolution_weights_exactly():
+    import keras
+
     from ml.models import build_model
 
+    keras.utils.set_random_seed(0)
     cfg = {"base_filters": 4, "depth": 2}
     low = build_model("attention_unet_lite", {**cfg, "input_size": 32})
     full = build_model("attention_unet_lite", {**cfg, "input_size": 64, "internal_scale": 2})
@@ -24,12 +27,14 @@ def test_internal_scale_reuses_low_resolution_weights_exactly():
 
     out_full = np.asarray(full(image, training=False))
     out_low = np.asarray(low(area, training=False))
-
     assert out_full.shape == (1, 64, 64, 1)
-    # 2x2 average pooling is exactly an area downsampling: the low-resolution maps agree.
-    np.testing.assert_allclose(out_full[0, ::2, ::2, 0].mean(), out_low.mean(), atol=0.02)
+    # 2x2 average pooling is exactly an area downsampling: before the upscale, the full-size
+    # model computes the low-resolution model's probabilities.
+    inner = keras.Model(full.input, full.get_layer("mask").output)
+    np.testing.assert_allclose(np.asarray(inner(image, training=False)), out_low, atol=1e-5)
+    # The bilinear upscale keeps them: each 2x2 block averages to about its low-resolution pixel.
     pooled = out_full[0, ..., 0].reshape(32, 2, 32, 2).mean(axis=(1, 3))
-    assert np.corrcoef(pooled.ravel(), out_low.ravel())[0, 1] > 0.95
+    assert np.corrcoef(pooled.ravel(), out_low.ravel())[0, 1] > 0.9
 
 
 def test_internal_scale_must_divide_the_input():
@@ -82,3 +87,4 @@ def test_refinement_starts_as_the_network_it_refines(tmp_path, features):
 def test_refinement_needs_an_internal_scale():
     with pytest.raises(ValueError, match="internal_scale"):
         _tiny(internal_scale=1, refine_filters=4)
+
