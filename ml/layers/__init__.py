@@ -3,7 +3,7 @@
 from ml.layers.attention_gate import AttentionGate
 from ml.layers.harmonize import ScannerFingerprint, SiteRanks, SourceRecognizer
 from ml.layers.ordinal import OrdinalHeads
-from ml.layers.refine import LogitResidual
+from ml.layers.refine import ImageStandardize, LogitResidual
 from ml.layers.rule_features import IntensityQuantiles, RuleFeatures
 from ml.layers.statistics import ImageStatistics
 from ml.layers.tokens import ClassToken, PositionEmbedding, SelectToken
@@ -12,6 +12,7 @@ from ml.layers.transformer import TransformerBlock
 __all__ = [
     "AttentionGate",
     "ClassToken",
+    "ImageStandardize",
     "ImageStatistics",
     "IntensityQuantiles",
     "LogitResidual",

@@ -29,3 +29,34 @@ class LogitResidual(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="spondyscan")
+class ImageStandardize(layers.Layer):
+    """Each image to zero mean and unit standard deviation over its pixels.
+
+    Weightless. A multiplicative change of brightness (a darker scanner, another window) leaves the
+    output unchanged, so a segmenter behind it need not learn each source's grey levels.
+    """
+
+    def __init__(self, eps: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.eps = float(eps)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = ops.std(x, axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / (std + self.eps)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def count_flops(self, input_shapes) -> int:
+        n = 1
+        for d in input_shapes[1:]:
+            n *= int(d)
+        return 5 * n  # mean, squared deviations, std, subtract, divide
+
+    def get_config(self):
+        return {**super().get_config(), "eps": self.eps}

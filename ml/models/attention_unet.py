@@ -13,7 +13,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from ml.layers import AttentionGate, LogitResidual
+from ml.layers import AttentionGate, ImageStandardize, LogitResidual
 from ml.models.common import merged
 from ml.models.spec import ModelSpec
 
@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "refine_layers": 2,
     # Also give the refinement the decoder's last feature maps, upsampled to the input size.
     "refine_features": False,
+    # "standardize": each image to zero mean and unit variance before the network and the
+    # refinement see it (ImageStandardize); "none": the [0, 1] image as it comes.
+    "input_norm": "none",
 }
 
 
@@ -63,7 +66,7 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
             network at ``input_size / internal_scale`` behind a 2x2 average pooling (an exact area
             downsampling) and upsample the probabilities bilinearly back to the input size),
             ``refine_filters`` / ``refine_layers``: a full-resolution refinement after that
-            upsampling (see ``DEFAULTS``).
+            upsampling, ``input_norm`` (see ``DEFAULTS``).
         name: model name.
 
     Returns:
@@ -83,7 +86,11 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
     if size % (scale * 2**depth):
         raise ValueError(f"input_size {size} must be divisible by internal_scale * 2**depth")
     inputs = keras.Input((size, size, 1), name="image")
-    x = inputs
+    norm = str(c["input_norm"])
+    if norm not in ("none", "standardize"):
+        raise ValueError(f"input_norm must be 'none' or 'standardize', not {norm!r}")
+    image = ImageStandardize(name="standardize")(inputs) if norm == "standardize" else inputs
+    x = image
     if scale > 1:
         # Weightless, so the same weights serve a model trained at input_size / scale.
         x = layers.AveragePooling2D(scale, name="downscale")(x)
@@ -115,7 +122,7 @@ def build_attention_unet(cfg: dict[str, Any] | None = None, name: str = "attenti
                     scale, interpolation="bilinear", name="refine_features_up"
                 )(x)
             outputs = _refined(
-                inputs, outputs, int(c["refine_filters"]), int(c["refine_layers"]), features
+                image, outputs, int(c["refine_filters"]), int(c["refine_layers"]), features
             )
     elif int(c["refine_filters"]) > 0:
         raise ValueError("refine_filters needs internal_scale > 1 (nothing to refine at full size)")

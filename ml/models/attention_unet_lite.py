@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "refine_filters": 0,
     "refine_layers": 2,
     "refine_features": False,
+    "input_norm": "none",
 }
 
 

@@ -88,3 +88,30 @@ def test_refinement_needs_an_internal_scale():
     with pytest.raises(ValueError, match="internal_scale"):
         _tiny(internal_scale=1, refine_filters=4)
 
+
+def test_a_standardised_input_makes_the_segmenter_blind_to_a_brightness_gain(tmp_path):
+    import keras
+
+    model = _tiny(refine_filters=4, input_norm="standardize")
+    # The network and the refinement both see the standardised image.
+    assert model.get_layer("refine_concat").input[0] is model.get_layer("standardize").output
+    image = np.random.default_rng(2).random((2, 64, 64, 1)).astype(np.float32)
+    out = np.asarray(model(image, training=False))
+    darker = np.asarray(model(image * 0.3, training=False))
+    np.testing.assert_allclose(darker, out, atol=5e-3)
+    # Without it a darker scanner changes the output.
+    plain = _tiny(refine_filters=4)
+    assert not np.allclose(
+        np.asarray(plain(image * 0.3, training=False)),
+        np.asarray(plain(image, training=False)),
+        atol=5e-3,
+    )
+    path = tmp_path / "standardised.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(image, training=False)), out, atol=1e-6)
+
+
+def test_an_unknown_input_norm_is_refused():
+    with pytest.raises(ValueError, match="input_norm"):
+        _tiny(input_norm="percentile")
