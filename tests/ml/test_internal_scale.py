@@ -53,7 +53,6 @@ def _tiny(**extra):
 
 @pytest.mark.parametrize("features", [False, True])
 def test_refinement_starts_as_the_network_it_refines(tmp_path, features):
-    import keras
 
     base = _tiny()
     refined = _tiny(refine_filters=4, refine_layers=2, refine_features=features)
@@ -78,10 +77,7 @@ def test_refinement_starts_as_the_network_it_refines(tmp_path, features):
     delta.set_weights([kernel, bias + 2.0])
     moved = np.asarray(refined(image, training=False))
     assert (moved > before).all()
-    path = tmp_path / "refined.keras"
-    refined.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(np.asarray(loaded(image, training=False)), moved, atol=1e-6)
+    _assert_saves_and_loads(refined, tmp_path / "refined.keras", image, moved)
 
 
 def test_refinement_needs_an_internal_scale():
@@ -90,8 +86,6 @@ def test_refinement_needs_an_internal_scale():
 
 
 def test_a_standardised_input_makes_the_segmenter_blind_to_a_brightness_gain(tmp_path):
-    import keras
-
     model = _tiny(refine_filters=4, input_norm="standardize")
     # The network and the refinement both see the standardised image.
     assert model.get_layer("refine_concat").input[0] is model.get_layer("standardize").output
@@ -106,12 +100,18 @@ def test_a_standardised_input_makes_the_segmenter_blind_to_a_brightness_gain(tmp
         np.asarray(plain(image, training=False)),
         atol=5e-3,
     )
-    path = tmp_path / "standardised.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(np.asarray(loaded(image, training=False)), out, atol=1e-6)
+    _assert_saves_and_loads(model, tmp_path / "standardised.keras", image, out)
 
 
 def test_an_unknown_input_norm_is_refused():
     with pytest.raises(ValueError, match="input_norm"):
         _tiny(input_norm="percentile")
+
+
+def _assert_saves_and_loads(model, path, image, expected):
+    """The model saved whole and loaded back gives the same output."""
+    import keras
+
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(image, training=False)), expected, atol=1e-6)
