@@ -510,7 +510,7 @@ export function makeSuite({ base, files, artifacts, log }) {
       },
     },
     {
-      name: 'an explanation method can be chosen: occlusion sensitivity',
+      name: 'an explanation method and a segmenter can be chosen: occlusion sensitivity, seg_tiny_b',
       async run(page) {
         await page.getByRole('link', { name: 'Analyze' }).first().click();
         await page.getByRole('heading', { name: 'Analyze a slice' }).waitFor();
@@ -518,11 +518,17 @@ export function makeSuite({ base, files, artifacts, log }) {
         await page.getByTestId('file-preview').waitFor();
         await page.getByRole('textbox', { name: 'Explanation method' }).click();
         await page.getByRole('option', { name: 'Occlusion sensitivity' }).click();
+        const segmenter = page.getByRole('textbox', { name: 'Segmentation model' });
+        const preselected = await segmenter.inputValue();
+        assert(/^seg_tiny \(.*\(default\)/.test(preselected), `the default segmenter is preselected: ${preselected}`);
+        await segmenter.click();
+        await page.getByRole('option', { name: /^seg_tiny_b/ }).click();
         await page.getByTestId('run-analysis').click();
         await page.waitForURL(/\/history\/[0-9a-f-]{36}$/, { timeout: ANALYSIS_TIMEOUT });
         await page.getByTestId('faithfulness').first().waitFor();
         const body = await page.locator('main').first().innerText();
         assert(/occlusion/.test(body), 'the result names the method it shows');
+        assert(/Segmentation — seg_tiny_b /.test(body), 'the result names the segmenter chosen');
       },
     },
     {

@@ -2,7 +2,8 @@
 
 Usage: ``python tests/e2e/make_bundles.py MODELS_DIR [--samples DIR]``
 
-Writes one segmenter and two classifiers (so the web app can compare models side by side) into
+Writes two segmenters and two classifiers (so the web app can offer a choice of segmenter and
+compare models side by side) into
 MODELS_DIR, and, with ``--samples``, the uploads: an MRI slice (a real lumbar slice from
 ../shared/data when it is present, otherwise a synthetic phantom, so a fresh clone works too),
 a noise image, and a synthetic sagittal series as DICOM instances (``series/``) and as one NIfTI
@@ -39,6 +40,7 @@ log = logging.getLogger("make_bundles")
 BUNDLES = [
     # key, architecture, default, seed
     ("seg_tiny", "attention_unet_lite", True, 0),
+    ("seg_tiny_b", "attention_unet_lite", False, 1),
     ("cnn_tiny", "simple_cnn", True, 0),
     ("cnn_tiny_b", "simple_cnn", False, 1),
 ]

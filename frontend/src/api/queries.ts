@@ -129,12 +129,26 @@ export function useCreateAnalysis() {
       models,
       allowOutOfDomain = false,
       method,
+      segmentationModel,
     }: {
       file: File;
       models: string[];
       allowOutOfDomain?: boolean;
       method?: CamMethod;
-    }) => unwrap(inferenceAnalyze({ body: { file, models, allow_out_of_domain: allowOutOfDomain, method } })),
+      /** A segmenter's key; the server's default segmenter when absent. */
+      segmentationModel?: string;
+    }) =>
+      unwrap(
+        inferenceAnalyze({
+          body: {
+            file,
+            models,
+            allow_out_of_domain: allowOutOfDomain,
+            method,
+            segmentation_model: segmentationModel,
+          },
+        }),
+      ),
     onSuccess: (result) => {
       queryClient.setQueryData(queryKeys.result(result.id), result);
       void queryClient.invalidateQueries({ queryKey: ['history', 'list'] });
@@ -209,15 +223,17 @@ export interface NewStudy {
   models: string[];
   explain: boolean;
   allowOutOfDomain: boolean;
+  /** A segmenter's key; the server's default segmenter when absent. */
+  segmentationModel?: string;
 }
 
 export function useCreateStudy() {
   const queryClient = useQueryClient();
   return useMutation({
-    mutationFn: ({ files, models, explain, allowOutOfDomain }: NewStudy) =>
+    mutationFn: ({ files, models, explain, allowOutOfDomain, segmentationModel }: NewStudy) =>
       unwrap(
         studiesCreateStudy({
-          body: { files, models, explain, allow_out_of_domain: allowOutOfDomain },
+          body: { files, models, explain, allow_out_of_domain: allowOutOfDomain, segmentation_model: segmentationModel },
         }),
       ),
     onSuccess: (study) => {

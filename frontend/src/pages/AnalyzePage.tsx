@@ -25,6 +25,7 @@ import { ImageDropzone } from '../components/ImageDropzone';
 import { defaultSelection, ModelPicker, selectionError } from '../components/ModelPicker';
 import { PageHeader } from '../components/PageHeader';
 import { ResearchNotice } from '../components/ResearchNotice';
+import { SegmenterSelect } from '../components/SegmenterSelect';
 import { CardsSkeleton, EmptyState } from '../components/States';
 import {
   KIND_LABELS,
@@ -115,6 +116,7 @@ export function AnalyzePage() {
   const [selected, setSelected] = useState<string[] | null>(null);
   const [allowOutOfDomain, setAllowOutOfDomain] = useState(false);
   const [method, setMethod] = useState<string>(MODEL_DEFAULT);
+  const [segmenter, setSegmenter] = useState<string | null>(null);
 
   // Preselect the registry defaults once the registry arrives.
   useEffect(() => {
@@ -153,6 +155,7 @@ export function AnalyzePage() {
         models: keys,
         allowOutOfDomain,
         method: method === MODEL_DEFAULT ? undefined : (method as CamMethod),
+        segmentationModel: segmenter ?? undefined,
       },
       { onSuccess: (result) => navigate(`/history/${result.id}`, { state: { fresh: true } }) },
     );
@@ -227,6 +230,12 @@ export function AnalyzePage() {
                 disabled={analysis.isPending}
               />
             )}
+            <SegmenterSelect
+              models={models.data}
+              value={segmenter}
+              onChange={setSegmenter}
+              disabled={analysis.isPending}
+            />
             <Select
               label="Explanation method"
               description="By default each model uses the method that scored best in its faithfulness benchmark (see its model page). Grad-CAM family: from a layer's activations; occlusion, RISE and integrated gradients: from the input (slower). Each result says how faithful its map is."

@@ -27,6 +27,7 @@ import { defaultSelection, ModelPicker, selectionError } from '../components/Mod
 import { PageHeader } from '../components/PageHeader';
 import { ResearchNotice } from '../components/ResearchNotice';
 import { RunStatusBadge, StudyProgressBar } from '../components/RunStatus';
+import { SegmenterSelect } from '../components/SegmenterSelect';
 import { CardsSkeleton, EmptyState } from '../components/States';
 import { capitalize, formatDateTime, formatPercent } from '../lib/format';
 import { statusColor } from '../lib/results';
@@ -68,6 +69,7 @@ function NewStudyForm() {
   const [selected, setSelected] = useState<string[] | null>(null);
   const [explain, setExplain] = useState(true);
   const [allowOutOfDomain, setAllowOutOfDomain] = useState(false);
+  const [segmenter, setSegmenter] = useState<string | null>(null);
   const maxModels = limits?.max_models_per_request;
 
   useEffect(() => {
@@ -82,7 +84,7 @@ function NewStudyForm() {
 
   const run = () =>
     create.mutate(
-      { files, models: keys, explain, allowOutOfDomain },
+      { files, models: keys, explain, allowOutOfDomain, segmentationModel: segmenter ?? undefined },
       { onSuccess: (study) => navigate(`/studies/${study.id}`, { state: { fresh: true } }) },
     );
 
@@ -145,6 +147,13 @@ function NewStudyForm() {
           {models.data && classifiers.length > 0 && (
             <ModelPicker models={models.data} value={keys} onChange={setSelected} max={maxModels} disabled={create.isPending} />
           )}
+          <SegmenterSelect
+            models={models.data}
+            value={segmenter}
+            onChange={setSegmenter}
+            disabled={create.isPending}
+            testId="study-segmenter"
+          />
           <Checkbox
             label="Heatmaps for the key slices"
             description="Grad-CAM for each model on the slices the study-level answer rests on."
