@@ -73,11 +73,23 @@ export function makeSuite({ base, files, artifacts, log }) {
     }
   }
 
+  /** Wait for the page's finite animations and transitions (modals, notifications) to end. */
+  async function settle(page) {
+    await page.waitForTimeout(50);
+    await page.evaluate(async () => {
+      const finite = document.getAnimations().filter((a) => a.effect?.getTiming().iterations !== Infinity);
+      const ended = Promise.all(finite.map((a) => a.finished.catch(() => undefined)));
+      await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 3000))]);
+    });
+  }
+
   async function screenshot(page, name) {
     shot += 1;
     await page.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
-    // Let transitions (modals, notifications) settle so the picture shows the steady state.
-    await page.waitForTimeout(350);
+    // Let transitions (modals, notifications) settle so the picture shows the steady state:
+    // a notification caught mid-fade has the contrast of a half-transparent one.
+    await page.waitForTimeout(300);
+    await settle(page);
     await checkAccessibility(page, name);
     // Full-page shots stitch the page from the top; start there so the fixed header sits on top.
     await page.evaluate(() => window.scrollTo(0, 0));
@@ -690,6 +702,13 @@ export function makeSuite({ base, files, artifacts, log }) {
         ]);
         await page.getByTestId('chosen-files').waitFor();
         await page.getByTestId('run-job').click();
+        // The confirmation is checked once it is fully shown, then allowed to close on its own
+        // before the next checks, so none of them catches it fading out.
+        const submitted = page.getByText('Batch submitted');
+        await submitted.waitFor();
+        await settle(page);
+        await checkAccessibility(page, 'job-submitted');
+        await submitted.waitFor({ state: 'hidden', timeout: TIMEOUT });
         const row = page.getByTestId('job-row');
         await row.first().waitFor();
         assert((await row.count()) === 1, 'batch jobs only by default');
