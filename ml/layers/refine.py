@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers, ops
 
@@ -53,10 +55,8 @@ class ImageStandardize(layers.Layer):
         return input_shape
 
     def count_flops(self, input_shapes) -> int:
-        n = 1
-        for d in input_shapes[1:]:
-            n *= int(d)
-        return 5 * n  # mean, squared deviations, std, subtract, divide
+        # mean, squared deviations, std, subtract, divide: five operations per pixel
+        return 5 * math.prod(int(d) for d in input_shapes[1:])
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}

@@ -53,7 +53,6 @@ def _tiny(**extra):
 
 @pytest.mark.parametrize("features", [False, True])
 def test_refinement_starts_as_the_network_it_refines(tmp_path, features):
-
     base = _tiny()
     refined = _tiny(refine_filters=4, refine_layers=2, refine_features=features)
     assert {"refine_conv1", "refine_conv2", "refine_delta", "refined"} <= {

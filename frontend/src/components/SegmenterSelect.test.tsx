@@ -46,8 +46,8 @@ const SEGMENTERS = [
     metrics: { test: { dice: 0.912 } },
   }),
 ];
-const DEFAULT_LABEL = 'Lite U-Net (default) · Dice 0.904 · 1.7 GFLOPs a slice';
-const OTHER_LABEL = 'Lite U-Net at 256 px · Dice 0.912 · 7.2 GFLOPs a slice';
+const DEFAULT_LABEL = 'Lite U-Net (default) · Dice 0.904 · 1.7\u00a0GFLOPs a slice';
+const OTHER_LABEL = 'Lite U-Net at 256 px · Dice 0.912 · 7.2\u00a0GFLOPs a slice';
 
 async function chooseOther(user: ReturnType<typeof userEvent.setup>) {
   const select = await screen.findByRole('textbox', { name: 'Segmentation model' });

@@ -1,6 +1,7 @@
 import { Select } from '@mantine/core';
 import { useEffect } from 'react';
 import type { ModelInfo } from '../client/types.gen';
+import { formatCount } from '../lib/format';
 import { headlineMetric } from '../lib/metrics';
 
 /** The registry's default segmenter, or the first segmenter when none is flagged; null when none. */
@@ -18,7 +19,7 @@ export function segmenterOptions(models: ModelInfo[]): Array<{ value: string; la
       const parts = [
         `${m.display_name}${m.default ? ' (default)' : ''}`,
         metric ? `${metric.label} ${metric.value.toFixed(3)}` : null,
-        m.flops ? `${(m.flops / 1e9).toFixed(1)} GFLOPs a slice` : null,
+        m.flops ? `${formatCount(m.flops)}FLOPs a slice` : null,
       ];
       return { value: m.key, label: parts.filter(Boolean).join(' · ') };
     });
