@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cal.add_argument("--epochs", help="with --cv: cap each stage's epochs (N, or N,M per stage)")
     cal.add_argument("--work-dir", default="runs/cv", help="with --cv: folds, runs and bundles")
     cal.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --cv: reuse each fold's bundle an interrupted run left in --work-dir, when "
+        "its manifest shows the same config, epoch cap and fold",
+    )
+    cal.add_argument(
         "--lumbar-mri",
         default="../shared/data/lumbar_mri",
         help="with --levels: the Kaggle-layout folder whose slices.csv names each mask's levels",

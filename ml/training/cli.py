@@ -90,14 +90,19 @@ def run_cv(args: argparse.Namespace) -> int:
         epochs = caps[0] if len(caps) == 1 else caps
 
     def progress(i: int, record: dict) -> None:
-        print(f"  fold {i}: {record['subjects']} subjects, {record['n']} slices: "
+        how = "reused from an earlier run" if record["reused"] else f"{record['epochs']} epochs"
+        start = record.get("init_from")
+        if start:
+            how += f", warm-started from {start['bundle']}"
+            how += " (reused)" if start["reused"] else ""
+        print(f"  fold {i}: {record['subjects']} subjects, {record['n']} slices ({how}): "
               f"{record['metrics']}", flush=True)  # fmt: skip
 
     key = Path(args.model).stem
     try:
         report = cross_validate(
             args.model, args.dataset, Path(args.work_dir) / key, k=args.cv, epochs=epochs,
-            progress=progress,
+            resume=args.resume, progress=progress,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc

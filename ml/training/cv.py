@@ -8,6 +8,12 @@ validation split, early stopping and schedule) and tested on the held-out fold, 
 (every slice predicted once, by a model that never saw its subject) and each headline metric comes
 with its mean over folds and a 95 % interval from resampling **subjects** with replacement.
 
+A config that warm-starts from another bundle (``training.init_from``, as the default segmenter
+does) has that bundle's own config trained on the fold first and starts from it, so no fold starts
+from weights that saw its held-out subjects. Folds take tens of minutes each for a segmenter on a
+CPU, so an interrupted run can be continued (``--resume``): a fold's bundle is reused only when its
+manifest shows the same config, epoch cap and fold dataset (the sha256 of its dataset.csv).
+
 The labels are the dataset's own (the feature rule fitted on the original training split); the
 rule is not refitted per fold, which the report says.
 """
@@ -85,7 +91,7 @@ class CVReport:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> pooled, ci95
     subjects: int = 0
     slices: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # this run's time plus the training time of any reused bundles
     note: str = (
         "labels are the dataset's own (feature rule fitted on the original training split, "
         "not refitted per fold)"
@@ -150,6 +156,108 @@ def subject_bootstrap(
     }
 
 
+def _plain(cfg: dict[str, Any]) -> Any:
+    """A config as the manifest stores it (JSON types, no private keys), for comparison."""
+    import json
+
+    return json.loads(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))
+
+
+def _load(config: str | Path | dict[str, Any]) -> dict[str, Any]:
+    from ml.training.config import load_config, normalize_config
+
+    if isinstance(config, dict):
+        return {**normalize_config({k: v for k, v in config.items() if k != "_path"}),
+                "_path": config.get("_path", "")}  # fmt: skip
+    return load_config(config)
+
+
+def reusable_bundle(
+    bundle: Path, cfg: dict[str, Any], fold_dir: Path, epochs: int | list[int] | None
+) -> bool:
+    """Whether ``bundle`` was trained by this very config (and epoch cap) on this fold's dataset
+    (the same dataset.csv bytes, so the same held-out subjects) and scored on its test split."""
+    import hashlib
+
+    from ml.bundle import BundleError, read_manifest
+
+    try:
+        m = read_manifest(bundle)
+    except (BundleError, OSError):
+        return False
+    csv_bytes = (fold_dir / "annotations" / "dataset.csv").read_bytes()
+    record = m.training.model_dump() if m.training else {}
+    return (
+        m.key == cfg["key"]
+        and m.dataset is not None
+        and m.dataset.hash == hashlib.sha256(csv_bytes).hexdigest()
+        and record.get("config") == _plain(cfg)
+        and record.get("epochs_override") == epochs
+        and (bundle / "metrics_per_image.csv").is_file()
+    )
+
+
+@dataclass
+class FoldModel:
+    """One config's bundle on one fold: trained now, or reused from an earlier run."""
+
+    bundle: Path
+    task: str
+    epochs_run: int | None
+    seconds: float  # its training time (for a reused bundle, the earlier run's)
+    reused: bool
+
+
+def _fold_model(
+    cfg: dict[str, Any],
+    fold_dir: Path,
+    fold_work: Path,
+    epochs: int | list[int] | None,
+    reuse: bool,
+) -> FoldModel:
+    """Train ``cfg`` on one fold (``fold_work/models/<key>``, run in ``fold_work/run``), or reuse
+    the bundle an earlier run left there when :func:`reusable_bundle` says it may."""
+    from ml.bundle import read_manifest
+    from ml.training.loop import train
+
+    bundles = fold_work / "models"
+    bundle = bundles / cfg["key"]
+    reused = reuse and reusable_bundle(bundle, cfg, fold_dir, epochs)
+    if not reused:
+        shutil.rmtree(bundles, ignore_errors=True)
+        bundle = train(
+            cfg, fold_dir, models_dir=bundles, run_dir=fold_work / "run", epochs=epochs,
+            verbose=0,
+        ).bundle_dir  # fmt: skip
+    m = read_manifest(bundle)
+    t = m.training
+    return FoldModel(
+        bundle, m.task, t.epochs_run if t else None, float(t.seconds or 0) if t else 0.0, reused
+    )
+
+
+def _parent_config(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The config of the bundle ``training.init_from`` warm-starts from, retrained per fold.
+
+    A warm start from a bundle trained on the whole training split would hand every fold weights
+    that have seen its held-out subjects, so the parent is retrained on the fold first; a
+    warm-start bundle without a config of its own cannot be, and is refused.
+    """
+    from ml.training.config import load_config
+
+    parent = cfg["training"]["init_from"]
+    if parent is None:
+        return None
+    try:
+        return load_config(parent)
+    except FileNotFoundError:
+        raise ValueError(
+            f"training.init_from names {parent!r}, which has no training config to retrain on "
+            "each fold: every fold would start from weights that may have seen its held-out "
+            "subjects"
+        ) from None
+
+
 def cross_validate(
     config: str | Path | dict[str, Any],
     dataset_dir: str | Path,
@@ -159,9 +267,15 @@ def cross_validate(
     seed: int = 0,
     epochs: int | list[int] | None = None,
     n_boot: int = 1000,
+    resume: bool = False,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> CVReport:
     """Train and test one config on ``k`` subject-grouped, source-stratified folds.
+
+    A config that warm-starts from another bundle (``training.init_from``) has that bundle's
+    config trained on each fold first, in the parent's own work folder (``work_dir``'s sibling
+    named after the parent key, the layout its own cross-validation uses), and starts from it;
+    a parent bundle already there that matches (same config, cap and fold) is reused.
 
     Args:
         config: YAML path, config key or dict (as for ``spondyscan train``).
@@ -169,43 +283,53 @@ def cross_validate(
         work_dir: where the fold datasets, runs and bundles go (kept for inspection).
         k: number of folds.
         seed: seeds the deal of subjects to folds.
-        epochs: cap on each stage's epochs (quick runs); None runs the config's schedule.
+        epochs: cap on each stage's epochs (quick runs); None runs the config's schedule. An
+            integer cap applies to a parent config too; a per-stage list does not.
         n_boot: bootstrap resamples of subjects.
+        resume: reuse a fold's bundle left by an earlier, interrupted run when it was trained by
+            the same config and cap on the same fold (:func:`reusable_bundle`).
         progress: called after each fold with its index and record.
     """
     import time
 
     from ml.data.dataset import load_split
-    from ml.training.loop import train
 
     t0 = time.perf_counter()
+    cfg = _load(config)
+    parent = _parent_config(cfg)
     data = load_split(dataset_dir, None)
     folds = subject_folds(data.subject_ids, data.sources, k, seed)
     subject_of = {r["image_id"]: r["subject_id"] for r in data.rows}
     work = Path(work_dir)
     pooled: list[dict[str, Any]] = []
     report: CVReport | None = None
+    earlier = 0.0  # training time of the bundles reused from earlier runs
     for i in range(k):
         test_subjects = {s for s, f in folds.items() if f == i}
         fold_dir = write_fold_dataset(
             Path(dataset_dir), work / f"fold{i}" / "dataset", test_subjects
         )
-        bundles = work / f"fold{i}" / "models"
-        shutil.rmtree(bundles, ignore_errors=True)
-        result = train(
-            config, fold_dir, models_dir=bundles, run_dir=work / f"fold{i}" / "run",
-            epochs=epochs, verbose=0,
-        )  # fmt: skip
-        task = result.manifest.task
-        report = report or CVReport(key=result.key, task=task, k=k)
-        with open(result.bundle_dir / "metrics_per_image.csv", newline="") as fh:
+        record: dict[str, Any] = {"fold": i, "subjects": len(test_subjects)}
+        fold_cfg = cfg
+        if parent is not None:
+            parent_epochs = epochs if isinstance(epochs, int) else None
+            start = _fold_model(
+                parent, fold_dir, work.parent / parent["key"] / f"fold{i}", parent_epochs, True
+            )
+            earlier += start.seconds if start.reused else 0.0
+            fold_cfg = {**cfg, "training": {**cfg["training"], "init_from": str(start.bundle)}}
+            record["init_from"] = {"bundle": str(start.bundle), "reused": start.reused}
+        fm = _fold_model(fold_cfg, fold_dir, work / f"fold{i}", epochs, resume)
+        earlier += fm.seconds if fm.reused else 0.0
+        report = report or CVReport(key=cfg["key"], task=fm.task, k=k)
+        with open(fm.bundle / "metrics_per_image.csv", newline="") as fh:
             rows = [dict(r, subject_id=subject_of[r["image_id"]]) for r in csv.DictReader(fh)]
         pooled += rows
-        record = {
-            "fold": i, "subjects": len(test_subjects), "n": len(rows),
-            "metrics": {m: round(v, 4) for m, v in pooled_metrics(rows, task).items()},
-            "epochs": result.manifest.training.epochs_run if result.manifest.training else None,
-        }  # fmt: skip
+        record.update({
+            "n": len(rows),
+            "metrics": {m: round(v, 4) for m, v in pooled_metrics(rows, fm.task).items()},
+            "epochs": fm.epochs_run, "reused": fm.reused,
+        })  # fmt: skip
         report.folds.append(record)
         if progress:
             progress(i, record)
@@ -222,5 +346,5 @@ def cross_validate(
         }
     report.subjects = len(folds)
     report.slices = len(pooled)
-    report.seconds = time.perf_counter() - t0
+    report.seconds = time.perf_counter() - t0 + earlier
     return report

@@ -4,6 +4,7 @@ subject-bootstrap intervals; a real (tiny) training run per fold."""
 from __future__ import annotations
 
 import csv
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,76 @@ def test_cross_validate_trains_each_fold(synthetic_dataset, tmp_path):
     assert acc["ci95"][0] <= acc["pooled"] <= acc["ci95"][1]
     record = read_manifest(models / "tiny_cls").cross_validation
     assert record is not None and record.k == 2 and record.slices == n_rows
+
+
+def _child_config() -> dict:
+    """tiny_seg with a full-resolution refinement, warm-started from tiny_seg (a config path)."""
+    from ml.training.config import load_config
+
+    cfg = load_config(HERE / "configs" / "tiny_seg.yaml")
+    cfg = {k: v for k, v in cfg.items() if k != "_path"}
+    cfg["key"] = "tiny_seg_refined"
+    cfg["model"] = {**cfg["model"], "internal_scale": 2, "refine_filters": 4, "refine_layers": 1}
+    cfg["training"] = {**cfg["training"], "schedule": None,
+                       "init_from": str(HERE / "configs" / "tiny_seg.yaml")}  # fmt: skip
+    cfg["bundle"] = {**cfg["bundle"], "derived": []}
+    return cfg
+
+
+def test_warm_started_config_retrains_its_parent_on_each_fold_and_resumes(
+    synthetic_dataset, tmp_path
+):
+    """The default segmenter warm-starts from another bundle: cross-validating it must not start
+    a fold from weights that saw its held-out subjects, so the parent is trained per fold; a
+    second run with resume reuses every bundle that matches and retrains the ones that do not."""
+    pytest.importorskip("keras")
+    from ml.bundle import read_manifest
+    from ml.training.cv import cross_validate
+
+    work = tmp_path / "cv" / "tiny_seg_refined"
+    first = cross_validate(_child_config(), synthetic_dataset, work, k=2, epochs=1)
+    assert first.task == "segmentation" and not any(f["reused"] for f in first.folds)
+    for i, fold in enumerate(first.folds):
+        fold_hash = _csv_sha256(work / f"fold{i}" / "dataset")
+        parent = tmp_path / "cv" / "tiny_seg" / f"fold{i}" / "models" / "tiny_seg"
+        assert fold["init_from"] == {"bundle": str(parent), "reused": False}
+        parent_m = read_manifest(parent)
+        child_m = read_manifest(work / f"fold{i}" / "models" / "tiny_seg_refined")
+        assert parent_m.dataset.hash == fold_hash != _csv_sha256(synthetic_dataset)
+        assert child_m.dataset.hash == fold_hash
+        started = child_m.training.model_dump()["init_from"]
+        assert started["weights"]["sha256"] == parent_m.weights.sha256
+
+    child_bundle = work / "fold0" / "models" / "tiny_seg_refined"
+    before = (child_bundle / "manifest.json").stat().st_mtime_ns
+    again = cross_validate(_child_config(), synthetic_dataset, work, k=2, epochs=1, resume=True)
+    assert all(f["reused"] and f["init_from"]["reused"] for f in again.folds)
+    assert again.metrics == first.metrics  # the same held-out predictions, pooled again
+    assert (child_bundle / "manifest.json").stat().st_mtime_ns == before
+
+    # Another learning rate is another config: its folds are trained, the parents still reused.
+    changed = _child_config()
+    changed["training"]["optimizer"] = {"name": "adam", "learning_rate": 1.0e-3}
+    third = cross_validate(changed, synthetic_dataset, work, k=2, epochs=1, resume=True)
+    assert not any(f["reused"] for f in third.folds)
+    assert all(f["init_from"]["reused"] for f in third.folds)
+
+
+def _csv_sha256(dataset: Path) -> str:
+    return hashlib.sha256((dataset / "annotations" / "dataset.csv").read_bytes()).hexdigest()
+
+
+def test_warm_start_without_a_config_is_refused(synthetic_dataset, tmp_path, capsys):
+    import yaml
+
+    from ml.cli import main
+
+    cfg = _child_config()
+    cfg["training"]["init_from"] = str(tmp_path / "some_bundle")
+    config = tmp_path / "child.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    args = ["evaluate", "--cv", "2", "--model", str(config), "--dataset", str(synthetic_dataset),
+            "--work-dir", str(tmp_path / "cv")]  # fmt: skip
+    assert main(args) == 2
+    assert "no training config to retrain on each fold" in capsys.readouterr().err
+    assert not (tmp_path / "cv" / "child" / "fold0" / "models").exists()
