@@ -258,6 +258,32 @@ class LevelsRecord(BaseModel):
     evaluated: str | None = None
 
 
+class CVMetric(BaseModel):
+    """One metric of a cross-validation: pooled over every fold's held-out slices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pooled: float = Field(description="over the held-out predictions of all folds, pooled")
+    fold_mean: float | None = Field(default=None, description="mean of the folds' values")
+    ci95: tuple[float, float] = Field(description="95 % percentile bootstrap over subjects")
+
+
+class CVFold(_Open):
+    """One fold: its held-out subjects and slices, its metrics, how its model was made."""
+
+    fold: int
+    subjects: int = Field(description="held-out subjects")
+    n: int = Field(description="held-out slices")
+    metrics: dict[str, float | None]
+    epochs: int | None = Field(default=None, description="epochs the fold's training ran")
+    reused: bool | None = Field(
+        default=None, description="its bundle came from an earlier, interrupted run (--resume)"
+    )
+    init_from: dict[str, Any] | None = Field(
+        default=None, description="the fold's own warm-start bundle (a warm-started config)"
+    )
+
+
 class CrossValidation(BaseModel):
     """k-fold cross-validation of the bundle's config (subject-grouped, source-stratified)."""
 
@@ -266,11 +292,11 @@ class CrossValidation(BaseModel):
     k: int
     subjects: int
     slices: int
-    metrics: dict[str, dict[str, Any]] = Field(
+    metrics: dict[str, CVMetric] = Field(
         description="name -> pooled (held-out predictions of all folds), fold_mean, ci95 "
         "(95 % bootstrap over subjects)"
     )
-    folds: list[dict[str, Any]] = Field(default_factory=list)
+    folds: list[CVFold] = Field(default_factory=list)
     epochs_cap: Any = None
     seconds: float | None = None
     note: str = ""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ml.manifest import (
     Calibration,
+    CrossValidation,
     DatasetRecord,
     ExplanationBenchmark,
     LabelProvenance,
@@ -50,6 +51,11 @@ class ModelInfo(BaseModel):
         default=None,
         description="classifiers: the temperature applied to each head's probabilities and the "
         "expected calibration error before and after",
+    )
+    cross_validation: CrossValidation | None = Field(
+        default=None,
+        description="k-fold cross-validation of the bundle's config (subject-grouped folds, "
+        "pooled held-out predictions, 95% interval by resampling subjects), when it was run",
     )
     ready: bool = Field(default=True, description="loaded and warm (false while it loads)")
 

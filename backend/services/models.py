@@ -34,6 +34,7 @@ def model_info(entry: ModelEntry, registry: ModelRegistry) -> ModelInfo:
         default_method=m.default_method if m.task == "classification" else None,
         explanation=m.explanation,
         calibration=m.calibration,
+        cross_validation=m.cross_validation,
         ready=entry.ready,
     )
 

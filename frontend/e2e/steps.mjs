@@ -433,6 +433,14 @@ export function makeSuite({ base, files, artifacts, log }) {
         await page.getByRole('img', { name: /Confusion binary/i }).waitFor({ timeout: TIMEOUT });
         await expectNoArtifactUrls(page);
         await screenshot(page, 'model-card');
+        // A segmenter's card with its cross-validation beside the single split.
+        await page.getByRole('link', { name: 'All models' }).click();
+        await page.getByTestId('registry-seg_tiny').getByRole('link').click();
+        const cv = page.getByRole('region', { name: 'Cross-validation' });
+        await cv.waitFor();
+        const iou = await cv.getByRole('row', { name: /^IoU/ }).innerText();
+        assert(iou.includes('0.610 (0.550–0.660)') && iou.includes('0.580 · 0.640'), `IoU row: ${iou}`);
+        await screenshot(page, 'model-card-cross-validation');
       },
     },
     {

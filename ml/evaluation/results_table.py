@@ -125,11 +125,11 @@ def _cv_table(rows: list[dict[str, Any]]) -> list[str]:
         cv = r["cv"]
         for name, m in cv.metrics.items():
             single = r["metrics"].get(name)
-            lo, hi = m["ci95"]
+            lo, hi = m.ci95
             fmt = _pct if name.endswith("accuracy") else _num
             out.append(
                 f"| `{r['key']}` | {cv.k} | {name} | {fmt(single)} "
-                f"| {fmt(m['pooled'])} ({fmt(lo)}-{fmt(hi)}) |"
+                f"| {fmt(m.pooled)} ({fmt(lo)}-{fmt(hi)}) |"
             )
     return out
 

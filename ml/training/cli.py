@@ -108,7 +108,8 @@ def run_cv(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     for name, m in report.metrics.items():
         lo, hi = m["ci95"]
-        print(f"{name}: {m['pooled']:.4f} [{lo:.4f}, {hi:.4f}] (fold mean {m['fold_mean']:.4f})")
+        fold_mean = "n/a" if m["fold_mean"] is None else f"{m['fold_mean']:.4f}"
+        print(f"{name}: {m['pooled']:.4f} [{lo:.4f}, {hi:.4f}] (fold mean {fold_mean})")
     print(f"{report.k} folds, {report.subjects} subjects, {report.slices} slices, "
           f"{report.seconds:.0f} s; {report.note}")  # fmt: skip
     if args.json:

@@ -327,7 +327,10 @@ def cross_validate(
         pooled += rows
         record.update({
             "n": len(rows),
-            "metrics": {m: round(v, 4) for m, v in pooled_metrics(rows, fm.task).items()},
+            "metrics": {  # None: undefined on this fold (e.g. Early recall without Early slices)
+                m: round(v, 4) if np.isfinite(v) else None
+                for m, v in pooled_metrics(rows, fm.task).items()
+            },
             "epochs": fm.epochs_run, "reused": fm.reused,
         })  # fmt: skip
         report.folds.append(record)
@@ -337,11 +340,13 @@ def cross_validate(
     means = pooled_metrics(pooled, report.task)
     cis = subject_bootstrap(pooled, report.task, n_boot)
     for name, value in means.items():
-        fold_values = [f["metrics"][name] for f in report.folds if np.isfinite(f["metrics"][name])]
+        if not np.isfinite(value):
+            continue  # undefined on every slice pooled (no Early slice at all)
+        fold_values = [f["metrics"][name] for f in report.folds if f["metrics"][name] is not None]
         lo, hi = cis.get(name, (float("nan"), float("nan")))
         report.metrics[name] = {
             "pooled": round(value, 4),
-            "fold_mean": round(float(np.mean(fold_values)), 4) if fold_values else float("nan"),
+            "fold_mean": round(float(np.mean(fold_values)), 4) if fold_values else None,
             "ci95": [round(lo, 4), round(hi, 4)],
         }
     report.subjects = len(folds)

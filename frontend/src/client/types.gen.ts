@@ -458,6 +458,86 @@ export type Box = {
 };
 
 /**
+ * CVFold
+ *
+ * One fold: its held-out subjects and slices, its metrics, how its model was made.
+ */
+export type CvFold = {
+    /**
+     * Epochs
+     *
+     * epochs the fold's training ran
+     */
+    epochs?: number | null;
+    /**
+     * Fold
+     */
+    fold: number;
+    /**
+     * Init From
+     *
+     * the fold's own warm-start bundle (a warm-started config)
+     */
+    init_from?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Metrics
+     */
+    metrics: {
+        [key: string]: number | null;
+    };
+    /**
+     * N
+     *
+     * held-out slices
+     */
+    n: number;
+    /**
+     * Reused
+     *
+     * its bundle came from an earlier, interrupted run (--resume)
+     */
+    reused?: boolean | null;
+    /**
+     * Subjects
+     *
+     * held-out subjects
+     */
+    subjects: number;
+    [key: string]: unknown;
+};
+
+/**
+ * CVMetric
+ *
+ * One metric of a cross-validation: pooled over every fold's held-out slices.
+ */
+export type CvMetric = {
+    /**
+     * Ci95
+     *
+     * 95 % percentile bootstrap over subjects
+     */
+    ci95: [
+        number,
+        number
+    ];
+    /**
+     * Fold Mean
+     *
+     * mean of the folds' values
+     */
+    fold_mean?: number | null;
+    /**
+     * Pooled
+     *
+     * over the held-out predictions of all folds, pooled
+     */
+    pooled: number;
+};
+
+/**
  * Calibration
  *
  * How each head's probabilities are calibrated (applied in serving).
@@ -604,6 +684,54 @@ export type ClassifyResult = {
      * classifier outputs withheld: the image is outside the models' domain (ask again with allow_out_of_domain=true to see them anyway)
      */
     withheld?: boolean;
+};
+
+/**
+ * CrossValidation
+ *
+ * k-fold cross-validation of the bundle's config (subject-grouped, source-stratified).
+ */
+export type CrossValidation = {
+    /**
+     * Epochs Cap
+     */
+    epochs_cap?: unknown;
+    /**
+     * Evaluated
+     */
+    evaluated?: string | null;
+    /**
+     * Folds
+     */
+    folds?: Array<CvFold>;
+    /**
+     * K
+     */
+    k: number;
+    /**
+     * Metrics
+     *
+     * name -> pooled (held-out predictions of all folds), fold_mean, ci95 (95 % bootstrap over subjects)
+     */
+    metrics: {
+        [key: string]: CvMetric;
+    };
+    /**
+     * Note
+     */
+    note?: string;
+    /**
+     * Seconds
+     */
+    seconds?: number | null;
+    /**
+     * Slices
+     */
+    slices: number;
+    /**
+     * Subjects
+     */
+    subjects: number;
 };
 
 /**
@@ -1932,6 +2060,10 @@ export type ModelCard = {
      * Created
      */
     created?: string | null;
+    /**
+     * k-fold cross-validation of the bundle's config (subject-grouped folds, pooled held-out predictions, 95% interval by resampling subjects), when it was run
+     */
+    cross_validation?: CrossValidation | null;
     dataset?: DatasetRecord | null;
     /**
      * Default
@@ -2020,6 +2152,10 @@ export type ModelInfo = {
      * classifiers: the temperature applied to each head's probabilities and the expected calibration error before and after
      */
     calibration?: Calibration | null;
+    /**
+     * k-fold cross-validation of the bundle's config (subject-grouped folds, pooled held-out predictions, 95% interval by resampling subjects), when it was run
+     */
+    cross_validation?: CrossValidation | null;
     /**
      * Default
      *

@@ -3,11 +3,14 @@ import { useId } from 'react';
 import type {
   Calibration,
   CamMethod,
+  CrossValidation,
   ExplanationBenchmark,
   HeadCalibration,
+  Metrics,
   MethodFaithfulness,
   PlotLink,
 } from '../client/types.gen';
+import { formatMetricName, formatPercent } from '../lib/format';
 import { methodLabel } from '../lib/methods';
 import { AuthImage } from './AuthImage';
 
@@ -159,6 +162,90 @@ export function CalibrationSection({ calibration, plots }: { calibration: Calibr
           </SimpleGrid>
         )}
       </Stack>
+    </Paper>
+  );
+}
+
+/** Accuracies as percentages, the other metrics (IoU, Dice, F1, recall) as fractions. */
+function metricValue(name: string, value: number | null | undefined): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+  return name.endsWith('accuracy') ? formatPercent(value, 1) : num(value);
+}
+
+/**
+ * Where the single split's value and the cross-validated interval sit on the metric's 0–1 scale
+ * (decorative: the cells beside it give the same numbers).
+ */
+function IntervalStrip({ single, pooled, ci }: { single: number | null; pooled: number; ci: [number, number] }) {
+  const x = (v: number) => 4 + Math.min(1, Math.max(0, v)) * 112;
+  return (
+    <svg width={120} height={18} aria-hidden="true" focusable="false" data-testid="cv-strip">
+      <line x1={x(0)} x2={x(1)} y1={9} y2={9} stroke="var(--mantine-color-gray-4)" />
+      <rect x={x(ci[0])} y={4} width={Math.max(1, x(ci[1]) - x(ci[0]))} height={10} rx={2} fill="var(--mantine-color-blue-2)" />
+      <circle cx={x(pooled)} cy={9} r={3} fill="var(--mantine-color-blue-8)" />
+      {single !== null && (
+        <path d={`M ${x(single)} 2 l 3 7 l -3 7 l -3 -7 z`} fill="var(--mantine-color-orange-7)" />
+      )}
+    </svg>
+  );
+}
+
+/** k-fold cross-validation beside the single test split: pooled value, interval, every fold. */
+export function CrossValidationSection({ cv, single }: { cv: CrossValidation; single: Metrics }) {
+  const titleId = useId();
+  const folds = cv.folds ?? [];
+  const singleValues = single as Record<string, unknown>;
+  return (
+    <Paper withBorder p="md" component="section" aria-labelledby={titleId} data-testid="cv-section">
+      <Title order={2} size="h5" mb="xs" id={titleId}>
+        Cross-validation
+      </Title>
+      <Text size="sm" mb="sm">
+        The model was trained again by its own configuration on each of {cv.k} folds of {cv.subjects} subjects and
+        tested on the subjects it left out, so every slice is predicted once by a model that never saw its subject.
+        Its interval shows how much the single test split&apos;s number could owe to which subjects it happened to hold.
+        {cv.note ? ` Note: ${cv.note}.` : ''}
+      </Text>
+      <Table.ScrollContainer minWidth={560}>
+        <Table verticalSpacing={4} fz="sm" striped data-testid="cv-table">
+          <Table.Caption>
+            {cv.k} folds, {cv.slices} slices from {cv.subjects} subjects, grouped by subject and spread evenly within
+            each source; interval: 95% bootstrap over subjects
+            {cv.evaluated ? `; run ${cv.evaluated}` : ''}. In the strip, the bar is the interval, the dot the
+            cross-validated value and the diamond the single split.
+          </Table.Caption>
+          <Table.Thead>
+            <Table.Tr>
+              <Table.Th scope="col">Metric</Table.Th>
+              <Table.Th scope="col">Single test split</Table.Th>
+              <Table.Th scope="col">Cross-validated (95% interval)</Table.Th>
+              <Table.Th scope="col">Each fold</Table.Th>
+              <Table.Th scope="col">On a 0–1 scale</Table.Th>
+            </Table.Tr>
+          </Table.Thead>
+          <Table.Tbody>
+            {Object.entries(cv.metrics).map(([name, m]) => {
+              const raw = singleValues[name];
+              const split = typeof raw === 'number' && Number.isFinite(raw) ? raw : null;
+              return (
+                <Table.Tr key={name} data-testid={`cv-row-${name}`}>
+                  <Table.Th scope="row" fw={500}>
+                    {formatMetricName(name)}
+                  </Table.Th>
+                  <Table.Td>{metricValue(name, split)}</Table.Td>
+                  <Table.Td>
+                    {metricValue(name, m.pooled)} ({metricValue(name, m.ci95[0])}–{metricValue(name, m.ci95[1])})
+                  </Table.Td>
+                  <Table.Td>{folds.map((f) => metricValue(name, f.metrics[name])).join(' · ')}</Table.Td>
+                  <Table.Td>
+                    <IntervalStrip single={split} pooled={m.pooled} ci={m.ci95} />
+                  </Table.Td>
+                </Table.Tr>
+              );
+            })}
+          </Table.Tbody>
+        </Table>
+      </Table.ScrollContainer>
     </Paper>
   );
 }

@@ -34,9 +34,26 @@ export function formatBytes(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** Words of metric and field names that are written as abbreviations. */
+const ABBREVIATIONS: Record<string, string> = {
+  iou: 'IoU',
+  roc: 'ROC',
+  auc: 'AUC',
+  f1: 'F1',
+  ece: 'ECE',
+  nll: 'NLL',
+  ci95: '95% interval',
+  sha256: 'SHA-256',
+};
+
+/** A snake_case or dotted name as words: `stage_macro_f1` → "Stage macro F1", `as_status` → "AS status". */
 export function formatMetricName(name: string): string {
-  const spaced = name.replace(/[_.]+/g, ' ').trim();
-  return spaced.charAt(0).toUpperCase() + spaced.slice(1);
+  const words = name.replace(/[_.]+/g, ' ').trim().split(' ');
+  const spelled = words.map((w, i) =>
+    ABBREVIATIONS[w.toLowerCase()] ?? (i === 0 && w === 'as' && words[1] === 'status' ? 'AS' : w),
+  );
+  const text = spelled.join(' ');
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 export function capitalize(value: string | null | undefined): string {

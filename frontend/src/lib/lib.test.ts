@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { sniffFormat } from './fileFormat';
+import { formatMetricName } from './format';
 import { flattenMetrics, headlineMetric } from './metrics';
 import { colorizeHeatmap, contourMask, jet, jetValue } from './pixels';
 import { faithfulnessSentence, orderedProbabilities } from './results';
@@ -99,5 +100,16 @@ describe('pixels', () => {
     expect(alpha(2, 1)).toBe(255);
     expect(alpha(2, 2)).toBe(0); // the centre of the 3x3 block is inside, not on the edge
     expect(alpha(0, 0)).toBe(0);
+  });
+});
+
+describe('formatMetricName', () => {
+  it('spells the abbreviations of metric names as they are written', () => {
+    expect(formatMetricName('iou')).toBe('IoU');
+    expect(formatMetricName('binary_roc_auc')).toBe('Binary ROC AUC');
+    expect(formatMetricName('stage_macro_f1')).toBe('Stage macro F1');
+    expect(formatMetricName('as_status')).toBe('AS status');
+    expect(formatMetricName('per_source.chu.dice')).toBe('Per source chu dice');
+    expect(formatMetricName('confusion_binary')).toBe('Confusion binary');
   });
 });

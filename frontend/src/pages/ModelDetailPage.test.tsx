@@ -81,10 +81,51 @@ describe('ModelDetailPage', () => {
     await screen.findByText('Measured metrics');
     expect(screen.queryByRole('region', { name: 'Explanation methods' })).not.toBeInTheDocument();
     expect(screen.queryByRole('region', { name: 'Calibration' })).not.toBeInTheDocument();
+    expect(screen.queryByRole('region', { name: 'Cross-validation' })).not.toBeInTheDocument();
     expect(screen.queryByTestId('explanation-table')).not.toBeInTheDocument();
     expect(screen.queryByTestId('calibration-table')).not.toBeInTheDocument();
     expect(screen.queryByTestId('default-method-line')).not.toBeInTheDocument();
     // Without a calibration section the reliability plots stay with the others.
     expect(screen.getByAltText('Reliability binary')).toBeInTheDocument();
+  });
+
+  it('sets the cross-validated values and their intervals beside the single split, fold by fold', async () => {
+    const fold = (i: number, accuracy: number, recall: number | null) => ({
+      fold: i,
+      subjects: 15,
+      n: 135,
+      metrics: { binary_accuracy: accuracy, early_recall: recall },
+    });
+    renderCard(
+      modelCard({
+        metrics: { binary_accuracy: 0.9778, early_recall: 0.875 },
+        cross_validation: {
+          k: 2,
+          subjects: 30,
+          slices: 270,
+          evaluated: '2026-12-03',
+          note: 'labels are the dataset\'s own',
+          metrics: {
+            binary_accuracy: { pooled: 0.963, fold_mean: 0.9631, ci95: [0.9475, 0.9769] },
+            early_recall: { pooled: 0.678, fold_mean: 0.7, ci95: [0.569, 0.786] },
+          },
+          folds: [fold(0, 0.9778, 0.7), fold(1, 0.9407, null)],
+        },
+      }),
+    );
+    const section = await screen.findByRole('region', { name: 'Cross-validation' });
+    expect(section).toHaveTextContent('tested on the subjects it left out');
+    expect(section).toHaveTextContent("Note: labels are the dataset's own.");
+    const table = within(section).getByRole('table');
+    expect(table).toHaveTextContent('2 folds, 270 slices from 30 subjects');
+    expect(table).toHaveTextContent('95% bootstrap over subjects; run 2026-12-03');
+    const accuracy = within(table).getByRole('row', { name: /Binary accuracy/ });
+    const cells = within(accuracy).getAllByRole('cell').map((c) => c.textContent);
+    expect(cells.slice(0, 3)).toEqual(['97.8%', '96.3% (94.8%–97.7%)', '97.8% · 94.1%']);
+    const recall = within(table).getByRole('row', { name: /Early recall/ });
+    const recallCells = within(recall).getAllByRole('cell').map((c) => c.textContent);
+    // A fold without Early slices has no recall: a dash, not a zero.
+    expect(recallCells.slice(0, 3)).toEqual(['0.875', '0.678 (0.569–0.786)', '0.700 · —']);
+    expect(within(section).getAllByTestId('cv-strip')).toHaveLength(2);
   });
 });

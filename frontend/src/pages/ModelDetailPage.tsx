@@ -5,7 +5,12 @@ import { ApiError } from '../api/errors';
 import { useModelCard } from '../api/queries';
 import { AuthImage } from '../components/AuthImage';
 import { ErrorAlert } from '../components/ErrorAlert';
-import { CalibrationSection, ExplanationSection, isReliabilityPlot } from '../components/ModelQuality';
+import {
+  CalibrationSection,
+  CrossValidationSection,
+  ExplanationSection,
+  isReliabilityPlot,
+} from '../components/ModelQuality';
 import { PageHeader } from '../components/PageHeader';
 import { ResearchNotice } from '../components/ResearchNotice';
 import { EmptyState, PageLoader } from '../components/States';
@@ -150,6 +155,7 @@ export function ModelDetailPage() {
           </Grid.Col>
           <Grid.Col span={{ base: 12, md: 7 }}>
             <Stack gap="md">
+              {m.cross_validation && <CrossValidationSection cv={m.cross_validation} single={m.metrics ?? {}} />}
               {m.explanation && <ExplanationSection benchmark={m.explanation} />}
               {m.calibration && <CalibrationSection calibration={m.calibration} plots={allPlots} />}
               <Paper withBorder p="md">
