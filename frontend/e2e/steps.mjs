@@ -427,6 +427,8 @@ export function makeSuite({ base, files, artifacts, log }) {
         await page.getByRole('heading', { name: 'Model registry' }).waitFor();
         await page.getByTestId('registry-seg_tiny').waitFor();
         assert((await page.getByTestId('registry-cnn_tiny_b').count()) === 1, 'all bundles listed');
+        const cvLine = await page.getByTestId('cv-headline-seg_tiny').innerText();
+        assert(cvLine.includes('Cross-validated dice (2 folds): 75.0% (70.0%–79.0%)'), `registry CV line: ${cvLine}`);
         await screenshot(page, 'models');
         await page.getByTestId('registry-cnn_tiny').getByRole('link').click();
         await page.getByRole('heading', { name: /cnn_tiny \(random/ }).waitFor();

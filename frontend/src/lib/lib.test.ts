@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { sniffFormat } from './fileFormat';
 import { formatMetricName } from './format';
-import { flattenMetrics, headlineMetric } from './metrics';
+import { crossValidatedHeadline, flattenMetrics, headlineMetric } from './metrics';
 import { colorizeHeatmap, contourMask, jet, jetValue } from './pixels';
 import { faithfulnessSentence, orderedProbabilities } from './results';
 
@@ -35,6 +35,17 @@ describe('metrics', () => {
     expect(headlineMetric('classification', { binary_accuracy: 85 })?.value).toBeCloseTo(0.85);
     expect(headlineMetric('segmentation', { test: { dice: 0.91 } })).toEqual({ label: 'Dice', value: 0.91 });
     expect(headlineMetric('classification', {})).toBeNull();
+  });
+
+  it('takes the cross-validated headline from the same metric, with its interval', () => {
+    const metric = (pooled: number): { pooled: number; ci95: [number, number] } => ({ pooled, ci95: [pooled - 0.02, pooled + 0.01] });
+    const seg = { k: 5, metrics: { iou: metric(0.81), dice: metric(0.89) } };
+    expect(crossValidatedHeadline('segmentation', seg)).toEqual({ label: 'Dice', value: 0.89, low: 0.87, high: 0.9, folds: 5 });
+    expect(crossValidatedHeadline('segmentation', { k: 5, metrics: { iou: metric(0.81) } })?.label).toBe('IoU');
+    const cls = { k: 5, metrics: { binary_accuracy: metric(0.963), stage_accuracy: metric(0.88) } };
+    expect(crossValidatedHeadline('classification', cls)?.value).toBe(0.963);
+    expect(crossValidatedHeadline('classification', { k: 5, metrics: { stage_accuracy: metric(0.88) } })).toBeNull();
+    expect(crossValidatedHeadline('segmentation', null)).toBeNull();
   });
 
   it('flattens nested metrics for tables', () => {

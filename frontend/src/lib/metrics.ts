@@ -74,3 +74,32 @@ export function flattenMetrics(metrics: Json, prefix = '', depth = 3): Array<[st
   }
   return rows;
 }
+
+export interface CrossValidatedHeadline extends HeadlineMetric {
+  low: number;
+  high: number;
+  folds: number;
+}
+
+/**
+ * The cross-validated counterpart of the headline number (Dice, else IoU, for segmenters; AS
+ * status accuracy for classifiers) with its 95% interval, when the bundle was cross-validated.
+ */
+export function crossValidatedHeadline(
+  task: string,
+  cv: { k: number; metrics: Record<string, { pooled: number; ci95: [number, number] }> } | null | undefined,
+): CrossValidatedHeadline | null {
+  if (!cv) return null;
+  const candidates: [string, string][] =
+    task === 'segmentation'
+      ? [
+          ['dice', 'Dice'],
+          ['iou', 'IoU'],
+        ]
+      : [['binary_accuracy', 'Accuracy']];
+  for (const [key, label] of candidates) {
+    const m = cv.metrics[key];
+    if (m && Number.isFinite(m.pooled)) return { label, value: m.pooled, low: m.ci95[0], high: m.ci95[1], folds: cv.k };
+  }
+  return null;
+}

@@ -8,12 +8,13 @@ import { PageHeader } from '../components/PageHeader';
 import { ResearchNotice } from '../components/ResearchNotice';
 import { CardsSkeleton, EmptyState } from '../components/States';
 import { formatCount, formatMetricName, formatPercent } from '../lib/format';
-import { flattenMetrics, headlineMetric } from '../lib/metrics';
+import { crossValidatedHeadline, flattenMetrics, headlineMetric } from '../lib/metrics';
 import { provenanceSentence } from '../lib/results';
 import { usePageTitle } from '../lib/usePageTitle';
 
 function ModelCardSummary({ model }: { model: ModelInfo }) {
   const metric = headlineMetric(model.task, model.metrics);
+  const cv = crossValidatedHeadline(model.task, model.cross_validation);
   const rows = flattenMetrics(model.metrics).slice(0, 6);
   return (
     <Card withBorder padding="md" component="article" aria-label={model.display_name} data-testid={`registry-${model.key}`}>
@@ -45,6 +46,12 @@ function ModelCardSummary({ model }: { model: ModelInfo }) {
         {metric && (
           <Text size="sm">
             Measured {metric.label.toLowerCase()}: <strong>{formatPercent(metric.value, 1)}</strong>
+          </Text>
+        )}
+        {cv && (
+          <Text size="sm" data-testid={`cv-headline-${model.key}`}>
+            Cross-validated {cv.label.toLowerCase()} ({cv.folds} folds): <strong>{formatPercent(cv.value, 1)}</strong>{' '}
+            ({formatPercent(cv.low, 1)}–{formatPercent(cv.high, 1)})
           </Text>
         )}
         {rows.length > 0 && (
