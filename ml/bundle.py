@@ -180,6 +180,14 @@ def update_manifest(bundle_dir: str | Path, updates: dict[str, Any]) -> Manifest
     return updated
 
 
+def refresh_model_card(bundle_dir: str | Path) -> None:
+    """Render the bundle's model card (README.md) again from its manifest as it is now."""
+    from ml.model_card import render_model_card
+
+    bundle_dir = Path(bundle_dir)
+    write_text_atomic(bundle_dir / MODEL_CARD, render_model_card(read_manifest(bundle_dir)))
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

@@ -105,6 +105,36 @@ def _explanation_lines(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _cross_validation_lines(manifest: Manifest) -> list[str]:
+    """Cross-validated metrics (pooled, interval, each fold) beside the single split's."""
+    cv = manifest.cross_validation
+    if cv is None:
+        return []
+    single = manifest.metrics.model_dump()
+    run = f"`spondyscan evaluate --cv {cv.k}`" + (f", {cv.evaluated}" if cv.evaluated else "")
+    note = f" {cv.note[:1].upper()}{cv.note[1:]}." if cv.note else ""
+    fold_names = "".join(f" fold {f.fold} |" for f in cv.folds)
+    lines = [
+        "",
+        "## Cross-validation",
+        "",
+        f"{cv.k} folds over {cv.subjects} subjects ({cv.slices} slices), grouped by subject and "
+        "spread evenly within each source; the config retrained on each fold's other subjects; "
+        f"held-out predictions pooled; 95 % interval by resampling subjects ({run}).{note}",
+        "",
+        f"| metric | single split | cross-validated |{fold_names}",
+        "|---|---|---|" + "---|" * len(cv.folds),
+    ]
+    for name, m in cv.metrics.items():
+        pct = name.endswith("accuracy")
+        folds = " | ".join(_fmt(f.metrics.get(name), pct) for f in cv.folds)
+        lines.append(
+            f"| {name} | {_fmt(single.get(name), pct)} | {_fmt(m.pooled, pct)} "
+            f"[{_fmt(m.ci95[0], pct)}, {_fmt(m.ci95[1], pct)}] | {folds} |"
+        )
+    return lines
+
+
 def render_model_card(manifest: Manifest) -> str:
     """README.md of a bundle: what the model is, how it was trained, what it scored, limits."""
     w, m = manifest.weights, manifest.metrics
@@ -143,6 +173,7 @@ def render_model_card(manifest: Manifest) -> str:
         lines += ["", "Details: [REPORT.md](REPORT.md)."]
     else:
         lines.append("Not evaluated yet (`spondyscan evaluate`).")
+    lines += _cross_validation_lines(manifest)
     lines += _explanation_lines(manifest)
     lines += ["", "## Intended use", "", manifest.intended_use or RESEARCH_USE_NOTICE, ""]
     return "\n".join(line for line in lines if line is not None) + "\n"

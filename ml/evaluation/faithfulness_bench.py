@@ -333,7 +333,7 @@ def run_benchmark(
             weights and so their hash are untouched).
         progress: see :func:`benchmark_bundle`.
     """
-    from ml.bundle import load_bundle, update_manifest
+    from ml.bundle import load_bundle, refresh_model_card, update_manifest
     from ml.data.dataset import load_split, resize_images
     from ml.evaluation.evaluate import model_input_size
 
@@ -364,7 +364,7 @@ def run_benchmark(
         models[bundle.key] = record
         if write:
             update_manifest(path, {"explanation": record.model_dump(mode="json")})
-            _refresh_card(Path(path))
+            refresh_model_card(path)
     return FaithfulnessTable(
         split=split,
         dataset=Path(dataset_dir).name,
@@ -389,14 +389,6 @@ def _cpus() -> int | None:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def _refresh_card(bundle_dir: Path) -> None:
-    """Render the bundle's model card again from its updated manifest."""
-    from ml.bundle import read_manifest, write_text_atomic
-    from ml.model_card import render_model_card
-
-    write_text_atomic(bundle_dir / "README.md", render_model_card(read_manifest(bundle_dir)))
 
 
 # ----------------------------------------------------------------------------- report

@@ -117,7 +117,7 @@ def run_cv(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     bundle = Path(args.models_dir) / report.key
     if not args.no_write and (bundle / "manifest.json").is_file():
-        from ml.bundle import update_manifest
+        from ml.bundle import refresh_model_card, update_manifest
         from ml.manifest import CrossValidation
 
         record = CrossValidation(
@@ -125,6 +125,7 @@ def run_cv(args: argparse.Namespace) -> int:
             epochs_cap=epochs, evaluated=str(_dt.date.today()),
         )  # fmt: skip
         update_manifest(bundle, {"cross_validation": record.model_dump(mode="json")})
-        print(f"recorded in {bundle / 'manifest.json'} (cross_validation)")
+        refresh_model_card(bundle)
+        print(f"recorded in {bundle / 'manifest.json'} (cross_validation) and its model card")
     print(RESEARCH_USE_NOTICE)
     return 0

@@ -85,6 +85,12 @@ def test_cross_validate_trains_each_fold(synthetic_dataset, tmp_path):
     assert acc["ci95"][0] <= acc["pooled"] <= acc["ci95"][1]
     record = read_manifest(models / "tiny_cls").cross_validation
     assert record is not None and record.k == 2 and record.slices == n_rows
+    card = (models / "tiny_cls" / "README.md").read_text()
+    pooled = record.metrics["binary_accuracy"]
+    row = next(line for line in card.splitlines() if line.startswith("| binary_accuracy |"))
+    assert "## Cross-validation" in card and f"{2} folds over {report['subjects']} subjects" in card
+    assert f"{100 * pooled.pooled:.2f} % [{100 * pooled.ci95[0]:.2f} %" in row
+    assert row.count("|") == 6  # metric, single split, pooled, one column per fold
 
 
 def _child_config() -> dict:
