@@ -149,8 +149,13 @@ def normalize_config(raw: dict[str, Any], source: str = "config") -> dict[str, A
     return cfg
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and normalise a YAML training config; ``path`` may also be a bare key."""
+def load_config(path: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Read and normalise a YAML training config; ``path`` may also be a bare key, or a config
+    dict (normalised again, keeping its ``_path``)."""
+    if isinstance(path, dict):
+        cfg = normalize_config({k: v for k, v in path.items() if k != "_path"})
+        cfg["_path"] = path.get("_path", "")
+        return cfg
     p = Path(path)
     if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
         p = CONFIG_DIR / f"{path}.yaml"

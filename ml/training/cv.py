@@ -163,34 +163,23 @@ def _plain(cfg: dict[str, Any]) -> Any:
     return json.loads(json.dumps({k: v for k, v in cfg.items() if not k.startswith("_")}))
 
 
-def _load(config: str | Path | dict[str, Any]) -> dict[str, Any]:
-    from ml.training.config import load_config, normalize_config
-
-    if isinstance(config, dict):
-        return {**normalize_config({k: v for k, v in config.items() if k != "_path"}),
-                "_path": config.get("_path", "")}  # fmt: skip
-    return load_config(config)
-
-
 def reusable_bundle(
     bundle: Path, cfg: dict[str, Any], fold_dir: Path, epochs: int | list[int] | None
 ) -> bool:
     """Whether ``bundle`` was trained by this very config (and epoch cap) on this fold's dataset
     (the same dataset.csv bytes, so the same held-out subjects) and scored on its test split."""
-    import hashlib
-
     from ml.bundle import BundleError, read_manifest
+    from ml.data.dataset import read_rows
 
     try:
         m = read_manifest(bundle)
     except (BundleError, OSError):
         return False
-    csv_bytes = (fold_dir / "annotations" / "dataset.csv").read_bytes()
     record = m.training.model_dump() if m.training else {}
     return (
         m.key == cfg["key"]
         and m.dataset is not None
-        and m.dataset.hash == hashlib.sha256(csv_bytes).hexdigest()
+        and m.dataset.hash == read_rows(fold_dir)[1]
         and record.get("config") == _plain(cfg)
         and record.get("epochs_override") == epochs
         and (bundle / "metrics_per_image.csv").is_file()
@@ -293,10 +282,12 @@ def cross_validate(
     import time
 
     from ml.data.dataset import load_split
+    from ml.training.config import load_config
 
     t0 = time.perf_counter()
-    cfg = _load(config)
+    cfg = load_config(config)
     parent = _parent_config(cfg)
+    parent_epochs = epochs if isinstance(epochs, int) else None
     data = load_split(dataset_dir, None)
     folds = subject_folds(data.subject_ids, data.sources, k, seed)
     subject_of = {r["image_id"]: r["subject_id"] for r in data.rows}
@@ -312,7 +303,6 @@ def cross_validate(
         record: dict[str, Any] = {"fold": i, "subjects": len(test_subjects)}
         fold_cfg = cfg
         if parent is not None:
-            parent_epochs = epochs if isinstance(epochs, int) else None
             start = _fold_model(
                 parent, fold_dir, work.parent / parent["key"] / f"fold{i}", parent_epochs, True
             )

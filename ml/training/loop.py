@@ -22,7 +22,7 @@ import numpy as np
 from ml.manifest import Manifest
 from ml.training.caching import adapt_layers, carry_optimizer_state, fit_view, precompute
 from ml.training.callbacks import make_callbacks
-from ml.training.config import load_config, normalize_config, stages
+from ml.training.config import load_config, stages
 from ml.training.optim import compile_for_task
 from ml.training.records import dataset_record, file_record, machine_info, provenance
 
@@ -344,11 +344,7 @@ def _start(
     from ml.data.dataset import load_split
     from ml.data.splits import validation_split
 
-    if isinstance(config, dict):
-        cfg = normalize_config({k: v for k, v in config.items() if k != "_path"})
-        cfg["_path"] = config.get("_path", "")
-    else:
-        cfg = load_config(config)
+    cfg = load_config(config)
     seed = int(cfg["seed"])
     keras.utils.set_random_seed(seed)
     train_data = load_split(dataset_dir, "train")

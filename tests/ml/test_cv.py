@@ -4,7 +4,6 @@ subject-bootstrap intervals; a real (tiny) training run per fold."""
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +87,7 @@ def test_cross_validate_trains_each_fold(synthetic_dataset, tmp_path):
     card = (models / "tiny_cls" / "README.md").read_text()
     pooled = record.metrics["binary_accuracy"]
     row = next(line for line in card.splitlines() if line.startswith("| binary_accuracy |"))
-    assert "## Cross-validation" in card and f"{2} folds over {report['subjects']} subjects" in card
+    assert "## Cross-validation" in card and f"2 folds over {report['subjects']} subjects" in card
     assert f"{100 * pooled.pooled:.2f} % [{100 * pooled.ci95[0]:.2f} %" in row
     assert row.count("|") == 6  # metric, single split, pooled, one column per fold
 
@@ -147,7 +146,9 @@ def test_warm_started_config_retrains_its_parent_on_each_fold_and_resumes(
 
 
 def _csv_sha256(dataset: Path) -> str:
-    return hashlib.sha256((dataset / "annotations" / "dataset.csv").read_bytes()).hexdigest()
+    from ml.data.dataset import read_rows
+
+    return read_rows(dataset)[1]
 
 
 def test_warm_start_without_a_config_is_refused(synthetic_dataset, tmp_path, capsys):
