@@ -277,7 +277,10 @@ class CVFold(_Open):
     metrics: dict[str, float | None]
     epochs: int | None = Field(default=None, description="epochs the fold's training ran")
     reused: bool | None = Field(
-        default=None, description="its bundle came from an earlier, interrupted run (--resume)"
+        default=None, description="its result or bundle came from an earlier run (--resume)"
+    )
+    seconds: float | None = Field(
+        default=None, description="training time of its model (and of its warm-start bundle)"
     )
     init_from: dict[str, Any] | None = Field(
         default=None, description="the fold's own warm-start bundle (a warm-started config)"
@@ -297,6 +300,16 @@ class CrossValidation(BaseModel):
         "(95 % bootstrap over subjects)"
     )
     folds: list[CVFold] = Field(default_factory=list)
+    by_source: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="source -> subjects, n (slices) and each metric pooled over its held-out "
+        "slices",
+    )
+    fold_results: str | None = Field(
+        default=None,
+        description="bundle folder with each fold's provenance and held-out per-slice scores "
+        "(foldN.json): the pooled numbers can be recomputed from it",
+    )
     epochs_cap: Any = None
     seconds: float | None = None
     note: str = ""

@@ -132,6 +132,23 @@ def _cross_validation_lines(manifest: Manifest) -> list[str]:
             f"| {name} | {_fmt(single.get(name), pct)} | {_fmt(m.pooled, pct)} "
             f"[{_fmt(m.ci95[0], pct)}, {_fmt(m.ci95[1], pct)}] | {folds} |"
         )
+    if cv.by_source:
+        names = list(cv.metrics)
+        lines += [
+            "",
+            "Pooled by source (held-out slices of each source's subjects):",
+            "",
+            "| source | subjects | slices | " + " | ".join(names) + " |",
+            "|---|---|---|" + "---|" * len(names),
+        ]
+        for source, v in cv.by_source.items():
+            shown = " | ".join(_fmt(v.get(n), n.endswith("accuracy")) for n in names)
+            lines.append(f"| {source} | {v['subjects']:.0f} | {v['n']:.0f} | {shown} |")
+    if cv.fold_results:
+        lines += [
+            "",
+            f"Each fold's provenance and held-out per-slice scores: `{cv.fold_results}`.",
+        ]
     return lines
 
 

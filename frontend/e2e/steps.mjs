@@ -442,6 +442,8 @@ export function makeSuite({ base, files, artifacts, log }) {
         await cv.waitFor();
         const iou = await cv.getByRole('row', { name: /^IoU/ }).innerText();
         assert(iou.includes('0.610 (0.550–0.660)') && iou.includes('0.580 · 0.640'), `IoU row: ${iou}`);
+        const source = await cv.getByRole('row', { name: /^phantom/ }).innerText();
+        assert(source.includes('6') && source.includes('54') && source.includes('0.610'), `source row: ${source}`);
         await screenshot(page, 'model-card-cross-validation');
       },
     },

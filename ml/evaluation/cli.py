@@ -68,8 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cal.add_argument(
         "--resume",
         action="store_true",
-        help="with --cv: reuse each fold's bundle an interrupted run left in --work-dir, when "
-        "its manifest shows the same config, epoch cap and fold",
+        help="with --cv: reuse each fold's result (in --work-dir or the bundle's "
+        "cross_validation/ folder) or bundle left by an earlier run, when it shows the same "
+        "config, epoch cap and fold",
+    )
+    cal.add_argument(
+        "--folds",
+        help="with --cv: train only these folds (e.g. 0,1); the others come from earlier "
+        "results with --resume, and nothing is pooled until every fold has one",
     )
     cal.add_argument(
         "--lumbar-mri",

@@ -80,7 +80,8 @@ def run_cv(args: argparse.Namespace) -> int:
 
     from ml import RESEARCH_USE_NOTICE
     from ml.clierror import CliError
-    from ml.training.cv import cross_validate
+    from ml.training.config import load_config
+    from ml.training.cv import CV_RESULTS, cross_validate, fold_result_name
 
     if args.model is None or args.dataset is None:
         raise CliError("--cv needs --model (a config key or YAML) and --dataset")
@@ -88,6 +89,13 @@ def run_cv(args: argparse.Namespace) -> int:
     if args.epochs:
         caps = [int(e) for e in str(args.epochs).split(",")]
         epochs = caps[0] if len(caps) == 1 else caps
+
+    folds = None
+    if args.folds:
+        try:
+            folds = sorted({int(f) for f in str(args.folds).split(",")})
+        except ValueError:
+            raise CliError(f"--folds takes fold numbers such as 0,2 (got {args.folds!r})") from None
 
     def progress(i: int, record: dict) -> None:
         how = "reused from an earlier run" if record["reused"] else f"{record['epochs']} epochs"
@@ -100,29 +108,50 @@ def run_cv(args: argparse.Namespace) -> int:
 
     key = Path(args.model).stem
     try:
+        bundle = Path(args.models_dir) / load_config(args.model)["key"]
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    writes = not args.no_write and (bundle / "manifest.json").is_file()
+    results = bundle / CV_RESULTS if writes else None
+    try:
         report = cross_validate(
             args.model, args.dataset, Path(args.work_dir) / key, k=args.cv, epochs=epochs,
-            resume=args.resume, progress=progress,
+            resume=args.resume, folds=folds, results_dir=results, progress=progress,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if report.missing:
+        done = [f["fold"] for f in report.folds]
+        rest = ",".join(str(i) for i in report.missing)
+        print(f"partial: {len(done)} of {report.k} folds have results "
+              f"({', '.join(map(str, done)) or 'none'}); nothing is pooled or recorded until "
+              f"every fold has one. Continue with --folds {rest} --resume"
+              + (f" (results kept in {results})" if results else ""))  # fmt: skip
+        print(RESEARCH_USE_NOTICE)
+        return 0
     for name, m in report.metrics.items():
         lo, hi = m["ci95"]
         fold_mean = "n/a" if m["fold_mean"] is None else f"{m['fold_mean']:.4f}"
         print(f"{name}: {m['pooled']:.4f} [{lo:.4f}, {hi:.4f}] (fold mean {fold_mean})")
     print(f"{report.k} folds, {report.subjects} subjects, {report.slices} slices, "
-          f"{report.seconds:.0f} s; {report.note}")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}")
-    bundle = Path(args.models_dir) / report.key
-    if not args.no_write and (bundle / "manifest.json").is_file():
+          f"{report.seconds:.0f} s of training; {report.note}")  # fmt: skip
+    for source, values in report.by_source.items():
+        shown = ", ".join(f"{m} {values[m]:.4f}" for m in values if m not in ("subjects", "n"))
+        print(f"  {source}: {shown} ({values['subjects']} subjects, {values['n']} slices)")
+    if writes:
         from ml.bundle import refresh_model_card, update_manifest
         from ml.manifest import CrossValidation
 
+        assert results is not None
+        for stale in results.glob("fold*.json"):  # left by an earlier run with more folds
+            if stale.name not in {fold_result_name(i) for i in range(report.k)}:
+                stale.unlink()
         record = CrossValidation(
             **{k: v for k, v in report.as_dict().items() if k not in ("key", "task")},
-            epochs_cap=epochs, evaluated=str(_dt.date.today()),
+            epochs_cap=epochs, evaluated=str(_dt.date.today()), fold_results=f"{CV_RESULTS}/",
         )  # fmt: skip
         update_manifest(bundle, {"cross_validation": record.model_dump(mode="json")})
         refresh_model_card(bundle)

@@ -14,6 +14,13 @@ from weights that saw its held-out subjects. Folds take tens of minutes each for
 CPU, so an interrupted run can be continued (``--resume``): a fold's bundle is reused only when its
 manifest shows the same config, epoch cap and fold dataset (the sha256 of its dataset.csv).
 
+Every finished fold leaves a small result file: its provenance (config, epoch cap, k, deal seed,
+fold dataset hash) and the held-out per-slice scores. ``spondyscan evaluate --cv`` keeps them in
+the bundle (``cross_validation/foldN.json``), so the pooled numbers can be recomputed from the
+bundle alone, and a cross-validation can be split over runs or machines (``--folds 0,1`` here,
+``--folds 2,3,4 --resume`` elsewhere with the bundle's folder): a result stands in for its fold
+only when all of its provenance matches.
+
 The labels are the dataset's own (the feature rule fitted on the original training split); the
 rule is not refitted per fold, which the report says.
 """
@@ -91,7 +98,9 @@ class CVReport:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> pooled, ci95
     subjects: int = 0
     slices: int = 0
-    seconds: float = 0.0  # this run's time plus the training time of any reused bundles
+    seconds: float = 0.0  # training time summed over the folds, wherever each was trained
+    by_source: dict[str, dict[str, Any]] = field(default_factory=dict)  # pooled per source
+    missing: list[int] = field(default_factory=list)  # folds with no result yet: nothing pooled
     note: str = (
         "labels are the dataset's own (feature rule fitted on the original training split, "
         "not refitted per fold)"
@@ -100,8 +109,9 @@ class CVReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "key": self.key, "task": self.task, "k": self.k, "folds": self.folds,
-            "metrics": self.metrics, "subjects": self.subjects, "slices": self.slices,
-            "seconds": round(self.seconds, 1), "note": self.note,
+            "metrics": self.metrics, "by_source": self.by_source, "subjects": self.subjects,
+            "slices": self.slices, "seconds": round(self.seconds, 1), "note": self.note,
+            **({"missing": self.missing} if self.missing else {}),
         }  # fmt: skip
 
 
@@ -247,6 +257,65 @@ def _parent_config(cfg: dict[str, Any]) -> dict[str, Any] | None:
         ) from None
 
 
+FOLD_FORMAT = "spondyscan.cv-fold/v1"
+CV_RESULTS = "cross_validation"  # the bundle folder that keeps each fold's result
+
+
+def fold_result_name(i: int) -> str:
+    """File name of fold ``i``'s result in a results folder (a bundle's ``cross_validation/``)."""
+    return f"fold{i}.json"
+
+
+def write_fold_result(path: Path, result: dict[str, Any]) -> None:
+    """Write one fold's result atomically (a half-written file is never left to be reused)."""
+    import json
+
+    from ml.bundle import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(result, indent=1) + "\n")
+
+
+def matching_fold_result(
+    path: Path, cfg: dict[str, Any], k: int, seed: int, fold: int, fold_hash: str, epochs: Any
+) -> dict[str, Any] | None:
+    """The fold result at ``path`` when it was made by this config and epoch cap on this very
+    fold (same k, deal seed, fold index and fold dataset hash); otherwise None."""
+    import json
+
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {
+        "format": FOLD_FORMAT, "key": cfg["key"], "k": k, "seed": seed, "fold": fold,
+        "dataset_sha256": fold_hash, "config": _plain(cfg), "epochs_cap": epochs,
+    }  # fmt: skip
+    if not isinstance(result, dict) or any(result.get(f) != v for f, v in wanted.items()):
+        return None
+    if not isinstance(result.get("rows"), list) or not isinstance(result.get("record"), dict):
+        return None
+    return result
+
+
+def by_source(rows: list[dict[str, Any]], task: str) -> dict[str, dict[str, Any]]:
+    """Pooled metrics of each source's held-out slices (``n``) and its subject count, keyed as
+    the single split's ``per_source``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("source", "")), []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for source in sorted(groups):
+        members = groups[source]
+        values = pooled_metrics(members, task)
+        out[source] = {
+            "subjects": len({r["subject_id"] for r in members}),
+            "n": len(members),
+            **{m: round(v, 4) for m, v in values.items() if np.isfinite(v)},
+        }
+    return out
+
+
 def cross_validate(
     config: str | Path | dict[str, Any],
     dataset_dir: str | Path,
@@ -257,6 +326,8 @@ def cross_validate(
     epochs: int | list[int] | None = None,
     n_boot: int = 1000,
     resume: bool = False,
+    folds: list[int] | None = None,
+    results_dir: str | Path | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> CVReport:
     """Train and test one config on ``k`` subject-grouped, source-stratified folds.
@@ -265,6 +336,12 @@ def cross_validate(
     config trained on each fold first, in the parent's own work folder (``work_dir``'s sibling
     named after the parent key, the layout its own cross-validation uses), and starts from it;
     a parent bundle already there that matches (same config, cap and fold) is reused.
+
+    Each finished fold leaves its result (provenance and held-out per-slice scores) in
+    ``work_dir/foldN/result.json`` and, when ``results_dir`` is given, as ``foldN.json`` there.
+    A cross-validation can therefore be split over runs and machines: ``folds`` limits which
+    folds this run trains, and with ``resume`` a matching result from either place stands in for
+    its fold. A fold with neither is listed in ``report.missing`` and nothing is pooled.
 
     Args:
         config: YAML path, config key or dict (as for ``spondyscan train``).
@@ -275,58 +352,68 @@ def cross_validate(
         epochs: cap on each stage's epochs (quick runs); None runs the config's schedule. An
             integer cap applies to a parent config too; a per-stage list does not.
         n_boot: bootstrap resamples of subjects.
-        resume: reuse a fold's bundle left by an earlier, interrupted run when it was trained by
-            the same config and cap on the same fold (:func:`reusable_bundle`).
+        resume: reuse a fold's result, or its bundle, left by an earlier run when it was made by
+            the same config and cap on the same fold (:func:`matching_fold_result`,
+            :func:`reusable_bundle`).
+        folds: the folds this run may train (None: every fold).
+        results_dir: a folder of fold results to read (with ``resume``) and to add to.
         progress: called after each fold with its index and record.
     """
-    import time
-
-    from ml.data.dataset import load_split
+    from ml.data.dataset import load_split, read_rows
     from ml.training.config import load_config
 
-    t0 = time.perf_counter()
     cfg = load_config(config)
     parent = _parent_config(cfg)
     parent_epochs = epochs if isinstance(epochs, int) else None
     data = load_split(dataset_dir, None)
-    folds = subject_folds(data.subject_ids, data.sources, k, seed)
+    deal = subject_folds(data.subject_ids, data.sources, k, seed)
+    if folds is not None and not set(folds) <= set(range(k)):
+        raise ValueError(f"--folds must name folds 0..{k - 1}, got {sorted(set(folds))}")
     subject_of = {r["image_id"]: r["subject_id"] for r in data.rows}
     work = Path(work_dir)
+    results = Path(results_dir) if results_dir is not None else None
+    report = CVReport(key=cfg["key"], task="", k=k)
     pooled: list[dict[str, Any]] = []
-    report: CVReport | None = None
-    earlier = 0.0  # training time of the bundles reused from earlier runs
     for i in range(k):
-        test_subjects = {s for s, f in folds.items() if f == i}
+        test_subjects = {s for s, f in deal.items() if f == i}
         fold_dir = write_fold_dataset(
             Path(dataset_dir), work / f"fold{i}" / "dataset", test_subjects
         )
-        record: dict[str, Any] = {"fold": i, "subjects": len(test_subjects)}
-        fold_cfg = cfg
-        if parent is not None:
-            start = _fold_model(
-                parent, fold_dir, work.parent / parent["key"] / f"fold{i}", parent_epochs, True
+        fold_hash = read_rows(fold_dir)[1]
+        places = [work / f"fold{i}" / "result.json"]
+        places += [results / fold_result_name(i)] if results is not None else []
+        result = next(
+            (
+                r
+                for r in (
+                    matching_fold_result(p, cfg, k, seed, i, fold_hash, epochs) for p in places
+                )
+                if r is not None
+            ),
+            None,
+        ) if resume else None  # fmt: skip
+        if result is not None:
+            record = {**result["record"], "reused": True}
+        elif folds is not None and i not in folds:
+            report.missing.append(i)
+            continue
+        else:
+            result = _train_fold(
+                cfg, parent, fold_dir, work, i, epochs, parent_epochs, resume, subject_of
             )
-            earlier += start.seconds if start.reused else 0.0
-            fold_cfg = {**cfg, "training": {**cfg["training"], "init_from": str(start.bundle)}}
-            record["init_from"] = {"bundle": str(start.bundle), "reused": start.reused}
-        fm = _fold_model(fold_cfg, fold_dir, work / f"fold{i}", epochs, resume)
-        earlier += fm.seconds if fm.reused else 0.0
-        report = report or CVReport(key=cfg["key"], task=fm.task, k=k)
-        with open(fm.bundle / "metrics_per_image.csv", newline="") as fh:
-            rows = [dict(r, subject_id=subject_of[r["image_id"]]) for r in csv.DictReader(fh)]
-        pooled += rows
-        record.update({
-            "n": len(rows),
-            "metrics": {  # None: undefined on this fold (e.g. Early recall without Early slices)
-                m: round(v, 4) if np.isfinite(v) else None
-                for m, v in pooled_metrics(rows, fm.task).items()
-            },
-            "epochs": fm.epochs_run, "reused": fm.reused,
-        })  # fmt: skip
+            result.update({"k": k, "seed": seed, "dataset_sha256": fold_hash})
+            record = result["record"]
+        for place in places:
+            write_fold_result(place, result)
+        report.task = report.task or result["task"]
+        pooled += result["rows"]
         report.folds.append(record)
+        report.seconds += float(result.get("seconds") or 0.0)
         if progress:
             progress(i, record)
-    assert report is not None
+    report.subjects = len(deal)
+    if report.missing:
+        return report
     means = pooled_metrics(pooled, report.task)
     cis = subject_bootstrap(pooled, report.task, n_boot)
     for name, value in means.items():
@@ -339,7 +426,48 @@ def cross_validate(
             "fold_mean": round(float(np.mean(fold_values)), 4) if fold_values else None,
             "ci95": [round(lo, 4), round(hi, 4)],
         }
-    report.subjects = len(folds)
+    report.by_source = by_source(pooled, report.task)
     report.slices = len(pooled)
-    report.seconds = time.perf_counter() - t0 + earlier
     return report
+
+
+def _train_fold(
+    cfg: dict[str, Any],
+    parent: dict[str, Any] | None,
+    fold_dir: Path,
+    work: Path,
+    i: int,
+    epochs: int | list[int] | None,
+    parent_epochs: int | None,
+    resume: bool,
+    subject_of: dict[str, str],
+) -> dict[str, Any]:
+    """Train (or, with ``resume``, reuse the bundle of) one fold and score its held-out slices:
+    the fold's result without the deal's provenance (k, seed, dataset hash)."""
+    record: dict[str, Any] = {"fold": i}
+    fold_cfg, seconds = cfg, 0.0
+    if parent is not None:
+        start = _fold_model(
+            parent, fold_dir, work.parent / parent["key"] / f"fold{i}", parent_epochs, True
+        )
+        seconds += start.seconds
+        fold_cfg = {**cfg, "training": {**cfg["training"], "init_from": str(start.bundle)}}
+        record["init_from"] = {"bundle": str(start.bundle), "reused": start.reused}
+    fm = _fold_model(fold_cfg, fold_dir, work / f"fold{i}", epochs, resume)
+    seconds += fm.seconds
+    with open(fm.bundle / "metrics_per_image.csv", newline="") as fh:
+        rows = [dict(r, subject_id=subject_of[r["image_id"]]) for r in csv.DictReader(fh)]
+    record.update({
+        "subjects": len({r["subject_id"] for r in rows}),
+        "n": len(rows),
+        "metrics": {  # None: undefined on this fold (e.g. Early recall without Early slices)
+            m: round(v, 4) if np.isfinite(v) else None
+            for m, v in pooled_metrics(rows, fm.task).items()
+        },
+        "epochs": fm.epochs_run, "reused": fm.reused, "seconds": round(seconds, 1),
+    })  # fmt: skip
+    return {
+        "format": FOLD_FORMAT, "key": cfg["key"], "fold": i, "task": fm.task,
+        "config": _plain(cfg), "epochs_cap": epochs, "seconds": round(seconds, 1),
+        "record": record, "rows": rows,
+    }  # fmt: skip

@@ -102,6 +102,8 @@ def _add_cross_validation(bundle: Path) -> None:
             "dice": {"pooled": 0.75, "fold_mean": 0.75, "ci95": (0.70, 0.79)},
         },
         folds=[fold(0, 0.58, 0.73), fold(1, 0.64, 0.77)],
+        by_source={"phantom": {"subjects": 6, "n": 54, "iou": 0.61, "dice": 0.75}},
+        fold_results="cross_validation/",
         note="browser-suite fixture, not a measurement",
     )  # fmt: skip
     update_manifest(bundle, {"cross_validation": record.model_dump(mode="json")})

@@ -130,10 +130,14 @@ def test_warm_started_config_retrains_its_parent_on_each_fold_and_resumes(
         started = child_m.training.model_dump()["init_from"]
         assert started["weights"]["sha256"] == parent_m.weights.sha256
 
+    # Fold 1's result file stands in for it; fold 0 lost its result (a run stopped between
+    # training and writing it), so its bundles are checked and reused instead.
     child_bundle = work / "fold0" / "models" / "tiny_seg_refined"
     before = (child_bundle / "manifest.json").stat().st_mtime_ns
+    (work / "fold0" / "result.json").unlink()
     again = cross_validate(_child_config(), synthetic_dataset, work, k=2, epochs=1, resume=True)
-    assert all(f["reused"] and f["init_from"]["reused"] for f in again.folds)
+    assert all(f["reused"] for f in again.folds)
+    assert again.folds[0]["init_from"]["reused"] and not again.folds[1]["init_from"]["reused"]
     assert again.metrics == first.metrics  # the same held-out predictions, pooled again
     assert (child_bundle / "manifest.json").stat().st_mtime_ns == before
 
@@ -165,3 +169,68 @@ def test_warm_start_without_a_config_is_refused(synthetic_dataset, tmp_path, cap
     assert main(args) == 2
     assert "no training config to retrain on each fold" in capsys.readouterr().err
     assert not (tmp_path / "cv" / "child" / "fold0" / "models").exists()
+
+
+def test_a_cross_validation_split_over_runs_pools_from_the_bundles_fold_results(
+    synthetic_dataset, tmp_path, capsys
+):
+    """Fold 0 here, fold 1 "elsewhere" (another work folder): the bundle's cross_validation/
+    folder carries fold 0's result across, nothing is recorded until both folds have one, and
+    the recorded numbers are those of the held-out rows the fold files keep."""
+    pytest.importorskip("keras")
+    import json
+
+    from ml.bundle import make_random_bundle, read_manifest
+    from ml.cli import main
+    from ml.training.cv import pooled_metrics
+
+    models = tmp_path / "models"
+    make_random_bundle(models, "tiny_seg", "attention_unet_lite", task="segmentation")
+    results = models / "tiny_seg" / "cross_validation"
+    base = ["evaluate", "--cv", "2", "--model", str(HERE / "configs" / "tiny_seg.yaml"),
+            "--dataset", str(synthetic_dataset), "--epochs", "1",
+            "--models-dir", str(models)]  # fmt: skip
+
+    assert main([*base, "--folds", "0", "--work-dir", str(tmp_path / "here")]) == 0
+    assert "partial: 1 of 2 folds have results (0)" in capsys.readouterr().out
+    assert sorted(p.name for p in results.iterdir()) == ["fold0.json"]
+    assert read_manifest(models / "tiny_seg").cross_validation is None
+
+    # A fold result made with another epoch cap is not this cross-validation's: not reused.
+    fold0 = json.loads((results / "fold0.json").read_text())
+    (results / "fold0.json").write_text(json.dumps({**fold0, "epochs_cap": 2}))
+    elsewhere = ["--work-dir", str(tmp_path / "elsewhere"), "--resume"]
+    assert main([*base, "--folds", "1", *elsewhere]) == 0
+    assert "partial: 1 of 2 folds have results (1)" in capsys.readouterr().out
+    assert read_manifest(models / "tiny_seg").cross_validation is None
+
+    # That run trained fold 1 and kept its result; with fold 0's restored, both stand in.
+    (results / "fold0.json").write_text(json.dumps(fold0))
+    assert main([*base, *elsewhere]) == 0
+    assert capsys.readouterr().out.count("reused from an earlier run") == 2
+    record = read_manifest(models / "tiny_seg").cross_validation
+    assert record is not None and record.fold_results == "cross_validation/"
+    assert [f.reused for f in record.folds] == [True, True]
+    files = [json.loads((results / f"fold{i}.json").read_text()) for i in range(2)]
+    rows = [r for f in files for r in f["rows"]]
+    n_rows = len((synthetic_dataset / "annotations" / "dataset.csv").read_text().splitlines()) - 1
+    assert record.slices == len(rows) == n_rows  # every slice held out exactly once
+    assert record.metrics["iou"].pooled == round(pooled_metrics(rows, "segmentation")["iou"], 4)
+    for source, values in record.by_source.items():
+        mine = [r for r in rows if r["source"] == source]
+        assert values["n"] == len(mine)
+        assert values["iou"] == round(pooled_metrics(mine, "segmentation")["iou"], 4)
+    assert sum(v["subjects"] for v in record.by_source.values()) == record.subjects
+    card = (models / "tiny_seg" / "README.md").read_text()
+    assert "Pooled by source" in card and "`cross_validation/`" in card
+
+
+def test_folds_outside_the_deal_are_refused(synthetic_dataset, tmp_path, capsys):
+    from ml.cli import main
+
+    args = ["evaluate", "--cv", "2", "--model", str(HERE / "configs" / "tiny_seg.yaml"),
+            "--dataset", str(synthetic_dataset), "--work-dir", str(tmp_path / "cv")]  # fmt: skip
+    assert main([*args, "--folds", "2"]) == 2
+    assert "--folds must name folds 0..1" in capsys.readouterr().err
+    assert main([*args, "--folds", "first"]) == 2
+    assert "--folds takes fold numbers" in capsys.readouterr().err

@@ -496,9 +496,15 @@ export type CvFold = {
     /**
      * Reused
      *
-     * its bundle came from an earlier, interrupted run (--resume)
+     * its result or bundle came from an earlier run (--resume)
      */
     reused?: boolean | null;
+    /**
+     * Seconds
+     *
+     * training time of its model (and of its warm-start bundle)
+     */
+    seconds?: number | null;
     /**
      * Subjects
      *
@@ -693,6 +699,16 @@ export type ClassifyResult = {
  */
 export type CrossValidation = {
     /**
+     * By Source
+     *
+     * source -> subjects, n (slices) and each metric pooled over its held-out slices
+     */
+    by_source?: {
+        [key: string]: {
+            [key: string]: number;
+        };
+    };
+    /**
      * Epochs Cap
      */
     epochs_cap?: unknown;
@@ -700,6 +716,12 @@ export type CrossValidation = {
      * Evaluated
      */
     evaluated?: string | null;
+    /**
+     * Fold Results
+     *
+     * bundle folder with each fold's provenance and held-out per-slice scores (foldN.json): the pooled numbers can be recomputed from it
+     */
+    fold_results?: string | null;
     /**
      * Folds
      */

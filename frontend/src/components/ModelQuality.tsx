@@ -246,6 +246,63 @@ export function CrossValidationSection({ cv, single }: { cv: CrossValidation; si
           </Table.Tbody>
         </Table>
       </Table.ScrollContainer>
+      {Object.keys(cv.by_source ?? {}).length > 0 && (
+        <CrossValidationBySource cv={cv} single={single} />
+      )}
+      {cv.fold_results && (
+        <Text size="xs" c="dimmed" mt="xs">
+          Each fold&apos;s provenance and held-out per-slice scores are kept in the bundle&apos;s{' '}
+          <code>{cv.fold_results}</code> folder.
+        </Text>
+      )}
     </Paper>
+  );
+}
+
+/** Each source's pooled held-out value beside its value on the single test split. */
+function CrossValidationBySource({ cv, single }: { cv: CrossValidation; single: Metrics }) {
+  const names = Object.keys(cv.metrics);
+  const perSource = (single.per_source ?? {}) as Record<string, Record<string, unknown>>;
+  const splitValue = (source: string, name: string): number | null => {
+    const raw = perSource[source]?.[name];
+    return typeof raw === 'number' && Number.isFinite(raw) ? raw : null;
+  };
+  return (
+    <Table.ScrollContainer minWidth={480} mt="sm">
+      <Table verticalSpacing={4} fz="sm" striped data-testid="cv-source-table">
+        <Table.Caption>
+          By source: each source&apos;s held-out slices pooled over the folds, beside the single test split&apos;s
+          value for that source.
+        </Table.Caption>
+        <Table.Thead>
+          <Table.Tr>
+            <Table.Th scope="col">Source</Table.Th>
+            <Table.Th scope="col">Subjects</Table.Th>
+            <Table.Th scope="col">Slices</Table.Th>
+            {names.map((name) => (
+              <Table.Th scope="col" key={name}>
+                {formatMetricName(name)}: cross-validated (single split)
+              </Table.Th>
+            ))}
+          </Table.Tr>
+        </Table.Thead>
+        <Table.Tbody>
+          {Object.entries(cv.by_source ?? {}).map(([source, values]) => (
+            <Table.Tr key={source} data-testid={`cv-source-${source}`}>
+              <Table.Th scope="row" fw={500}>
+                {source}
+              </Table.Th>
+              <Table.Td>{values.subjects ?? '—'}</Table.Td>
+              <Table.Td>{values.n ?? '—'}</Table.Td>
+              {names.map((name) => (
+                <Table.Td key={name}>
+                  {metricValue(name, values[name] ?? null)} ({metricValue(name, splitValue(source, name))})
+                </Table.Td>
+              ))}
+            </Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+    </Table.ScrollContainer>
   );
 }

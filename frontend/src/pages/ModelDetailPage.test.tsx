@@ -98,7 +98,11 @@ describe('ModelDetailPage', () => {
     });
     renderCard(
       modelCard({
-        metrics: { binary_accuracy: 0.9778, early_recall: 0.875 },
+        metrics: {
+          binary_accuracy: 0.9778,
+          early_recall: 0.875,
+          per_source: { chu: { n: 18, binary_accuracy: 0.8889 } },
+        },
         cross_validation: {
           k: 2,
           subjects: 30,
@@ -110,13 +114,18 @@ describe('ModelDetailPage', () => {
             early_recall: { pooled: 0.678, fold_mean: 0.7, ci95: [0.569, 0.786] },
           },
           folds: [fold(0, 0.9778, 0.7), fold(1, 0.9407, null)],
+          by_source: {
+            chu: { subjects: 7, n: 63, binary_accuracy: 0.873, early_recall: 0.5 },
+            zukic: { subjects: 4, n: 36, binary_accuracy: 1.0 },
+          },
+          fold_results: 'cross_validation/',
         },
       }),
     );
     const section = await screen.findByRole('region', { name: 'Cross-validation' });
     expect(section).toHaveTextContent('tested on the subjects it left out');
     expect(section).toHaveTextContent("Note: labels are the dataset's own.");
-    const table = within(section).getByRole('table');
+    const table = within(section).getByTestId('cv-table');
     expect(table).toHaveTextContent('2 folds, 270 slices from 30 subjects');
     expect(table).toHaveTextContent('95% bootstrap over subjects; run 2026-12-03');
     const accuracy = within(table).getByRole('row', { name: /Binary accuracy/ });
@@ -127,5 +136,18 @@ describe('ModelDetailPage', () => {
     // A fold without Early slices has no recall: a dash, not a zero.
     expect(recallCells.slice(0, 3)).toEqual(['0.875', '0.678 (0.569–0.786)', '0.700 · —']);
     expect(within(section).getAllByTestId('cv-strip')).toHaveLength(2);
+    // By source: the pooled held-out value with the single split's for the same source beside it;
+    // a metric a source lacks (no Early slices, or not measured per source) is a dash.
+    const sources = within(section).getByTestId('cv-source-table');
+    const chu = within(sources).getByRole('row', { name: /^chu/ });
+    expect(within(chu).getAllByRole('cell').map((c) => c.textContent)).toEqual([
+      '7',
+      '63',
+      '87.3% (88.9%)',
+      '0.500 (—)',
+    ]);
+    const zukic = within(sources).getByRole('row', { name: /^zukic/ });
+    expect(within(zukic).getAllByRole('cell').map((c) => c.textContent)).toEqual(['4', '36', '100.0% (—)', '— (—)']);
+    expect(section).toHaveTextContent("held-out per-slice scores are kept in the bundle's cross_validation/ folder");
   });
 });
