@@ -382,16 +382,10 @@ def cross_validate(
         fold_hash = read_rows(fold_dir)[1]
         places = [work / f"fold{i}" / "result.json"]
         places += [results / fold_result_name(i)] if results is not None else []
-        result = next(
-            (
-                r
-                for r in (
-                    matching_fold_result(p, cfg, k, seed, i, fold_hash, epochs) for p in places
-                )
-                if r is not None
-            ),
-            None,
-        ) if resume else None  # fmt: skip
+        result = None
+        if resume:
+            found = (matching_fold_result(p, cfg, k, seed, i, fold_hash, epochs) for p in places)
+            result = next((r for r in found if r is not None), None)
         if result is not None:
             record = {**result["record"], "reused": True}
         elif folds is not None and i not in folds:
