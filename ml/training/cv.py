@@ -166,7 +166,7 @@ def subject_bootstrap(
     }
 
 
-def _plain(cfg: dict[str, Any]) -> Any:
+def plain_config(cfg: dict[str, Any]) -> Any:
     """A config as the manifest stores it (JSON types, no private keys), for comparison."""
     import json
 
@@ -190,7 +190,7 @@ def reusable_bundle(
         m.key == cfg["key"]
         and m.dataset is not None
         and m.dataset.hash == read_rows(fold_dir)[1]
-        and record.get("config") == _plain(cfg)
+        and record.get("config") == plain_config(cfg)
         and record.get("epochs_override") == epochs
         and (bundle / "metrics_per_image.csv").is_file()
     )
@@ -289,7 +289,7 @@ def matching_fold_result(
         return None
     wanted = {
         "format": FOLD_FORMAT, "key": cfg["key"], "k": k, "seed": seed, "fold": fold,
-        "dataset_sha256": fold_hash, "config": _plain(cfg), "epochs_cap": epochs,
+        "dataset_sha256": fold_hash, "config": plain_config(cfg), "epochs_cap": epochs,
     }  # fmt: skip
     if not isinstance(result, dict) or any(result.get(f) != v for f, v in wanted.items()):
         return None
@@ -462,6 +462,6 @@ def _train_fold(
     })  # fmt: skip
     return {
         "format": FOLD_FORMAT, "key": cfg["key"], "fold": i, "task": fm.task,
-        "config": _plain(cfg), "epochs_cap": epochs, "seconds": round(seconds, 1),
+        "config": plain_config(cfg), "epochs_cap": epochs, "seconds": round(seconds, 1),
         "record": record, "rows": rows,
     }  # fmt: skip
