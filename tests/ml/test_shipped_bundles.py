@@ -146,3 +146,52 @@ def test_heavy_bundle_reproduces_one_slice_per_subject(path, real_dataset):
                 r["image_id"],
                 key,
             )
+
+
+CROSS_VALIDATED = [
+    p
+    for p in BUNDLES
+    if (cv := read_manifest(p).cross_validation) is not None and cv.fold_results is not None
+]
+
+
+@pytest.mark.skipif(not CROSS_VALIDATED, reason="no shipped bundle keeps its fold results")
+@pytest.mark.parametrize("path", CROSS_VALIDATED, ids=[p.name for p in CROSS_VALIDATED])
+def test_recorded_cross_validation_is_what_its_fold_files_pool_to(path):
+    """The cross-validation a bundle records is recomputed from the fold files it ships: one per
+    fold, made by the bundle's own config on the same deal, every slice held out exactly once,
+    and the pooled value, each fold's value and each source's value are theirs."""
+    import json
+
+    from ml.training.config import load_config
+    from ml.training.cv import (
+        FOLD_FORMAT,
+        by_source,
+        fold_result_name,
+        plain_config,
+        pooled_metrics,
+    )
+
+    m = read_manifest(path)
+    cv = m.cross_validation
+    assert cv is not None and cv.fold_results is not None and m.dataset is not None
+    files = [
+        json.loads((path / cv.fold_results / fold_result_name(i)).read_text()) for i in range(cv.k)
+    ]
+    config = plain_config(load_config(m.key))  # the config the project ships for this model
+    for i, f in enumerate(files):
+        assert (f["format"], f["key"], f["k"], f["fold"]) == (FOLD_FORMAT, m.key, cv.k, i)
+        assert f["epochs_cap"] == cv.epochs_cap and f["seed"] == files[0]["seed"]
+        assert f["config"] == config
+        assert f["dataset_sha256"] != m.dataset.hash  # the fold's own split, not the fixed one
+        assert cv.folds[i].metrics == {
+            k: round(v, 4) for k, v in pooled_metrics(f["rows"], m.task).items()
+        }
+    rows = [r for f in files for r in f["rows"]]
+    assert len({r["image_id"] for r in rows}) == len(rows) == cv.slices
+    subjects = [{r["subject_id"] for r in f["rows"]} for f in files]
+    assert sum(len(s) for s in subjects) == len(set().union(*subjects)) == cv.subjects
+    for name, value in pooled_metrics(rows, m.task).items():
+        assert cv.metrics[name].pooled == round(value, 4)
+        assert cv.metrics[name].ci95[0] <= cv.metrics[name].pooled <= cv.metrics[name].ci95[1]
+    assert cv.by_source == by_source(rows, m.task)
