@@ -108,14 +108,15 @@ def run_cv(args: argparse.Namespace) -> int:
 
     key = Path(args.model).stem
     try:
-        bundle = Path(args.models_dir) / load_config(args.model)["key"]
+        cfg = load_config(args.model)  # read once: cross_validate takes the dict
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
+    bundle = Path(args.models_dir) / cfg["key"]
     writes = not args.no_write and (bundle / "manifest.json").is_file()
     results = bundle / CV_RESULTS if writes else None
     try:
         report = cross_validate(
-            args.model, args.dataset, Path(args.work_dir) / key, k=args.cv, epochs=epochs,
+            cfg, args.dataset, Path(args.work_dir) / key, k=args.cv, epochs=epochs,
             resume=args.resume, folds=folds, results_dir=results, progress=progress,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
